@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs everything execbridge needs on a Debian 12 machine with Python 3.11, idempotently:
+#   - system packages: bubblewrap (isolation), util-linux (setpriv), e2fsprogs (workspace disks),
+#     libseccomp2 (syscall filter), and the sandbox runtime (Python 3.11 + data libraries + CLI tools);
+#   - the sandbox runtime venv at $EXECBRIDGE_RUNTIME (default /opt/execbridge/runtime), built on
+#     Debian's python3.11 with its packages, plus the few libraries Debian lacks (from PyPI);
+#   - the gateway itself into ./.venv (with test extras when --test is given).
+# Usage: scripts/install.sh [--test] [--runtime full|minimal]
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+extras=""
+runtime_kind="full"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --test) extras="[test]"; shift ;;
+    --runtime) runtime_kind="$2"; shift 2 ;;
+    *) echo "unknown option: $1" >&2; exit 2 ;;
+  esac
+done
+runtime_dir="${EXECBRIDGE_RUNTIME:-/opt/execbridge/runtime}"
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+base_packages=(bubblewrap util-linux e2fsprogs libseccomp2 python3.11 python3.11-venv python3-pip bash coreutils procps)
+minimal_runtime=(python3-numpy)
+full_runtime=(
+  python3-numpy python3-pandas python3-scipy python3-sklearn python3-statsmodels python3-matplotlib
+  python3-seaborn python3-openpyxl python3-xlsxwriter python3-xlrd python3-pil python3-docx python3-pypdf
+  python3-pdfkit python3-reportlab python3-img2pdf python3-sympy python3-mpmath python3-tqdm
+  python3-dateutil python3-tz python3-joblib
+  unzip unrar-free p7zip-full bc ripgrep fd-find sqlite3 file less jq
+)
+# Libraries Anthropic's containers list that Debian 12 does not package.
+full_runtime_pypi=(pyarrow python-pptx pdfplumber pypdfium2 pdf2image tabula-py)
+
+packages=("${base_packages[@]}")
+if [ "$runtime_kind" = full ]; then packages+=("${full_runtime[@]}"); else packages+=("${minimal_runtime[@]}"); fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The sandbox runtime: Debian's interpreter and packages, seen through a venv so extra PyPI
+# libraries stay out of the system's site-packages.
+if [ ! -x "$runtime_dir/bin/python3" ]; then
+  sudo_if_needed mkdir -p "$(dirname "$runtime_dir")"
+  sudo_if_needed /usr/bin/python3.11 -m venv --system-site-packages --without-pip "$runtime_dir"
+fi
+if [ "$runtime_kind" = full ] && ! "$runtime_dir/bin/python3" -c "import pyarrow, pptx, pdfplumber" 2>/dev/null; then
+  sudo_if_needed /usr/bin/python3.11 -m pip --python "$runtime_dir/bin/python3" install -q \
+    --no-warn-script-location "${full_runtime_pypi[@]}" 2>/dev/null \
+    || sudo_if_needed /usr/bin/python3.11 -m pip install -q --prefix "$runtime_dir" "${full_runtime_pypi[@]}"
+fi
+
+# The gateway.
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || python=python3
+if [ ! -x "$here/.venv/bin/python" ]; then
+  "$python" -m venv "$here/.venv"
+fi
+"$here/.venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$here/.venv/bin/python" -m pip install -q -e "$here$extras"

@@ -1,0 +1,100 @@
+"""Settings: one frozen, typed object, loaded once at start-up and passed down.
+
+Precedence, highest first: command-line flags, ``EXECBRIDGE_*`` environment variables (nested with
+``__``, e.g. ``EXECBRIDGE_SANDBOX__MEMORY_MB``), an optional TOML file (``--config`` or
+``EXECBRIDGE_CONFIG``), then the defaults below. Nothing reads settings at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "execbridge"
+
+
+class SandboxSettings(BaseModel):
+    """Limits and knobs for containers. Defaults follow Anthropic's published container resources."""
+
+    model_config = ConfigDict(frozen=True)
+
+    memory_mb: int = Field(5120, ge=32, description="RAM per container (cgroup memory limit; tmpfs counts).")
+    cpus: float = Field(1.0, gt=0, description="CPU share per container (cgroup CPU quota).")
+    pids: int = Field(512, ge=8, description="Processes and threads per container (cgroup pids.max).")
+    disk_mb: int = Field(5120, ge=16, description="Hard cap on the workspace disk (ext4 loop image).")
+    command_timeout_s: float = Field(180.0, gt=0, description="Wall-clock limit per command.")
+    output_limit_bytes: int = Field(1 << 20, ge=1024, description="stdout/stderr bytes kept per command.")
+    output_file_limit_bytes: int = Field(100 << 20, ge=1024, description="Largest file captured from $OUTPUT_DIR.")
+    output_file_count: int = Field(32, ge=1, description="Most files captured from one $OUTPUT_DIR.")
+    idle_evict_s: float = Field(300.0, gt=0, description="Stop a container's processes after this idle time.")
+    retention_s: float = Field(30 * 86400.0, gt=0, description="Delete a container this long after last use.")
+    spare_containers: int = Field(2, ge=0, description="Ready-made containers kept warm for new requests.")
+    python: Path = Field(Path("/usr/bin/python3.11"), description="Interpreter inside the sandbox.")
+    uid_base: int = Field(200000, ge=1000, description="Host uids for containers start here (one per slot).")
+    allow_weak_isolation: bool = Field(False, description="Run even when a protection is missing (unsafe).")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EXECBRIDGE_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = 8787
+    upstream_url: str | None = None
+    upstream_api_key: SecretStr | None = None
+    max_iterations: int = Field(10, ge=1, description="Server-tool rounds per request before pause_turn.")
+    upstream_connect_timeout_s: float = 10.0
+    upstream_read_timeout_s: float = 300.0
+    upstream_total_timeout_s: float = 900.0
+    upstream_max_retries: int = Field(3, ge=0)
+    max_request_bytes: int = 32 << 20
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = os.environ.get("EXECBRIDGE_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "execbridge.sqlite3"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings; ``overrides`` are command-line flags (``None`` means "not given").
+
+    Nested sandbox flags are passed as ``sandbox={...}`` and merged over env/TOML values field by field.
+    """
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    if config_file is not None:
+        os.environ["EXECBRIDGE_CONFIG"] = str(config_file)
+    sandbox_flags = flags.pop("sandbox", None)
+    settings = Settings(**flags)
+    if sandbox_flags:
+        merged = settings.sandbox.model_copy(update={k: v for k, v in sandbox_flags.items() if v is not None})
+        settings = settings.model_copy(update={"sandbox": SandboxSettings.model_validate(merged.model_dump())})
+    return settings

@@ -1,0 +1,93 @@
+"""The one root of execbridge's exceptions.
+
+Every error the gateway raises on purpose derives from ``ExecbridgeError``; the API layer maps each
+class to the client's error type and HTTP status in one table (``api/errors.py``), so nothing here
+knows about wire formats.
+
+    ExecbridgeError
+    ├── InvalidRequest            the client sent something we cannot serve (400)
+    │   └── RequestTooLarge       a body or file over a configured limit (413)
+    ├── AuthenticationFailed      missing or unknown credentials (401)
+    ├── PermissionDenied          the key may not do this (403)
+    ├── NotFound                  unknown id, or one owned by another key (404)
+    ├── UpstreamError             the model server failed; keeps its status and message
+    │   ├── UpstreamRateLimited   429 after retries (429)
+    │   ├── UpstreamOverloaded    503/529 after retries (529)
+    │   └── UpstreamTimeout       no answer in time (504)
+    ├── SandboxError              a container could not be started or talked to (500)
+    │   └── SandboxUnavailable    a required protection is missing on this machine
+    └── ConfigurationError        settings that cannot work; raised at start-up
+
+A program that fails inside a sandbox is *not* an error here: it is an ``ExecutionResult`` with a
+non-zero return code.
+"""
+
+from __future__ import annotations
+
+
+class ExecbridgeError(Exception):
+    """Base of every deliberate execbridge error; ``message`` is safe to show a client."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class InvalidRequest(ExecbridgeError):
+    pass
+
+
+class RequestTooLarge(InvalidRequest):
+    pass
+
+
+class AuthenticationFailed(ExecbridgeError):
+    pass
+
+
+class PermissionDenied(ExecbridgeError):
+    pass
+
+
+class NotFound(ExecbridgeError):
+    pass
+
+
+class UpstreamError(ExecbridgeError):
+    """The upstream model server answered with an error (or not at all).
+
+    ``status`` is the upstream's HTTP status when there was one; the message keeps the upstream's own
+    words so a Databricks user sees what Databricks said.
+    """
+
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class UpstreamRateLimited(UpstreamError):
+    pass
+
+
+class UpstreamOverloaded(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    pass
+
+
+class SandboxError(ExecbridgeError):
+    pass
+
+
+class SandboxUnavailable(SandboxError):
+    pass
+
+
+class ConfigurationError(ExecbridgeError):
+    pass

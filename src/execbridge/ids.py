@@ -1,0 +1,44 @@
+"""Identifiers that look like Anthropic's (``msg_…``, ``srvtoolu_…``, ``container_…``, ``file_…``).
+
+Ids are unguessable: 24 base62 characters from ``secrets`` (≈ 143 bits). Knowing one container id
+never helps to guess another; ownership is still checked on every use.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def random_token(length: int = 24) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id such as ``container_011C…``; the ``011C`` mimics Anthropic's version tag."""
+    return f"{prefix}_011C{random_token()}"
+
+
+def message_id() -> str:
+    return new_id("msg")
+
+
+def server_tool_use_id() -> str:
+    return new_id("srvtoolu")
+
+
+def tool_use_id() -> str:
+    return new_id("toolu")
+
+
+def container_id() -> str:
+    return new_id("container")
+
+
+def file_id() -> str:
+    return new_id("file")
+
+
+def request_id() -> str:
+    return new_id("req")

@@ -1,0 +1,265 @@
+"""The neutral conversation model: what every surface parses into and every upstream translates from.
+
+Frozen dataclasses, closed unions. No wire format lives here: Anthropic shapes stay in ``api/``,
+OpenAI shapes in ``upstream/``, the sandbox protocol in ``sandbox/``. Renderers ``match`` on these
+unions and end in ``assert_never`` so a new variant cannot be forgotten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# ---------------------------------------------------------------- content parts
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """An image by value (base64 ``data``) or by reference (``url``)."""
+
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A document block: plain text, a base64 PDF, or a URL. ``title``/``context`` are optional labels."""
+
+    media_type: str | None = None
+    text: str | None = None
+    data: str | None = None
+    url: str | None = None
+    title: str | None = None
+    context: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Thinking:
+    """Model reasoning shown to the client; upstreams that cannot take it back drop it."""
+
+    text: str
+    signature: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call by the model. ``server`` calls run here (``server_tool_use``); others go to the client."""
+
+    id: str
+    name: str
+    input: Mapping[str, Any]
+    server: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """The result of a client tool, or a server result already rendered as text for the model."""
+
+    tool_use_id: str
+    content: tuple[Text | Image, ...]
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerUpload:
+    """A Files-API file the client wants inside the container before the model runs."""
+
+    file_id: str
+
+
+# ---------------------------------------------------------------- server tool outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFile:
+    """A file the sandbox produced and the gateway published through the Files API."""
+
+    file_id: str
+    filename: str
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """A finished bash command or Python program. A failing program is data, not an exception."""
+
+    stdout: str
+    stderr: str
+    return_code: int
+    files: tuple[OutputFile, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ViewOutcome:
+    file_type: Literal["text", "image", "pdf"]
+    content: str
+    num_lines: int | None = None
+    start_line: int | None = None
+    total_lines: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOutcome:
+    is_file_update: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StrReplaceOutcome:
+    old_start: int | None
+    old_lines: int | None
+    new_start: int | None
+    new_lines: int | None
+    lines: tuple[str, ...]
+
+
+ToolErrorCode = Literal[
+    "invalid_tool_input",
+    "unavailable",
+    "too_many_requests",
+    "execution_time_exceeded",
+    "output_file_too_large",
+    "file_not_found",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFailure:
+    """The tool could not do what was asked (as opposed to a program that ran and failed)."""
+
+    error_code: ToolErrorCode
+    message: str | None = None
+
+
+ToolOutcome = CommandOutcome | ViewOutcome | CreateOutcome | StrReplaceOutcome | ToolFailure
+
+
+@dataclass(frozen=True, slots=True)
+class ServerToolResult:
+    """The result of a server tool call, as the client sees it (``*_tool_result`` blocks).
+
+    ``tool_name`` is the sub-tool that ran: ``bash_code_execution``, ``text_editor_code_execution`` or
+    ``code_execution``; it decides which result block type the client gets.
+    """
+
+    tool_use_id: str
+    tool_name: str
+    outcome: ToolOutcome
+
+
+Part = Text | Image | Document | Thinking | ToolCall | ToolResult | ServerToolResult | ContainerUpload
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    role: Literal["user", "assistant"]
+    parts: tuple[Part, ...]
+
+
+# ---------------------------------------------------------------- tools offered to the model
+
+
+CodeExecutionVersion = Literal["20250522", "20250825", "20260120", "20260521"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTool:
+    """A tool the client runs itself; it reaches the upstream as a plain function."""
+
+    name: str
+    description: str | None
+    input_schema: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CodeExecutionTool:
+    """Anthropic's server-side code execution tool, in one of its published versions."""
+
+    version: CodeExecutionVersion
+
+
+ToolSpec = ClientTool | CodeExecutionTool
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    mode: Literal["auto", "any", "tool", "none"] = "auto"
+    name: str | None = None
+    disable_parallel_tool_use: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionDef:
+    """A function as the upstream sees it (name, description, JSON schema of its arguments)."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+# ---------------------------------------------------------------- a whole request
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One client request in neutral form: what the engine loop runs."""
+
+    model: str
+    max_tokens: int
+    messages: tuple[Message, ...]
+    system: str | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice | None = None
+    stop_sequences: tuple[str, ...] = ()
+    sampling: Sampling = field(default_factory=Sampling)
+    user_id: str | None = None
+    stream: bool = False
+    container_id: str | None = None
+
+    @property
+    def code_execution(self) -> CodeExecutionTool | None:
+        return next((t for t in self.tools if isinstance(t, CodeExecutionTool)), None)
+
+    @property
+    def client_tools(self) -> tuple[ClientTool, ...]:
+        return tuple(t for t in self.tools if isinstance(t, ClientTool))
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    code_execution_requests: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_input_tokens + other.cache_read_input_tokens,
+            self.code_execution_requests + other.code_execution_requests,
+        )
+
+
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRef:
+    """What a response says about its container."""
+
+    id: str
+    expires_at: str  # RFC 3339, UTC

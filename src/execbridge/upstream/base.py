@@ -1,0 +1,98 @@
+"""The upstream model interface: one streaming call per model turn, neutral in and out.
+
+An ``Upstream`` takes a ``ChatTurn`` (the conversation so far, the functions offered, generation
+parameters) and yields ``UpstreamEvent``s. Non-streaming upstream calls are turned into the same event
+sequence, so the engine has exactly one path. Implementations raise ``errors.UpstreamError`` subclasses;
+they never return HTTP or JSON shapes to callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from execbridge.types import FunctionDef, Message, Sampling
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionChoice:
+    """Which functions the model may or must call: ``auto``, ``required``, ``none`` or one by name."""
+
+    mode: Literal["auto", "required", "none", "function"] = "auto"
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    """Everything one upstream call needs.
+
+    ``messages`` may contain ``ToolCall`` parts (assistant) and ``ToolResult`` parts (the results, in
+    the order the calls were made, anywhere after their call). Server tool results have already been
+    rendered to text by the tools layer, so the upstream never sees ``ServerToolResult``.
+    """
+
+    model: str
+    messages: tuple[Message, ...]
+    max_tokens: int
+    system: str | None = None
+    functions: tuple[FunctionDef, ...] = ()
+    function_choice: FunctionChoice | None = None
+    parallel_calls: bool | None = None
+    stop: tuple[str, ...] = ()
+    sampling: Sampling = Sampling()
+    user: str | None = None
+    stream: bool = True
+    api_key: str | None = None  # the client's own key, when the gateway passes it through
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    text: str
+    signature: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A piece of a function call. ``id`` and ``name`` come with the first piece of each ``index``."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The turn is over. ``stop_sequence`` is set when the upstream says which one matched."""
+
+    reason: FinishReason
+    stop_sequence: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+UpstreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finished | TokenUsage
+
+
+class Upstream(Protocol):
+    """A Chat-Completions-speaking model server."""
+
+    def stream_turn(self, turn: ChatTurn) -> AsyncIterator[UpstreamEvent]:
+        """Run one model turn. Cancelling the iteration closes the upstream connection."""
+        ...
+
+    async def aclose(self) -> None: ...
