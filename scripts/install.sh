@@ -32,7 +32,7 @@ full_runtime=(
   unzip unrar-free p7zip-full bc ripgrep fd-find sqlite3 file less jq
 )
 # Libraries Anthropic's containers list that Debian 12 does not package.
-full_runtime_pypi=(pyarrow python-pptx pdfplumber pypdfium2 pdf2image tabula-py)
+full_runtime_pypi=("pyarrow<18" python-pptx pdfplumber pypdfium2 pdf2image tabula-py)
 
 packages=("${base_packages[@]}")
 if [ "$runtime_kind" = full ]; then packages+=("${full_runtime[@]}"); else packages+=("${minimal_runtime[@]}"); fi
@@ -53,10 +53,21 @@ if [ ! -x "$runtime_dir/bin/python3" ]; then
   sudo_if_needed mkdir -p "$(dirname "$runtime_dir")"
   sudo_if_needed /usr/bin/python3.11 -m venv --system-site-packages --without-pip "$runtime_dir"
 fi
-if [ "$runtime_kind" = full ] && ! "$runtime_dir/bin/python3" -c "import pyarrow, pptx, pdfplumber" 2>/dev/null; then
+if [ "$runtime_kind" = full ] && ! "$runtime_dir/bin/python3" -c "import pyarrow, pptx, pdfplumber, pandas, matplotlib" 2>/dev/null; then
+  # Pin what Debian already provides, so PyPI wheels never shadow numpy/pillow with builds that
+  # Debian's pandas, scipy and matplotlib were not compiled against.
+  constraints=$(mktemp)
+  /usr/bin/python3.11 - > "$constraints" <<'PY'
+import importlib.metadata as m
+for name in ("numpy", "pillow", "pandas", "scipy", "matplotlib", "openpyxl", "python-dateutil", "pytz"):
+    try:
+        print(f"{name}=={m.version(name)}")
+    except m.PackageNotFoundError:
+        pass
+PY
   sudo_if_needed /usr/bin/python3.11 -m pip --python "$runtime_dir/bin/python3" install -q \
-    --no-warn-script-location "${full_runtime_pypi[@]}" 2>/dev/null \
-    || sudo_if_needed /usr/bin/python3.11 -m pip install -q --prefix "$runtime_dir" "${full_runtime_pypi[@]}"
+    --no-warn-script-location --constraint "$constraints" "${full_runtime_pypi[@]}"
+  rm -f "$constraints"
 fi
 
 # The gateway.

@@ -17,6 +17,7 @@ Order guarantees:
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from execbridge.types import ContainerRef, ServerToolResult, StopReason, Text, Thinking, ToolCall, Usage
 
 

@@ -9,7 +9,7 @@ they never return HTTP or JSON shapes to callers.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from execbridge.types import FunctionDef, Message, Sampling
@@ -40,7 +40,7 @@ class ChatTurn:
     function_choice: FunctionChoice | None = None
     parallel_calls: bool | None = None
     stop: tuple[str, ...] = ()
-    sampling: Sampling = Sampling()
+    sampling: Sampling = field(default_factory=Sampling)
     user: str | None = None
     stream: bool = True
     api_key: str | None = None  # the client's own key, when the gateway passes it through

@@ -1,0 +1,85 @@
+"""Turn a client's conversation into what the upstream model should see, and find unfinished work.
+
+Pure functions. Server tool results in the client's history become the text the model read when the
+call first ran (``render_for_model``); server calls that have no result yet (a ``pause_turn``
+continuation, or calls deferred because a client tool was called in the same batch) are found so the
+loop can run them before asking the model again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from execbridge.tools.code_execution import render_for_model
+from execbridge.types import (
+    ContainerUpload,
+    Message,
+    Part,
+    ServerToolResult,
+    Text,
+    ToolCall,
+    ToolFailure,
+    ToolResult,
+)
+
+
+def as_model_result(result: ServerToolResult) -> ToolResult:
+    return ToolResult(
+        tool_use_id=result.tool_use_id,
+        content=(Text(render_for_model(result)),),
+        is_error=isinstance(result.outcome, ToolFailure),
+    )
+
+
+def _upstream_part(part: Part) -> Part | None:
+    match part:
+        case ServerToolResult():
+            return as_model_result(part)
+        case ContainerUpload():
+            return None  # the file is placed in the container; the system note says where
+        case _:
+            return part
+
+
+def for_upstream(messages: Iterable[Message]) -> list[Message]:
+    """The conversation with server results rendered as model-readable tool results."""
+    converted: list[Message] = []
+    for message in messages:
+        parts = tuple(p for p in map(_upstream_part, message.parts) if p is not None)
+        if parts:
+            converted.append(Message(message.role, parts))
+    return converted
+
+
+def unanswered_server_calls(messages: tuple[Message, ...]) -> tuple[ToolCall, ...]:
+    """Server calls in the latest assistant turn that have no result anywhere after them.
+
+    That turn is the last message (``pause_turn`` continuation) or the one before a final user
+    message (a batch where a client tool was called too, so the server calls were deferred).
+    """
+    if not messages:
+        return ()
+    index = len(messages) - 1
+    if messages[index].role == "user":
+        index -= 1
+    if index < 0 or messages[index].role != "assistant":
+        return ()
+    answered = {
+        p.tool_use_id for m in messages[index:] for p in m.parts if isinstance(p, ServerToolResult | ToolResult)
+    }
+    return tuple(p for p in messages[index].parts if isinstance(p, ToolCall) and p.server and p.id not in answered)
+
+
+def with_results(messages: list[Message], results: Iterable[ServerToolResult]) -> list[Message]:
+    """Attach freshly run results for unanswered calls, where the upstream expects them.
+
+    After a continuation (history ends with the assistant turn) they join that turn; after a
+    deferred batch they go first in the final user message, before the client's own results.
+    """
+    rendered = tuple(as_model_result(r) for r in results)
+    if not rendered or not messages:
+        return messages
+    last = messages[-1]
+    if last.role == "assistant":
+        return [*messages[:-1], Message("assistant", last.parts + rendered)]
+    return [*messages[:-1], Message("user", rendered + last.parts)]

@@ -1,0 +1,245 @@
+"""The tool loop: one async generator of events, used by streaming and non-streaming surfaces alike.
+
+For a request it (1) resolves the container, (2) runs server calls left unanswered by the client's
+history (``pause_turn`` continuations and deferred calls), then (3) alternates upstream model turns
+and server tool runs until the model ends its turn, calls a client tool, or the iteration cap is hit
+(``pause_turn``).
+
+Must not: parse or render any wire format; hold settings other than those passed in.
+Invariants: events follow the order documented in ``engine/events.py``; a cancelled consumer
+cancels the upstream call and the running command (lexical lifetimes, no orphan tasks); a failing
+program or a bad tool argument is a result the model sees, never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from execbridge import ids
+from execbridge.config import Settings
+from execbridge.engine.events import EngineEvent, Heartbeat, MessageFinished, MessageStarted, ServerToolResultReady
+from execbridge.engine.history import for_upstream, unanswered_server_calls, with_results
+from execbridge.engine.turn import TurnAssembler, replay
+from execbridge.errors import ExecbridgeError, InvalidRequest
+from execbridge.sandbox.base import ContainerInfo, ContainerService
+from execbridge.tools import code_execution as ce
+from execbridge.types import (
+    CodeExecutionTool,
+    ContainerRef,
+    FunctionDef,
+    GenerationRequest,
+    Message,
+    ServerToolResult,
+    StopReason,
+    ToolCall,
+    ToolChoice,
+    ToolFailure,
+    ToolOutcome,
+    Usage,
+)
+from execbridge.upstream.base import ChatTurn, FunctionChoice, Upstream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: ``owner`` scopes containers and files; ``upstream_api_key`` is passed through."""
+
+    owner: str
+    upstream_api_key: str | None = None
+
+
+def _container_ref(info: ContainerInfo) -> ContainerRef:
+    expires = info.expires_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return ContainerRef(info.id, expires)
+
+
+def _function_choice(choice: ToolChoice | None, tool: CodeExecutionTool | None) -> FunctionChoice | None:
+    if choice is None:
+        return None
+    match choice.mode:
+        case "auto":
+            return FunctionChoice("auto")
+        case "any":
+            return FunctionChoice("required")
+        case "none":
+            return FunctionChoice("none")
+        case "tool":
+            if choice.name == ce.PYTHON and tool is not None:
+                functions = ce.functions_for(tool)
+                # The 2025-08 tool exposes bash + editor under the one name ``code_execution``.
+                if len(functions) == 1 or ce.PYTHON not in {f.name for f in functions}:
+                    return FunctionChoice("required") if len(functions) > 1 else FunctionChoice("function", ce.PYTHON)
+            return FunctionChoice("function", choice.name)
+
+
+class Engine:
+    """Runs requests. One instance serves the whole process; it holds no per-request state."""
+
+    def __init__(
+        self, upstream: Upstream, containers: ContainerService, settings: Settings, *, heartbeat_s: float = 5.0
+    ) -> None:
+        self._upstream = upstream
+        self._containers = containers
+        self._settings = settings
+        self._heartbeat_s = heartbeat_s
+
+    async def run(self, request: GenerationRequest, caller: Caller) -> AsyncIterator[EngineEvent]:
+        tool = request.code_execution
+        functions = self._functions(request, tool)
+        server_names = frozenset(f.name for f in ce.functions_for(tool)) if tool else frozenset()
+        container = await self._resolve_container(request, caller, needed=tool is not None)
+
+        ref = _container_ref(container) if container else None
+        yield MessageStarted(ids.message_id(), request.model, Usage(), ref)
+
+        usage = Usage()
+        history = for_upstream(request.messages)
+        pending = unanswered_server_calls(request.messages)
+        if pending and container is not None:
+            results: list[ServerToolResult] = []
+            async for event in self._run_calls(pending, container, caller):
+                if isinstance(event, ServerToolResultReady):
+                    results.append(event.result)
+                yield event
+            usage += Usage(code_execution_requests=len(results))
+            history = with_results(history, results)
+
+        stop_reason: StopReason = "end_turn"
+        stop_sequence: str | None = None
+        system = self._system(request, tool)
+        for iteration in range(self._settings.max_iterations):
+            turn = ChatTurn(
+                model=request.model,
+                messages=tuple(history),
+                max_tokens=request.max_tokens,
+                system=system,
+                functions=functions,
+                function_choice=_function_choice(request.tool_choice, tool) if iteration == 0 else None,
+                parallel_calls=False if request.tool_choice and request.tool_choice.disable_parallel_tool_use else None,
+                stop=request.stop_sequences,
+                sampling=request.sampling,
+                user=request.user_id,
+                stream=request.stream,
+                api_key=caller.upstream_api_key,
+            )
+            assembler = TurnAssembler(lambda name: name in server_names)
+            async for upstream_event in self._upstream.stream_turn(turn):
+                for event in assembler.feed(upstream_event):
+                    yield event
+            closing, outcome = assembler.finish()
+            for event in closing:
+                yield event
+            usage += outcome.usage
+            stop_reason, stop_sequence = outcome.stop_reason, outcome.stop_sequence
+
+            calls = [b for b in outcome.blocks if isinstance(b, ToolCall)]
+            if not calls or any(not c.server for c in calls) or container is None:
+                for block in outcome.held_back:  # client calls wait for the client; server calls defer
+                    for event in replay(block):
+                        yield event
+                if calls and stop_reason != "max_tokens":
+                    stop_reason = "tool_use"
+                break
+
+            results = []
+            async for event in self._run_calls(
+                calls, container, caller, held_back=outcome.held_back, invalid=outcome.invalid_inputs
+            ):
+                if isinstance(event, ServerToolResultReady):
+                    results.append(event.result)
+                yield event
+            usage += Usage(code_execution_requests=len(results))
+            history = [
+                *history,
+                Message("assistant", outcome.blocks),
+                *with_results([Message("user", ())], results),
+            ]
+            if stop_reason == "max_tokens":
+                break
+            stop_reason = "pause_turn"  # if the cap ends the loop here, the client continues the turn
+
+        if container is not None:
+            ref = _container_ref(await self._containers.get(container.id, caller.owner))
+        yield MessageFinished(stop_reason, stop_sequence if stop_reason == "stop_sequence" else None, usage, ref)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _functions(self, request: GenerationRequest, tool: CodeExecutionTool | None) -> tuple[FunctionDef, ...]:
+        server = ce.functions_for(tool) if tool else ()
+        reserved = {f.name for f in server}
+        clashes = [t.name for t in request.client_tools if t.name in reserved]
+        if clashes:
+            raise InvalidRequest(f"tools: client tool name '{clashes[0]}' is reserved by the code execution tool")
+        client = tuple(FunctionDef(t.name, t.description or "", t.input_schema) for t in request.client_tools)
+        return server + client
+
+    def _system(self, request: GenerationRequest, tool: CodeExecutionTool | None) -> str | None:
+        if tool is None:
+            return request.system
+        note = ce.system_note(tool, self._settings.sandbox)
+        return f"{request.system}\n\n{note}" if request.system else note
+
+    async def _resolve_container(
+        self, request: GenerationRequest, caller: Caller, *, needed: bool
+    ) -> ContainerInfo | None:
+        if request.container_id:
+            return await self._containers.get(request.container_id, caller.owner)
+        if needed:
+            return await self._containers.create(caller.owner)
+        return None
+
+    async def _run_calls(
+        self,
+        calls: Sequence[ToolCall],
+        container: ContainerInfo,
+        caller: Caller,
+        *,
+        held_back: Sequence[Any] = (),
+        invalid: frozenset[str] = frozenset(),
+    ) -> AsyncIterator[EngineEvent]:
+        """Run server calls in order, each result right after its call; held-back blocks interleave."""
+        held = list(held_back)
+        async with self._containers.lease(container.id, caller.owner) as session:
+            for call in calls:
+                if call in held:
+                    for event in replay(call):
+                        yield event
+                    held.remove(call)
+                if call.id in invalid:
+                    outcome: ToolOutcome = ToolFailure("invalid_tool_input", "arguments were not a JSON object")
+                else:
+                    task = asyncio.ensure_future(ce.run_call(session, call.name, call.input, self._settings.sandbox))
+                    try:
+                        while True:
+                            done, _ = await asyncio.wait({task}, timeout=self._heartbeat_s)
+                            if done:
+                                break
+                            yield Heartbeat()
+                    finally:
+                        if not task.done():
+                            task.cancel()
+                            with suppress(asyncio.CancelledError):
+                                await task
+                    outcome = self._outcome_of(task)
+                yield ServerToolResultReady(ServerToolResult(call.id, call.name, outcome))
+        for block in held:  # text after the last call
+            for event in replay(block):
+                yield event
+
+    @staticmethod
+    def _outcome_of(task: asyncio.Future[ToolOutcome]) -> ToolOutcome:
+        error = task.exception()
+        if error is None:
+            return task.result()
+        if isinstance(error, ExecbridgeError):
+            log.warning("sandbox failed during a tool call: %s", error.message)
+            return ToolFailure("unavailable", error.message)
+        raise error

@@ -1,0 +1,100 @@
+"""An in-memory stand-in for ``ContainerService``, for tests of code *around* the sandbox.
+
+It runs nothing: commands are answered by a function the test supplies (default: echo the command),
+files live in a dict. Use it to test the engine's ordering and bookkeeping; use the real
+``ContainerManager`` whenever the behaviour of code execution itself matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from execbridge import ids
+from execbridge.errors import NotFound
+from execbridge.sandbox.base import ContainerInfo, ExecutionResult
+from execbridge.types import CreateOutcome, StrReplaceOutcome, ToolFailure, ViewOutcome
+
+Responder = Callable[[str, str], ExecutionResult]
+
+
+def echo(kind: str, source: str) -> ExecutionResult:
+    return ExecutionResult(stdout=f"{kind}: {source}\n", stderr="", return_code=0, duration_ms=0.1)
+
+
+@dataclass
+class FakeSession:
+    info: ContainerInfo
+    files: dict[str, str]
+    respond: Responder
+    log: list[tuple[str, str]] = field(default_factory=list)
+
+    async def run_bash(self, command: str, *, timeout: float | None = None) -> ExecutionResult:
+        self.log.append(("bash", command))
+        return self.respond("bash", command)
+
+    async def run_python(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
+        self.log.append(("python", code))
+        return self.respond("python", code)
+
+    async def view(self, path: str) -> ViewOutcome | ToolFailure:
+        if path not in self.files:
+            return ToolFailure("file_not_found", f"{path}: no such file")
+        text = self.files[path]
+        lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+        return ViewOutcome("text", text, lines, 1, lines)
+
+    async def create(self, path: str, file_text: str) -> CreateOutcome | ToolFailure:
+        existed = path in self.files
+        self.files[path] = file_text
+        return CreateOutcome(existed)
+
+    async def str_replace(self, path: str, old_str: str, new_str: str) -> StrReplaceOutcome | ToolFailure:
+        text = self.files.get(path)
+        if text is None:
+            return ToolFailure("file_not_found", f"{path}: no such file")
+        if text.count(old_str) != 1:
+            return ToolFailure("invalid_tool_input", "old_str must occur exactly once")
+        line = text[: text.index(old_str)].count("\n") + 1
+        self.files[path] = text.replace(old_str, new_str)
+        return StrReplaceOutcome(line, 1, line, 1, (f"-{old_str}", f"+{new_str}"))
+
+    async def put_file(self, path: str, data: bytes) -> None:
+        self.files[path] = data.decode("utf-8", "replace")
+
+
+class FakeContainerService:
+    def __init__(self, respond: Responder = echo) -> None:
+        self.respond = respond
+        self.sessions: dict[str, FakeSession] = {}
+
+    def _info(self, container_id: str, owner: str) -> ContainerInfo:
+        now = datetime.now(UTC)
+        return ContainerInfo(container_id, owner, now, now, now + timedelta(minutes=5), True)
+
+    async def create(self, owner: str) -> ContainerInfo:
+        info = self._info(ids.container_id(), owner)
+        self.sessions[info.id] = FakeSession(info, {}, self.respond)
+        return info
+
+    async def get(self, container_id: str, owner: str) -> ContainerInfo:
+        session = self.sessions.get(container_id)
+        if session is None or session.info.owner != owner:
+            raise NotFound(f"container '{container_id}' not found")
+        return replace(session.info, last_used_at=datetime.now(UTC))
+
+    @asynccontextmanager
+    async def lease(self, container_id: str, owner: str) -> AsyncIterator[FakeSession]:
+        await self.get(container_id, owner)
+        yield self.sessions[container_id]
+
+    async def list(self, owner: str | None = None) -> AsyncIterator[ContainerInfo]:
+        for session in list(self.sessions.values()):
+            if owner is None or session.info.owner == owner:
+                yield session.info
+
+    async def delete(self, container_id: str, owner: str) -> None:
+        await self.get(container_id, owner)
+        del self.sessions[container_id]
