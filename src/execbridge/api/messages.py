@@ -1,0 +1,67 @@
+"""``POST /v1/messages``: parse, run the engine, answer as one JSON message or as SSE.
+
+The engine's first event is awaited before any byte is sent, so errors found before generation
+starts (bad container id, upstream refusing the request on its first call) are ordinary JSON error
+responses with the right status; errors after that are SSE ``error`` events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from execbridge.api.auth import caller_for
+from execbridge.api.render_json import render_message
+from execbridge.api.render_sse import render_stream
+from execbridge.api.services import Services
+from execbridge.api.wire import parse_messages_request
+from execbridge.engine.events import EngineEvent
+from execbridge.errors import InvalidRequest, RequestTooLarge
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+async def read_json(request: Request, limit: int) -> dict:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"request body is larger than {limit} bytes")
+    body = await request.body()
+    if len(body) > limit:
+        raise RequestTooLarge(f"request body is larger than {limit} bytes")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidRequest(f"request body is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return value
+
+
+async def create_message(request: Request) -> Response:
+    services: Services = request.app.state.services
+    body = await read_json(request, services.settings.max_request_bytes)
+    generation = parse_messages_request(body, request.headers)
+    caller = caller_for(request.headers, services.settings)
+    events = services.engine.run(generation, caller)
+    if not generation.stream:
+        message = await render_message(events)
+        return Response(orjson.dumps(message), media_type="application/json")
+
+    first = await anext(events)  # errors before the stream starts stay proper HTTP errors
+    return StreamingResponse(
+        render_stream(_chained(first, events), request.state.request_id),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
+
+
+async def _chained(first: EngineEvent, rest: AsyncIterator[EngineEvent]) -> AsyncIterator[EngineEvent]:
+    try:
+        yield first
+        async for event in rest:
+            yield event
+    finally:
+        await rest.aclose()  # a client that went away cancels the loop and the command it runs
