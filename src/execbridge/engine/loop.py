@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import suppress
+from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -131,9 +131,10 @@ class Engine:
                 api_key=caller.upstream_api_key,
             )
             assembler = TurnAssembler(lambda name: name in server_names)
-            async for upstream_event in self._upstream.stream_turn(turn):
-                for event in assembler.feed(upstream_event):
-                    yield event
+            async with aclosing(self._upstream.stream_turn(turn)) as upstream_events:
+                async for upstream_event in upstream_events:
+                    for event in assembler.feed(upstream_event):
+                        yield event
             closing, outcome = assembler.finish()
             for event in closing:
                 yield event

@@ -8,7 +8,7 @@ they never return HTTP or JSON shapes to callers.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -91,7 +91,7 @@ UpstreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finished | TokenUsa
 class Upstream(Protocol):
     """A Chat-Completions-speaking model server."""
 
-    def stream_turn(self, turn: ChatTurn) -> AsyncIterator[UpstreamEvent]:
+    def stream_turn(self, turn: ChatTurn) -> AsyncGenerator[UpstreamEvent, None]:
         """Run one model turn. Cancelling the iteration closes the upstream connection."""
         ...
 

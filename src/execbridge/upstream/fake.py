@@ -1,0 +1,779 @@
+"""A scripted fake Chat Completions server, shipped for tests and benchmarks of the whole project.
+
+Job: answer ``POST …/chat/completions`` over real HTTP on 127.0.0.1 from a script of turns that reads
+like a conversation, record every request, and hold requests to Databricks' rules so a translation
+bug fails a test here instead of in a customer's workspace::
+
+    script = [
+        Turn.text("Let me check.").call("bash_code_execution", command="echo hi"),
+        lambda req: Turn.text(f"The command printed {last_tool_result(req)!r}"),
+        Turn.error(429, "Too many requests", retry_after=0.01),
+        Turn.text("done"),
+    ]
+    with FakeUpstream(script) as fake:
+        ...  # point an OpenAIChatUpstream at fake.base_url
+        assert fake.chat_requests[0]["tools"][0]["type"] == "function"
+
+Each chat request that passes the rules consumes one turn: a ``Reply``, an ``ErrorReply`` or a
+callable ``(request_json) -> Reply | ErrorReply | str``. Requests that break a rule get Databricks'
+400 envelope and consume nothing. Streaming follows the chunking of wire-format §4.5. ``instant=True``
+answers every chat request with a canned completion without parsing it (for benchmarks);
+``python -m execbridge.upstream.fake --instant`` runs that in its own process.
+
+Must not: be imported by production code paths, listen on anything but 127.0.0.1, or silence a
+script mistake (an exhausted script or a failing callable answers with an error naming the cause).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+__all__ = [
+    "ErrorReply",
+    "FakeApp",
+    "FakeToolCall",
+    "FakeUpstream",
+    "RecordedRequest",
+    "Reply",
+    "ScriptTurn",
+    "Turn",
+    "check_request",
+    "last_tool_result",
+    "tool_results",
+]
+
+JSON = dict[str, Any]
+
+
+# ---------------------------------------------------------------- the script
+
+
+@dataclass(frozen=True, slots=True)
+class FakeToolCall:
+    name: str
+    arguments: str  # a JSON string, sent as is (so a test can send invalid JSON on purpose)
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One successful model turn. ``None`` fields are filled in from the request and the content."""
+
+    text: str = ""
+    tool_calls: tuple[FakeToolCall, ...] = ()
+    reasoning: str = ""
+    reasoning_signature: str | None = None
+    finish_reason: str | None = None  # default: "tool_calls" when there are calls, else "stop"
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    content_parts: bool = False  # Databricks Claude style: content is a list of typed parts
+    reasoning_style: Literal["parts", "reasoning_content"] = "parts"
+    chunk_chars: int = 12  # how finely text is split across stream chunks
+    chunk_delay: float | None = None  # seconds between stream chunks (None: the server's default)
+    delay: float = 0.0  # seconds before the response starts
+    stream_error: Mapping[str, Any] | None = None  # sent as a data line after the content, no finish
+    abort_after: int | None = None  # drop the connection after this many stream chunks
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def call(self, name: str, arguments: str | Mapping[str, Any] | None = None, /, **input: Any) -> Reply:
+        """This reply plus one more tool call (``arguments`` as a JSON string or mapping, or kwargs)."""
+        return dataclasses.replace(self, tool_calls=(*self.tool_calls, _tool_call(name, arguments, input)))
+
+    def but(self, **changes: Any) -> Reply:
+        """A copy with some fields changed: ``Turn.text("hi").but(finish_reason="length")``."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    status: int
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+ScriptTurn = Reply | ErrorReply | Callable[[JSON], "Reply | ErrorReply | str"]
+
+
+class Turn:
+    """Constructors that make a script read like a conversation."""
+
+    @staticmethod
+    def text(text: str, **options: Any) -> Reply:
+        return Reply(text=text, **options)
+
+    @staticmethod
+    def tool_call(name: str, arguments: str | Mapping[str, Any] | None = None, /, **input: Any) -> Reply:
+        return Reply(tool_calls=(_tool_call(name, arguments, input),))
+
+    @staticmethod
+    def tool_calls(*calls: tuple[str, str]) -> Reply:
+        """Several calls at once, each ``(name, arguments_json)``."""
+        return Reply(tool_calls=tuple(FakeToolCall(name, args) for name, args in calls))
+
+    @staticmethod
+    def reasoning(reasoning: str, text: str = "", *, signature: str | None = "sig", **options: Any) -> Reply:
+        return Reply(text=text, reasoning=reasoning, reasoning_signature=signature, **options)
+
+    @staticmethod
+    def error(
+        status: int,
+        message: str = "fake upstream error",
+        *,
+        code: str | None = None,
+        envelope: Literal["databricks", "openai"] = "databricks",
+        retry_after: float | str | None = None,
+        retry_after_ms: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> ErrorReply:
+        """An HTTP error in Databricks' (default) or OpenAI's envelope."""
+        if envelope == "databricks":
+            body: JSON = {"error_code": code or _DATABRICKS_CODES.get(status, "INTERNAL_ERROR"), "message": message}
+        else:
+            body = {"error": {"message": message, "type": code or "invalid_request_error", "param": None, "code": code}}
+        all_headers = dict(headers or {})
+        if retry_after is not None:
+            all_headers["retry-after"] = str(retry_after)
+        if retry_after_ms is not None:
+            all_headers["retry-after-ms"] = str(retry_after_ms)
+        return ErrorReply(status, orjson.dumps(body), all_headers)
+
+    @staticmethod
+    def raw_error(
+        status: int, body: bytes | str | Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> ErrorReply:
+        raw = body.encode() if isinstance(body, str) else body if isinstance(body, bytes) else orjson.dumps(body)
+        return ErrorReply(status, raw, dict(headers or {}))
+
+
+_DATABRICKS_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "ENDPOINT_NOT_FOUND",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    503: "TEMPORARILY_UNAVAILABLE",
+}
+
+
+def _tool_call(name: str, arguments: str | Mapping[str, Any] | None, input: Mapping[str, Any]) -> FakeToolCall:
+    if isinstance(arguments, str):
+        return FakeToolCall(name, arguments)
+    return FakeToolCall(name, orjson.dumps(dict(arguments or input)).decode())
+
+
+def tool_results(request: JSON) -> list[str]:
+    """The contents of the ``tool`` messages after the last assistant message of a request."""
+    results: list[str] = []
+    for message in reversed(request.get("messages", [])):
+        if message.get("role") == "tool":
+            content = message.get("content")
+            results.append(content if isinstance(content, str) else "".join(p.get("text", "") for p in content))
+        elif message.get("role") == "assistant":
+            break
+    return results[::-1]
+
+
+def last_tool_result(request: JSON) -> str:
+    results = tool_results(request)
+    return results[-1] if results else ""
+
+
+# ---------------------------------------------------------------- Databricks' rules
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_PART_TYPES = {"user": {"text", "image_url", "file"}, "system": {"text"}, "assistant": {"text"}, "tool": {"text"}}
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def check_request(
+    body: Any,
+    *,
+    reject_multiple_tool_calls: bool = False,
+    require_tool_results: bool = True,
+    models: Sequence[str] | None = None,
+) -> tuple[int, JSON] | None:
+    """``None`` when the request is acceptable, else ``(status, Databricks error envelope)``."""
+    try:
+        _check(body, reject_multiple_tool_calls, require_tool_results, models)
+    except _Rejected as exc:
+        return exc.status, {"error_code": exc.code, "message": exc.message}
+    return None
+
+
+def _bad(message: str, code: str = "BAD_REQUEST", status: int = 400) -> _Rejected:
+    return _Rejected(status, code, message)
+
+
+def _check(body: Any, reject_multiple: bool, require_results: bool, models: Sequence[str] | None) -> None:
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        raise _bad("Request body must be a JSON object with a string 'model'.")
+    if models is not None and body["model"] not in models:
+        raise _bad(
+            "The given endpoint does not exist, please retry after checking the specified model and version "
+            "deployment exists.",
+            "ENDPOINT_NOT_FOUND",
+            404,
+        )
+    names = _check_tools(body)
+    choice = body.get("tool_choice")
+    if not names and (choice is not None or "parallel_tool_calls" in body):
+        raise _bad("'tool_choice' and 'parallel_tool_calls' are only allowed when 'tools' are specified.")
+    if isinstance(choice, dict) and choice.get("function", {}).get("name") not in names:
+        raise _bad(f"tool_choice names a function that is not in 'tools': {choice!r}", "INVALID_PARAMETER_VALUE")
+    if isinstance(choice, str) and choice not in ("auto", "required", "none"):
+        raise _bad(f"Invalid tool_choice: {choice!r}", "INVALID_PARAMETER_VALUE")
+    if "stream_options" in body and not body.get("stream"):
+        raise _bad("The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("'messages' must be a non-empty list.")
+    open_calls: list[str] = []
+    for i, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("system", "developer", "user", "assistant", "tool"):
+            raise _bad(f"messages[{i}]: invalid role {role!r}")
+        if role != "tool" and open_calls and require_results:
+            raise _unanswered(open_calls)
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id not in open_calls:
+                raise _bad(
+                    f"messages[{i}]: messages with role 'tool' must be a response to a preceding message with "
+                    f"'tool_calls' (unknown tool_call_id {call_id!r})."
+                )
+            open_calls.remove(call_id)
+            _check_content(i, "tool", message.get("content"), required=True)
+        elif role == "assistant":
+            calls = message.get("tool_calls") or []
+            if reject_multiple and len(calls) > 1:
+                raise _bad("Multiple tool calls are not supported.\n")
+            _check_content(i, role, message.get("content"), required=not calls)
+            open_calls = [_check_call(i, call) for call in calls]
+        else:
+            _check_content(i, role, message.get("content"), required=True)
+    if open_calls and require_results:
+        raise _unanswered(open_calls)
+
+
+def _check_tools(body: JSON) -> set[str]:
+    tools = body.get("tools") or []
+    names: set[str] = set()
+    for tool in tools:
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or tool.get("type") != "function":
+            raise _bad("Missing 'function' in the tool specification.", "INVALID_PARAMETER_VALUE")
+        if not isinstance(fn.get("name"), str) or not _NAME.match(fn["name"]):
+            raise _bad(f"Invalid function name {fn.get('name')!r}.", "INVALID_PARAMETER_VALUE")
+        if not isinstance(fn.get("parameters"), dict):
+            raise _bad(
+                '"parameters" is a required property for "function" object in parameter "tools"',
+                "INVALID_PARAMETER_VALUE",
+            )
+        names.add(fn["name"])
+    return names
+
+
+def _check_content(i: int, role: str, content: Any, *, required: bool) -> None:
+    if content is None:
+        if required:
+            raise _bad(f"messages[{i}]: 'content' is required for role {role!r}.")
+        return
+    if isinstance(content, str):
+        if not content.strip():
+            raise _bad(f"messages[{i}]: text content blocks must contain non-whitespace text")
+        return
+    if not isinstance(content, list) or not content:
+        raise _bad(f"messages[{i}]: 'content' must be a non-empty string or list of parts.")
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in _PART_TYPES[role if role != "developer" else "system"]:
+            raise _bad(f"messages[{i}]: content part type {kind!r} is not allowed for role {role!r}.")
+        if kind == "text" and not (isinstance(part.get("text"), str) and part["text"].strip()):
+            raise _bad(f"messages[{i}]: text content blocks must contain non-whitespace text")
+        if kind == "image_url" and not part.get("image_url", {}).get("url"):
+            raise _bad(f"messages[{i}]: image_url part without a url.")
+        if kind == "file" and not part.get("file", {}).get("file_data"):
+            raise _bad(f"messages[{i}]: file part without file_data.")
+
+
+def _check_call(i: int, call: Any) -> str:
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not call.get("id") or not isinstance(fn.get("name"), str):
+        raise _bad(f"messages[{i}]: each tool call needs an id, type 'function' and a function name.")
+    try:
+        arguments = orjson.loads(fn.get("arguments") or "")
+    except orjson.JSONDecodeError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise _bad(f"messages[{i}]: tool call arguments must be a JSON object string.", "INVALID_PARAMETER_VALUE")
+    return str(call["id"])
+
+
+def _unanswered(ids: Iterable[str]) -> _Rejected:
+    return _bad(
+        "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+        f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(ids)}"
+    )
+
+
+# ---------------------------------------------------------------- the ASGI app
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    json: Any
+
+
+_INSTANT_TEXT = "Hello! This is a canned answer from the instant fake upstream."
+_STREAM_TRUE = re.compile(rb'"stream"\s*:\s*true')
+
+
+class FakeApp:
+    """The ASGI application; usable on its own (e.g. with ``httpx.ASGITransport``) or via ``FakeUpstream``."""
+
+    def __init__(
+        self,
+        script: Iterable[ScriptTurn] = (),
+        *,
+        models: Sequence[str] = ("fake-model",),
+        enforce_models: bool = False,
+        require_api_key: str | None = None,
+        reject_multiple_tool_calls: bool = False,
+        require_tool_results: bool = True,
+        chunk_delay: float = 0.0,
+        instant: bool = False,
+        instant_text: str = _INSTANT_TEXT,
+    ) -> None:
+        self.models = tuple(models)
+        self.enforce_models = enforce_models
+        self.require_api_key = require_api_key
+        self.reject_multiple_tool_calls = reject_multiple_tool_calls
+        self.require_tool_results = require_tool_results
+        self.chunk_delay = chunk_delay
+        self.instant = instant
+        self.requests: list[RecordedRequest] = []
+        self.rejections: list[tuple[int, JSON]] = []
+        self.disconnects = 0  # streams the client closed before the end
+        self.completed_streams = 0
+        self._script: deque[ScriptTurn] = deque(script)
+        self._turns_served = 0
+        self._ids = itertools.count(1)
+        self._call_numbers = itertools.count(1)
+        self._lock = threading.Lock()
+        self._instant_json, self._instant_stream = _instant_bodies(instant_text, self.models[0])
+        self._router = Starlette(
+            routes=[
+                Route("/chat/completions", self._chat, methods=["POST"]),
+                Route("/{prefix:path}/chat/completions", self._chat, methods=["POST"]),
+                Route("/models", self._models, methods=["GET"]),
+                Route("/{prefix:path}/models", self._models, methods=["GET"]),
+            ]
+        )
+
+    # -- script control
+
+    def add(self, *turns: ScriptTurn) -> None:
+        with self._lock:
+            self._script.extend(turns)
+
+    def reset(self, script: Iterable[ScriptTurn] = ()) -> None:
+        with self._lock:
+            self._script = deque(script)
+            self.requests.clear()
+            self.rejections.clear()
+            self.disconnects = self.completed_streams = self._turns_served = 0
+            self._call_numbers = itertools.count(1)
+
+    @property
+    def remaining(self) -> int:
+        return len(self._script)
+
+    @property
+    def chat_requests(self) -> list[Any]:
+        return [r.json for r in self.requests if r.path.endswith("/chat/completions")]
+
+    # -- ASGI
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.instant and scope["type"] == "http" and scope["path"].endswith("/chat/completions"):
+            await self._instant(receive, send)
+        else:
+            await self._router(scope, receive, send)
+
+    async def _instant(self, receive: Receive, send: Send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if _STREAM_TRUE.search(body):
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            for piece in self._instant_stream:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            headers = [*_JSON_HEADERS, (b"content-length", str(len(self._instant_json)).encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": self._instant_json})
+
+    async def _models(self, request: Request) -> Response:
+        self._record(request, b"", None)
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "execbridge-fake"} for m in self.models]
+        return _json_response(200, {"object": "list", "data": data})
+
+    async def _chat(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        self._record(request, raw, body)
+        if self.require_api_key is not None:
+            auth = request.headers.get("authorization", "")
+            if auth != f"Bearer {self.require_api_key}":
+                return self._reject(401, {"error_code": "UNAUTHENTICATED", "message": _BAD_CREDENTIALS})
+        rejected = check_request(
+            body,
+            reject_multiple_tool_calls=self.reject_multiple_tool_calls,
+            require_tool_results=self.require_tool_results,
+            models=self.models if self.enforce_models else None,
+        )
+        if rejected is not None:
+            return self._reject(*rejected)
+        turn = self._next_turn(body, raw)
+        if isinstance(turn, ErrorReply):
+            if turn.delay:
+                await asyncio.sleep(turn.delay)
+            return Response(turn.body, turn.status, dict(turn.headers), media_type="application/json")
+        if turn.delay:
+            await asyncio.sleep(turn.delay)
+        model = body["model"]
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            chunks = self._chunks(turn, model, include_usage, len(raw))
+            return StreamingResponse(chunks, headers=dict(turn.headers), media_type="text/event-stream")
+        return _json_response(200, self._completion(turn, model, len(raw)), turn.headers)
+
+    def _record(self, request: Request, raw: bytes, body: Any) -> None:
+        self.requests.append(RecordedRequest(request.method, request.url.path, dict(request.headers), raw, body))
+
+    def _reject(self, status: int, envelope: JSON) -> Response:
+        self.rejections.append((status, envelope))
+        return _json_response(status, envelope)
+
+    def _next_turn(self, body: JSON, raw: bytes) -> Reply | ErrorReply:
+        with self._lock:
+            if not self._script:
+                served = self._turns_served
+                # 418: not retryable, and unmistakably the fake's own complaint.
+                message = f"fake upstream: the script is exhausted after {served} turns"
+                return Turn.error(418, message, code="FAKE_SCRIPT_EXHAUSTED")
+            turn = self._script.popleft()
+            self._turns_served += 1
+        if not callable(turn):
+            return turn
+        try:
+            computed = turn(body)
+        except Exception as exc:  # a boundary: a failing test callable must show up, not hang
+            return Turn.error(418, f"fake upstream: script callable failed: {exc!r}", code="FAKE_SCRIPT_ERROR")
+        return Reply(text=computed) if isinstance(computed, str) else computed
+
+    def _call_ids(self, turn: Reply) -> list[str]:
+        return [call.id or f"call_{next(self._call_numbers):04d}" for call in turn.tool_calls]
+
+    def _completion(self, turn: Reply, model: str, request_size: int) -> JSON:
+        completion_id = f"chatcmpl-fake{next(self._ids)}"
+        return _completion(turn, self._call_ids(turn), completion_id, model, request_size)
+
+    async def _chunks(self, turn: Reply, model: str, include_usage: bool, request_size: int) -> AsyncIterator[bytes]:
+        head = {"id": f"chatcmpl-fake{next(self._ids)}", "object": "chat.completion.chunk", "created": int(time.time())}
+        head["model"] = model
+        delay = self.chunk_delay if turn.chunk_delay is None else turn.chunk_delay
+        sent = 0
+        finished = False
+        try:
+            for delta, finish in _deltas(turn, self._call_ids(turn)):
+                if turn.abort_after is not None and sent >= turn.abort_after:
+                    raise ConnectionAbortedError("fake upstream: scripted abort")
+                if sent and delay:
+                    await asyncio.sleep(delay)
+                yield _sse({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                sent += 1
+            if turn.stream_error is not None:
+                yield _sse(dict(turn.stream_error))
+                finished = True
+                return
+            if include_usage:
+                yield _sse({**head, "choices": [], "usage": _usage(turn, request_size)})
+            yield b"data: [DONE]\n\n"
+            finished = True
+        finally:
+            if finished:
+                self.completed_streams += 1
+            else:
+                self.disconnects += 1
+
+
+# ---------------------------------------------------------------- rendering replies
+
+
+def _completion(turn: Reply, call_ids: Sequence[str], completion_id: str, model: str, request_size: int) -> JSON:
+    message: JSON = {"role": "assistant"}
+    if turn.content_parts:
+        parts: list[JSON] = []
+        if turn.reasoning:
+            parts.append({"type": "reasoning", "summary": [_summary(turn.reasoning, turn.reasoning_signature)]})
+        if turn.text:
+            parts.append({"type": "text", "text": turn.text})
+        message["content"] = parts or None
+    else:
+        message["content"] = turn.text or None
+        if turn.reasoning:
+            message["reasoning_content"] = turn.reasoning
+    if turn.tool_calls:
+        message["tool_calls"] = [
+            {"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            for call, call_id in zip(turn.tool_calls, call_ids, strict=True)
+        ]
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": _finish(turn), "logprobs": None}],
+        "usage": _usage(turn, request_size),
+    }
+
+
+def _deltas(turn: Reply, call_ids: Sequence[str]) -> Iterable[tuple[JSON, str | None]]:
+    """The chunk deltas of §4.5: role, reasoning, text pieces, tool-call pieces, then finish."""
+    yield ({"role": "assistant"} if turn.content_parts else {"role": "assistant", "content": ""}), None
+    if turn.reasoning:
+        pieces = _pieces(turn.reasoning, turn.chunk_chars)
+        for n, piece in enumerate(pieces):
+            last = n == len(pieces) - 1
+            if turn.reasoning_style == "reasoning_content":
+                yield {"reasoning_content": piece}, None
+            else:
+                summary = _summary(piece, turn.reasoning_signature if last else None)
+                yield {"content": [{"type": "reasoning", "summary": [summary]}]}, None
+    for piece in _pieces(turn.text, turn.chunk_chars):
+        yield ({"content": [{"type": "text", "text": piece}]} if turn.content_parts else {"content": piece}), None
+    for index, (call, call_id) in enumerate(zip(turn.tool_calls, call_ids, strict=True)):
+        fn = {"name": call.name, "arguments": ""}
+        yield {"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": fn}]}, None
+        size = max(1, -(-len(call.arguments) // 3))  # three pieces, split mid-token like real servers
+        for piece in _pieces(call.arguments, size):
+            yield {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, None
+    if turn.stream_error is None:
+        yield {}, _finish(turn)
+
+
+_BAD_CREDENTIALS = "Credential was not sent or was of an unsupported type for this API."
+_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def _json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, dict(headers or {}), media_type="application/json")
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), max(1, size))]
+
+
+def _summary(text: str, signature: str | None) -> JSON:
+    summary: JSON = {"type": "summary_text", "text": text}
+    if signature:
+        summary["signature"] = signature
+    return summary
+
+
+def _finish(turn: Reply) -> str:
+    return turn.finish_reason or ("tool_calls" if turn.tool_calls else "stop")
+
+
+def _usage(turn: Reply, request_size: int) -> JSON:
+    produced = len(turn.text) + len(turn.reasoning) + sum(len(c.arguments) for c in turn.tool_calls)
+    prompt = turn.prompt_tokens if turn.prompt_tokens is not None else max(1, request_size // 4)
+    completion = turn.completion_tokens if turn.completion_tokens is not None else produced // 4 + 1
+    usage: JSON = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    if turn.cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": turn.cached_tokens}
+    return usage
+
+
+def _instant_bodies(text: str, model: str) -> tuple[bytes, list[bytes]]:
+    """The canned non-streaming body and the stream's pre-rendered events (no work per request)."""
+    turn = Reply(text=text, prompt_tokens=12, completion_tokens=16)
+    body = orjson.dumps(_completion(turn, (), "chatcmpl-instant", model, 0))
+    head = {"id": "chatcmpl-instant", "object": "chat.completion.chunk", "created": 0, "model": model}
+    events = [_sse({**head, "choices": [{"index": 0, "delta": d, "finish_reason": f}]}) for d, f in _deltas(turn, ())]
+    events.append(_sse({**head, "choices": [], "usage": _usage(turn, 0)}))
+    events.append(b"data: [DONE]\n\n")
+    return body, events
+
+
+# ---------------------------------------------------------------- running it
+
+
+class FakeUpstream:
+    """Runs a ``FakeApp`` with uvicorn on 127.0.0.1 (a free port) in a background thread.
+
+    ``with FakeUpstream(script) as fake:`` or ``async with …``; ``fake.base_url`` ends in ``/v1``,
+    ``fake.databricks_url`` in ``/serving-endpoints`` (both route to the same app). The app's
+    recording and script control (``requests``, ``chat_requests``, ``add``, ``reset``, …) are
+    available on this object.
+    """
+
+    def __init__(self, script: Iterable[ScriptTurn] = (), *, port: int = 0, **options: Any) -> None:
+        self.app = FakeApp(script, **options)
+        self._port = port
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def databricks_url(self) -> str:
+        return f"{self.url}/serving-endpoints"
+
+    # Recording and script control live on the app; these make tests read ``fake.requests``.
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self.app.requests
+
+    @property
+    def chat_requests(self) -> list[Any]:
+        return self.app.chat_requests
+
+    @property
+    def rejections(self) -> list[tuple[int, JSON]]:
+        return self.app.rejections
+
+    @property
+    def disconnects(self) -> int:
+        return self.app.disconnects
+
+    @property
+    def completed_streams(self) -> int:
+        return self.app.completed_streams
+
+    @property
+    def remaining(self) -> int:
+        return self.app.remaining
+
+    def add(self, *turns: ScriptTurn) -> None:
+        self.app.add(*turns)
+
+    def reset(self, script: Iterable[ScriptTurn] = ()) -> None:
+        self.app.reset(script)
+
+    def start(self) -> FakeUpstream:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self._port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            timeout_graceful_shutdown=1,
+            backlog=1024,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="fake-upstream", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the fake upstream did not start")
+            time.sleep(0.001)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+    def __enter__(self) -> FakeUpstream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> FakeUpstream:
+        return await asyncio.to_thread(self.start)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m execbridge.upstream.fake --instant``: a canned upstream in its own process."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--instant", action="store_true", help="answer every request with a canned completion")
+    parser.add_argument("--text", default=_INSTANT_TEXT)
+    parser.add_argument("--model", action="append", dest="models")
+    args = parser.parse_args(argv)
+    fake = FakeUpstream(
+        port=args.port, instant=args.instant, instant_text=args.text, models=tuple(args.models or ("fake-model",))
+    )
+    with fake, contextlib.suppress(KeyboardInterrupt):
+        print(fake.base_url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
