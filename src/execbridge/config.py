@@ -41,8 +41,36 @@ class SandboxSettings(BaseModel):
     idle_evict_s: float = Field(300.0, gt=0, description="Stop a container's processes after this idle time.")
     retention_s: float = Field(30 * 86400.0, gt=0, description="Delete a container this long after last use.")
     spare_containers: int = Field(2, ge=0, description="Ready-made containers kept warm for new requests.")
-    python: Path = Field(Path("/usr/bin/python3.11"), description="Interpreter inside the sandbox.")
-    uid_base: int = Field(200000, ge=1000, description="Host uids for containers start here (one per slot).")
+    python: Path = Field(
+        Path("/opt/execbridge/runtime/bin/python3"),
+        description="Interpreter that runs the executor inside the sandbox (a path valid inside: under "
+        "/usr or runtime_dir).",
+    )
+    runtime_dir: Path | None = Field(
+        Path("/opt/execbridge/runtime"),
+        description="The sandbox runtime venv (scripts/install.sh builds it); bound read-only at the same path.",
+    )
+    tmp_mb: int = Field(
+        512, ge=1, description="Size cap of the private /tmp and of /dev/shm (tmpfs; also counts against memory_mb)."
+    )
+    uid_base: int = Field(
+        200000,
+        ge=1000,
+        description="Host uids for containers are uid_base + slot (slot 0 is the doctor's probe). Give each "
+        "gateway instance on a machine its own range.",
+    )
+    run_dir: Path | None = Field(
+        None,
+        description="Runtime directory for live workspace mounts (default /run/execbridge/<instance>); every "
+        "parent must be searchable by other users. Images and the database stay in data_dir.",
+    )
+    start_timeout_s: float = Field(20.0, gt=0, description="How long a new sandbox may take to report ready.")
+    kill_grace_s: float = Field(
+        5.0,
+        gt=0,
+        description="Past a command's time limit, how long to wait for the executor's own answer before the "
+        "gateway kills the whole sandbox.",
+    )
     allow_weak_isolation: bool = Field(False, description="Run even when a protection is missing (unsafe).")
 
 

@@ -42,7 +42,10 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"request-id" for name, _ in headers):
+                    headers.append(header)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_id)

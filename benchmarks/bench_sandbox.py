@@ -1,0 +1,188 @@
+"""Sandbox latency and memory, side by side with a bare ``python3 -c 'print(1)'`` (DESIGN.md §3).
+
+Prints, in one run:
+- bare ``python3 -c 'print(1)'`` started with ``subprocess`` (p50/p99 over N);
+- a trivial command in a warm container (``print(1)`` and ``echo 1``), inside one lease and with a
+  lease per command (what the engine does), and the ratio to bare (targets ≤ 0.25× p50, ≤ 0.5× p99);
+- a new container to its first result, with the spare pool and cold (target ≤ 2× bare);
+- memory per idle container: PSS of the bwrap + executor process tree (``/proc/<pid>/smaps_rollup``)
+  over many idle containers, and how many would fit in 24 GiB (target ≥ 1000).
+
+Needs root (like the gateway). Bounded in time (well under 2 minutes). Usage:
+    .venv/bin/python benchmarks/bench_sandbox.py [--n 200] [--idle 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from execbridge.config import Settings, load_settings
+from execbridge.sandbox.doctor import diagnose
+from execbridge.sandbox.manager import ContainerManager
+from execbridge.store.sqlite import SqliteStore
+
+GIB24 = 24 << 30
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def bare(python: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run([python, "-c", "print(1)"], stdout=subprocess.DEVNULL, check=True)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+async def timed(n: int, fn: Callable[[], Awaitable[object]]) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await fn()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def pss_kib(pid: int) -> int:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def settings_for(data_dir: Path, **sandbox: object) -> Settings:
+    return load_settings(None, data_dir=data_dir, sandbox={"uid_base": 600_000, **sandbox})
+
+
+async def run(n: int, idle: int, data_root: Path) -> None:
+    rows: list[tuple[str, list[float], str]] = []
+    base = load_settings(None, data_dir=data_root / "probe")
+    python = str(base.sandbox.python if base.sandbox.python.exists() else sys.executable)
+    report = await diagnose(base)
+    if not report.ok:
+        print(report.render())
+        raise SystemExit("sandbox protections missing; the benchmark measures the real thing only")
+
+    bare_ms = bare("/usr/bin/python3" if Path("/usr/bin/python3").exists() else python, n)
+    rows.append(("bare python3 -c 'print(1)'", bare_ms, ""))
+
+    # ---- warm container and new containers with the spare pool
+    settings = settings_for(data_root / "warm", spare_containers=2)
+    store = await SqliteStore.open(settings.database_path)
+    async with ContainerManager(settings, store, report=report) as m:
+        assert m.pool is not None
+        await m.pool.wait_full()
+        info = await m.create("bench")
+        async with m.lease(info.id, "bench") as s:
+            for _ in range(20):  # warm up: site, page cache
+                await s.run_python("print(1)")
+                await s.run_bash("echo 1")
+            rows.append(("warm: python print(1)", await timed(n, lambda: s.run_python("print(1)")), "p50≤0.25× p99≤0.5×"))
+            rows.append(("warm: bash echo 1", await timed(n, lambda: s.run_bash("echo 1")), "p50≤0.25× p99≤0.5×"))
+
+        async def leased() -> None:
+            async with m.lease(info.id, "bench") as s2:
+                await s2.run_python("print(1)")
+
+        rows.append(("warm: lease + python print(1)", await timed(n, leased), "p50≤0.25× p99≤0.5×"))
+
+        spare_ms: list[float] = []
+        for _ in range(min(n, 30)):
+            await m.pool.wait_full()
+            t0 = time.perf_counter()
+            fresh = await m.create("bench")
+            async with m.lease(fresh.id, "bench") as s3:
+                r = await s3.run_python("print(1)")
+            spare_ms.append((time.perf_counter() - t0) * 1000)
+            assert r.stdout == "1\n", r
+            await m.delete(fresh.id, "bench")
+        rows.append(("new container → first result (spare pool)", spare_ms, "≤2×"))
+    await store.close()
+
+    # ---- cold: no spare pool; and idle memory
+    settings = settings_for(data_root / "cold", spare_containers=0)
+    store = await SqliteStore.open(settings.database_path)
+    async with ContainerManager(settings, store, report=report) as m:
+        cold_ms: list[float] = []
+        for _ in range(min(n, 15)):
+            t0 = time.perf_counter()
+            fresh = await m.create("bench")
+            async with m.lease(fresh.id, "bench") as s4:
+                await s4.run_python("print(1)")
+            cold_ms.append((time.perf_counter() - t0) * 1000)
+            await m.delete(fresh.id, "bench")
+        rows.append(("new container → first result (cold, no spare)", cold_ms, "(reported)"))
+
+        rss_before = rss_kib()
+        ids = []
+        for _ in range(idle):
+            c = await m.create("idle")
+            async with m.lease(c.id, "idle") as s5:
+                await s5.run_python("print(1)")  # a used, now idle container (site loaded)
+            ids.append(c.id)
+        await asyncio.sleep(0.5)
+        per_container = []
+        for cid in ids:
+            live = m._entries[cid].live
+            assert live is not None and live.alive
+            per_container.append(sum(pss_kib(pid) for pid in live.pids()) / 1024)
+        gateway_mib = (rss_kib() - rss_before) / 1024 / idle
+    await store.close()
+
+    # ---- print
+    b50, b99 = pct(bare_ms, 50), pct(bare_ms, 99)
+    print(f"\nexecbridge sandbox benchmark — N={n}, {os.cpu_count()} CPUs, python {python}")
+    print(f"{'':46} {'p50 ms':>8} {'p99 ms':>8} {'×bare p50':>10} {'×bare p99':>10}   target")
+    for name, samples, target in rows:
+        p50, p99 = pct(samples, 50), pct(samples, 99)
+        print(f"{name:46} {p50:8.2f} {p99:8.2f} {p50 / b50:10.2f} {p99 / b99:10.2f}   {target}")
+    avg = statistics.mean(per_container)
+    print(
+        f"\nidle container memory (PSS of bwrap + executor tree, n={idle}): avg {avg:.2f} MiB, "
+        f"max {max(per_container):.2f} MiB → {int(GIB24 / (avg * (1 << 20)))} containers in 24 GiB (target ≥ 1000)"
+    )
+    print(f"gateway-side memory per live container (RSS growth of this process): {gateway_mib:.2f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=200, help="samples per latency row")
+    parser.add_argument("--idle", type=int, default=50, help="idle containers for the memory figure")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (the sandbox needs it, as the gateway does)")
+    root = Path(tempfile.mkdtemp(prefix="execbridge-bench-", dir="/tmp"))
+    os.chmod(root, 0o711)
+    try:
+        asyncio.run(asyncio.wait_for(run(args.n, args.idle, root), timeout=110))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The ``execbridge`` command line: a thin client of the library's own async API.
+
+Global options (``--data-dir``, ``--config``, ``--log-level``) are collected here; each subcommand
+lives in its own module that exposes ``command`` (a click command or group) and is listed in
+``COMMAND_MODULES``. Subcommands hold no logic of their own: they build settings, call the library
+under ``asyncio.run`` and print.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+import click
+
+from execbridge.cli._context import CliContext
+
+# One module per subcommand, each exporting ``command``. ``serve`` joins as "execbridge.cli.serve".
+COMMAND_MODULES: tuple[str, ...] = (
+    "execbridge.cli.doctor",
+    "execbridge.cli.sandbox",
+    "execbridge.cli.serve",
+)
+
+
+@click.group()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="State directory (default $EXECBRIDGE_DATA_DIR or ~/.local/share/execbridge).",
+)
+@click.option(
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML settings file (flags > EXECBRIDGE_* environment > this file > defaults).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+)
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None, config: Path | None, log_level: str) -> None:
+    """Server-side code execution for models behind OpenAI-compatible APIs."""
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = CliContext(data_dir=data_dir, config=config)
+
+
+for _name in COMMAND_MODULES:
+    main.add_command(importlib.import_module(_name).command)
+
+__all__ = ["main"]

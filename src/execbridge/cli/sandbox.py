@@ -1,0 +1,133 @@
+"""``execbridge sandbox exec|ls|rm``: run code in a container, list containers, delete one.
+
+``exec`` prints exactly one JSON object on stdout:
+``{"container_id", "stdout", "stderr", "return_code", "duration_ms"}`` plus ``"error_code"`` when the
+command could not run to completion. A program that fails is still exit status 0 here (its status is
+in the JSON); the CLI exits 1 only when it could not do what was asked (unknown container, …).
+
+The CLI holds the data directory's lock while it runs, so it cannot run beside a gateway serving the
+same data directory. It keeps no spare containers (it would only throw them away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+import orjson
+
+from execbridge.cli._context import CliContext
+from execbridge.config import Settings
+from execbridge.errors import ExecbridgeError
+from execbridge.wiring import open_containers
+
+DEFAULT_OWNER = "cli"
+
+
+def _settings(obj: CliContext, **sandbox: Any) -> Settings:
+    return obj.settings(sandbox={"spare_containers": 0, **sandbox})
+
+
+def _fail(exc: ExecbridgeError) -> None:
+    click.echo(f"error: {exc.message}", err=True)
+    sys.exit(1)
+
+
+@click.group("sandbox")
+def command() -> None:
+    """Containers: run code, list, delete."""
+
+
+@command.command("exec")
+@click.option("--container", "container_id", default=None, help="Container id; a new one when omitted.")
+@click.option("--bash", "bash", default=None, help="Shell command to run.")
+@click.option("--python", "python", default=None, help="Python code to run.")
+@click.option("--timeout", type=float, default=None, help="Wall-clock limit in seconds.")
+@click.option("--owner", default=DEFAULT_OWNER, show_default=True, help="Owner key of the container.")
+@click.pass_obj
+def exec_(
+    obj: CliContext, container_id: str | None, bash: str | None, python: str | None, timeout: float | None, owner: str
+) -> None:
+    """Run one bash command or Python program and print the result as JSON."""
+    if (bash is None) == (python is None):
+        raise click.UsageError("give exactly one of --bash or --python")
+
+    async def run() -> dict[str, Any]:
+        async with open_containers(_settings(obj)) as manager:
+            cid = container_id or (await manager.create(owner)).id
+            async with manager.lease(cid, owner) as session:
+                if bash is not None:
+                    result = await session.run_bash(bash, timeout=timeout)
+                else:
+                    assert python is not None
+                    result = await session.run_python(python, timeout=timeout)
+        out: dict[str, Any] = {
+            "container_id": cid,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "return_code": result.return_code,
+            "duration_ms": round(result.duration_ms, 3),
+        }
+        if result.error_code is not None:
+            out["error_code"] = result.error_code
+        return out
+
+    try:
+        click.echo(orjson.dumps(asyncio.run(run())).decode())
+    except ExecbridgeError as exc:
+        _fail(exc)
+
+
+@command.command("ls")
+@click.option("--owner", default=None, help="Only this owner's containers (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_obj
+def ls(obj: CliContext, owner: str | None, as_json: bool) -> None:
+    """List containers, most recently used first."""
+
+    async def run() -> list[dict[str, Any]]:
+        async with open_containers(_settings(obj)) as manager:
+            return [
+                {
+                    "id": info.id,
+                    "owner": info.owner,
+                    "created_at": info.created_at.isoformat(),
+                    "last_used_at": info.last_used_at.isoformat(),
+                    "expires_at": info.expires_at.isoformat(),
+                }
+                async for info in manager.list(owner)
+            ]
+
+    try:
+        rows = asyncio.run(run())
+    except ExecbridgeError as exc:
+        _fail(exc)
+        return
+    for row in rows:
+        if as_json:
+            click.echo(orjson.dumps(row).decode())
+        else:
+            click.echo(f"{row['id']}  {row['owner']}  last used {row['last_used_at']}  expires {row['expires_at']}")
+
+
+@command.command("rm")
+@click.argument("container_id")
+@click.option("--owner", default=None, help="The container's owner (default: whoever owns it).")
+@click.pass_obj
+def rm(obj: CliContext, container_id: str, owner: str | None) -> None:
+    """Delete a container and its workspace."""
+
+    async def run() -> None:
+        async with open_containers(_settings(obj)) as manager:
+            key = owner
+            if key is None:  # an operator's command: find the owner rather than ask for it
+                owners = [i.owner async for i in manager.list() if i.id == container_id]
+                key = owners[0] if owners else ""
+            await manager.delete(container_id, key)
+
+    try:
+        asyncio.run(run())
+    except ExecbridgeError as exc:
+        _fail(exc)

@@ -1,0 +1,61 @@
+"""``execbridge serve``: run the gateway (uvicorn, one process) until interrupted."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+import uvicorn
+
+from execbridge.api.app import create_app
+from execbridge.cli._context import CliContext
+from execbridge.wiring import open_services
+
+log = logging.getLogger(__name__)
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8787).")
+@click.option("--upstream", "upstream_url", default=None, help="OpenAI-compatible base URL of the model server.")
+@click.option(
+    "--upstream-api-key",
+    default=None,
+    help="Key for the upstream. Without it, each client's own key (x-api-key / Bearer) is passed through.",
+)
+@click.option("--max-iterations", type=int, default=None, help="Server-tool rounds per request before pause_turn.")
+@click.option("--allow-weak-isolation", is_flag=True, default=None, help="Run even if a sandbox protection is missing.")
+@click.pass_obj
+def command(
+    cli: CliContext,
+    host: str | None,
+    port: int | None,
+    upstream_url: str | None,
+    upstream_api_key: str | None,
+    max_iterations: int | None,
+    allow_weak_isolation: bool | None,
+) -> None:
+    """Serve the Anthropic Messages API with code execution on an OpenAI-compatible upstream."""
+    settings = cli.settings(
+        host=host,
+        port=port,
+        upstream_url=upstream_url,
+        upstream_api_key=upstream_api_key,
+        max_iterations=max_iterations,
+        sandbox={"allow_weak_isolation": allow_weak_isolation},
+    )
+    if not settings.upstream_url:
+        raise click.UsageError("no upstream: pass --upstream URL or set EXECBRIDGE_UPSTREAM_URL")
+    app = create_app(lambda: open_services(settings))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="auto",
+        http="auto",
+        access_log=False,
+        log_level=logging.getLevelName(logging.getLogger().level).lower(),
+        timeout_graceful_shutdown=5,
+    )
+    click.echo(f"execbridge listening on http://{settings.host}:{settings.port} → {settings.upstream_url}", err=True)
+    uvicorn.Server(config).run()

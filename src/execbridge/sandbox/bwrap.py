@@ -1,0 +1,258 @@
+"""The bubblewrap command line for one sandbox: what a sandboxed program can see and do.
+
+The sandbox gets: every namespace of its own (no network at all: an empty loopback), a new session,
+no capabilities, no nested user namespaces, a seccomp filter, a cleared environment (only
+``sandbox_env``), the host's ``/usr`` and the runtime venv read-only, a curated read-only subset of
+``/etc`` plus a generated ``passwd``/``group``/``hosts``, its own ``/proc`` and minimal ``/dev``,
+size-capped private ``/tmp`` and ``/dev/shm``, and its workspace read-write at ``/workspace``.
+The root is a read-only tmpfs; nothing else of the host exists inside (not ``/root``, ``/home``,
+``/sys``, ``/var``, the gateway's data directory, other workspaces).
+
+bubblewrap itself runs under an unprivileged host uid per container (``setpriv``), so the sandbox's
+files belong to that uid on the host, it holds no host capabilities, and RLIMIT_NPROC applies.
+
+This module only *builds* argv and the small files passed by fd; it starts nothing. Invariant: no
+value from the gateway's own environment ever reaches the argv or the sandbox (the spawner also
+passes ``SPAWN_ENV``, never ``os.environ``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SANDBOX_UID = 1000
+SANDBOX_GID = 1000
+SANDBOX_USER = "user"
+WORKSPACE = "/workspace"
+EXECUTOR_PATH = "/opt/execbridge/executor.py"
+HOSTNAME = "sandbox"
+
+# Environment of setpriv/bwrap on the host side: nothing of the gateway's (credentials live there).
+SPAWN_ENV: Mapping[str, str] = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+# Read-only pieces of the host's /etc that programs need; everything else of /etc stays out (it may
+# hold secrets: pip.conf, gitconfig, ssh, ssl/private, machine-id, resolv.conf, …).
+ETC_ALLOWLIST: tuple[str, ...] = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",  # libblas/liblapack for numpy resolve through here
+    "localtime",
+    "timezone",
+    "fonts",
+    "matplotlibrc",
+    "ssl/certs",
+    "ssl/openssl.cnf",
+    "ca-certificates",
+    "mime.types",
+    "magic",
+    "magic.mime",
+    "bash.bashrc",
+    "profile",
+    "inputrc",
+    "terminfo",
+    "protocols",
+    "services",
+    "gai.conf",
+    "host.conf",
+    "locale.alias",
+    "os-release",
+    "debian_version",
+    "python3",
+    "python3.11",
+    "papersize",
+)
+
+# Merged-/usr symlinks. Where the host has a real directory instead, it is bound read-only.
+_USR_LINKS: tuple[str, ...] = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
+
+
+def _passwd(home: str) -> bytes:
+    return (
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        f"{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_GID}:{SANDBOX_USER}:{home}:/bin/bash\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    ).encode()
+
+
+def _group() -> bytes:
+    return f"root:x:0:\n{SANDBOX_USER}:x:{SANDBOX_GID}:\nnogroup:x:65534:\n".encode()
+
+
+_HOSTS = f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{HOSTNAME}\n".encode()
+# No "systemd"/"db" sources: only the files we provide (no resolv.conf: DNS has nowhere to go).
+_NSSWITCH = b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\n"
+
+
+def sandbox_env(runtime_dir: Path | None) -> dict[str, str]:
+    """The whole environment of the executor (and, through it, of user programs)."""
+    path = "/usr/local/bin:/usr/bin:/bin"
+    env = {
+        "PATH": f"{runtime_dir}/bin:{path}" if runtime_dir else path,
+        "HOME": WORKSPACE,
+        "USER": SANDBOX_USER,
+        "LOGNAME": SANDBOX_USER,
+        "SHELL": "/bin/bash",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TERM": "dumb",
+        "TMPDIR": "/tmp",
+        # Caches go to the private /tmp, not into the user's workspace.
+        "XDG_CACHE_HOME": "/tmp/.cache",
+        "MPLCONFIGDIR": "/tmp/.config/matplotlib",
+        "MPLBACKEND": "Agg",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if runtime_dir:
+        env["VIRTUAL_ENV"] = str(runtime_dir)
+    return env
+
+
+@dataclass(frozen=True, slots=True)
+class Payloads:
+    """Files handed to bubblewrap through file descriptors (the same for every sandbox)."""
+
+    executor: bytes
+    seccomp: bytes
+    etc: Mapping[str, bytes] = field(
+        default_factory=lambda: {
+            "passwd": _passwd(WORKSPACE),
+            "group": _group(),
+            "hosts": _HOSTS,
+            "hostname": f"{HOSTNAME}\n".encode(),
+            "nsswitch.conf": _NSSWITCH,
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxSpec:
+    """What differs between sandboxes."""
+
+    host_uid: int
+    host_gid: int
+    workspace: Path  # host path, bound read-write at /workspace
+    command: tuple[str, ...]  # what runs inside (the executor: its interpreter, script, options)
+    runtime_dir: Path | None  # bound read-only at the same path when set
+    tmp_bytes: int  # size cap of /tmp and of /dev/shm (tmpfs also counts against memory)
+    etc_dir: Path = Path("/etc")  # the host /etc to pick the allowlist from (tests)
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadFds:
+    seccomp: int
+    executor: int
+    etc: Mapping[str, int]
+
+    def all(self) -> tuple[int, ...]:
+        return (self.seccomp, self.executor, *self.etc.values())
+
+
+@contextmanager
+def payload_fds(payloads: Payloads) -> Iterator[PayloadFds]:
+    """memfds holding the payloads, open for the span of one spawn (each sandbox reads its own copy).
+
+    A fresh memfd per spawn keeps each reader's file offset private; creating one costs microseconds.
+    """
+    opened: list[int] = []
+
+    def memfd(name: str, data: bytes) -> int:
+        fd = os.memfd_create(f"execbridge-{name}", os.MFD_CLOEXEC)
+        opened.append(fd)
+        _write_all(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+
+    try:
+        yield PayloadFds(
+            seccomp=memfd("seccomp", payloads.seccomp),
+            executor=memfd("executor", payloads.executor),
+            etc={name: memfd(name, data) for name, data in payloads.etc.items()},
+        )
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _usr_args() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in _USR_LINKS:
+        host = Path("/") / name
+        if host.is_symlink():
+            args += ["--symlink", os.readlink(host), f"/{name}"]
+        elif host.is_dir():
+            args += ["--ro-bind", str(host), f"/{name}"]
+    return args
+
+
+def _etc_args(etc_dir: Path) -> list[str]:
+    args: list[str] = []
+    for name in ETC_ALLOWLIST:
+        args += ["--ro-bind-try", str(etc_dir / name), f"/etc/{name}"]
+    return args
+
+
+def bwrap_argv(spec: SandboxSpec, fds: PayloadFds, *, bwrap: str = "/usr/bin/bwrap") -> list[str]:
+    """The bubblewrap invocation (without the host-side uid switch and cgroup join)."""
+    argv = [
+        bwrap,
+        "--unshare-all",  # user, ipc, pid, net, uts, cgroup: net → no network, own loopback
+        "--unshare-user",
+        "--disable-userns",  # no nested user namespaces (seccomp denies them too)
+        "--die-with-parent",
+        "--new-session",  # no TIOCSTI into a terminal outside
+        "--cap-drop",
+        "ALL",
+        "--hostname",
+        HOSTNAME,
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_GID),
+        "--clearenv",
+    ]
+    for key, value in sandbox_env(spec.runtime_dir).items():
+        argv += ["--setenv", key, value]
+    argv += _usr_args()
+    # bwrap creates missing parents 0700; these are ordinary, listable directories.
+    argv += ["--perms", "0755", "--dir", "/etc", "--perms", "0755", "--dir", "/etc/ssl"]
+    argv += ["--perms", "0755", "--dir", "/opt", "--perms", "0755", "--dir", "/opt/execbridge"]
+    argv += _etc_args(spec.etc_dir)
+    for name, fd in fds.etc.items():
+        argv += ["--perms", "0444", "--ro-bind-data", str(fd), f"/etc/{name}"]
+    if spec.runtime_dir is not None:
+        argv += ["--ro-bind", str(spec.runtime_dir), str(spec.runtime_dir)]
+    argv += ["--perms", "0444", "--ro-bind-data", str(fds.executor), EXECUTOR_PATH]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    argv += ["--size", str(spec.tmp_bytes), "--perms", "1777", "--tmpfs", "/dev/shm"]
+    argv += ["--size", str(spec.tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
+    argv += ["--bind", str(spec.workspace), WORKSPACE, "--chdir", WORKSPACE]
+    argv += ["--remount-ro", "/"]
+    argv += ["--seccomp", str(fds.seccomp)]
+    argv += ["--", *spec.command]
+    return argv
+
+
+def setpriv_argv(host_uid: int, host_gid: int, command: list[str]) -> list[str]:
+    """``command`` run as the unprivileged host uid (no supplementary groups, no new privileges)."""
+    return [
+        "/usr/bin/setpriv",
+        "--reuid",
+        str(host_uid),
+        "--regid",
+        str(host_gid),
+        "--clear-groups",
+        "--no-new-privs",
+        "--",
+        *command,
+    ]

@@ -1,0 +1,265 @@
+"""Per-container cgroups: memory, process count and CPU limits, and killing everything inside.
+
+Two drivers behind one small interface: cgroup v1 (one hierarchy per controller:
+``/sys/fs/cgroup/{memory,pids,cpu}/<parent>/<name>``) and v2 (one unified tree, ``cgroup.kill``).
+``detect()`` picks what the machine has; ``None`` means no usable cgroups (the doctor reports it).
+
+How processes get in, race-free: the sandbox is launched through ``join_argv()``, a tiny
+``/bin/sh -c`` that writes its own pid into each ``cgroup.procs`` and then ``exec``\\ s the real command.
+Every process the sandbox ever creates descends from it, so nothing runs outside the limits, not even
+for a moment. If a write fails the shell exits 125 and nothing runs (fail closed).
+
+This module must not decide policy (sizes come from the caller) and must not touch cgroups outside
+its parent directory. Invariants: a ``ContainerCgroup`` is removed only after it is empty;
+``kill_all`` returns only when no process is left (or raises ``TimeoutError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+_V1_CONTROLLERS = ("memory", "pids", "cpu")
+_CPU_PERIOD_US = 100_000
+
+# $1 = how many cgroup.procs files follow; then the files; then the command. ``ulimit -c 0``: a crash
+# must not write a core file into the workspace. ``-p``: RLIMIT_NPROC as a second fence behind
+# pids.max (the kernel enforces it because the sandbox runs under a non-root host uid).
+_JOIN_SCRIPT = (
+    'n=$1; shift; nproc=$1; shift; ulimit -c 0; [ "$nproc" -gt 0 ] && { ulimit -p "$nproc" || exit 125; }; '
+    'while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@"'
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupLimits:
+    memory_bytes: int
+    pids: int
+    cpus: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerCgroup:
+    """One container's cgroup (one directory per v1 controller, or one v2 directory)."""
+
+    version: Literal[1, 2]
+    dirs: tuple[Path, ...]  # v1: one per controller (memory first); v2: exactly one
+
+    @property
+    def procs_files(self) -> tuple[Path, ...]:
+        return tuple(d / "cgroup.procs" for d in self.dirs)
+
+    def join_argv(self, command: list[str], *, nproc: int = 0) -> list[str]:
+        """``command`` wrapped so that it starts inside this cgroup (see the module docstring)."""
+        files = [str(p) for p in self.procs_files]
+        return ["/bin/sh", "-c", _JOIN_SCRIPT, "execbridge-join", str(len(files)), str(nproc), *files, *command]
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for procs in self.procs_files:
+            with contextlib.suppress(FileNotFoundError):
+                found.update(int(line) for line in procs.read_text().split())
+        return found
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed here for lack of memory (0 when unknown)."""
+        try:
+            if self.version == 2:
+                text = (self.dirs[0] / "memory.events").read_text()
+            else:
+                text = (self.dirs[0] / "memory.oom_control").read_text()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+    def memory_peak(self) -> int | None:
+        name = "memory.peak" if self.version == 2 else "memory.max_usage_in_bytes"
+        try:
+            return int((self.dirs[0] / name).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def signal_all(self, sig: int = signal.SIGKILL, *, keep: Iterable[int] = ()) -> int:
+        """Send ``sig`` to every process here except ``keep``; returns how many were signalled."""
+        spared = set(keep)
+        count = 0
+        for pid in self.pids() - spared:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+                count += 1
+        return count
+
+    async def kill_all(self, *, timeout: float = 5.0) -> None:
+        """SIGKILL everything and wait until the cgroup is empty."""
+        if self.version == 2:
+            with contextlib.suppress(FileNotFoundError):
+                (self.dirs[0] / "cgroup.kill").write_text("1")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.001
+        while True:
+            # Re-read each round: a fork bomb may have forked between our read and our kill.
+            if self.signal_all(signal.SIGKILL) == 0 and not self.pids():
+                return
+            if loop.time() > deadline:
+                raise TimeoutError(f"processes left in {self.dirs[0]}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def remove(self) -> None:
+        """rmdir the cgroup; it must be empty (call ``kill_all`` first)."""
+        for d in self.dirs:
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
+                raise OSError(exc.errno, f"cgroup not empty: {d}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Cgroups:
+    """The cgroup driver for this machine, rooted at ``<controller>/<parent>``."""
+
+    version: Literal[1, 2]
+    parent: str  # e.g. "execbridge/3fa2b1c0"; relative to each hierarchy's root
+    roots: tuple[Path, ...]  # hierarchy roots: v1 memory, pids, cpu mounts; v2 the unified root
+    controllers: frozenset[str]
+
+    def _parent_dirs(self) -> tuple[Path, ...]:
+        return tuple(root / self.parent for root in self.roots)
+
+    def prepare(self) -> None:
+        """Create the parent directories (and, on v2, delegate the controllers down to them)."""
+        for d in self._parent_dirs():
+            d.mkdir(parents=True, exist_ok=True)
+        if self.version == 2:
+            enable = " ".join(f"+{c}" for c in sorted(self.controllers & set(_V1_CONTROLLERS)))
+            root = self.roots[0]
+            node = root
+            for part in Path(self.parent).parts:
+                _write(node / "cgroup.subtree_control", enable)
+                node = node / part
+            _write(node / "cgroup.subtree_control", enable)
+
+    def create(self, name: str, limits: CgroupLimits) -> ContainerCgroup:
+        """Make (or reuse) the cgroup ``name`` with ``limits``; costs ≈ 0.1 ms on v1."""
+        dirs = tuple(d / name for d in self._parent_dirs())
+        for d in dirs:
+            d.mkdir(exist_ok=True)
+        cg = ContainerCgroup(self.version, dirs)
+        if self.version == 1:
+            _set_v1_limits(dirs, limits)
+        else:
+            _set_v2_limits(dirs[0], limits, self.controllers)
+        return cg
+
+    def existing(self) -> Iterator[ContainerCgroup]:
+        """Cgroups left under our parent (e.g. by a gateway that crashed)."""
+        parents = self._parent_dirs()
+        names: set[str] = set()
+        for p in parents:
+            with contextlib.suppress(FileNotFoundError):
+                names.update(child.name for child in p.iterdir() if child.is_dir())
+        for name in sorted(names):
+            yield ContainerCgroup(self.version, tuple(p / name for p in parents))
+
+    def remove_parent(self) -> None:
+        """Remove our (empty) parent directories, e.g. when the service stops; busy ones stay."""
+        for d in self._parent_dirs():
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+    async def clean_stale(self) -> int:
+        """Kill and remove every cgroup under our parent; returns how many there were."""
+        count = 0
+        for cg in list(self.existing()):
+            await cg.kill_all()
+            cg.remove()
+            count += 1
+        return count
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _set_v1_limits(dirs: tuple[Path, ...], limits: CgroupLimits) -> None:
+    memory, pids, cpu = dirs
+    _write(memory / "memory.limit_in_bytes", str(limits.memory_bytes))
+    # Swap would let a container exceed its memory limit; memsw = memory forbids it (when compiled in).
+    memsw = memory / "memory.memsw.limit_in_bytes"
+    if memsw.exists():
+        _write(memsw, str(limits.memory_bytes))
+    with contextlib.suppress(OSError):
+        _write(memory / "memory.swappiness", "0")
+    _write(pids / "pids.max", str(limits.pids))
+    _write(cpu / "cpu.cfs_period_us", str(_CPU_PERIOD_US))
+    _write(cpu / "cpu.cfs_quota_us", str(max(1000, int(limits.cpus * _CPU_PERIOD_US))))
+
+
+def _set_v2_limits(d: Path, limits: CgroupLimits, controllers: frozenset[str]) -> None:
+    _write(d / "memory.max", str(limits.memory_bytes))
+    swap = d / "memory.swap.max"
+    if swap.exists():
+        _write(swap, "0")
+    _write(d / "pids.max", str(limits.pids))
+    if "cpu" in controllers:
+        _write(d / "cpu.max", f"{max(1000, int(limits.cpus * _CPU_PERIOD_US))} {_CPU_PERIOD_US}")
+
+
+def _cgroup_mounts() -> list[tuple[str, Path, set[str]]]:
+    """(fstype, mount point, super options) of every cgroup mount, from /proc/self/mountinfo."""
+    mounts: list[tuple[str, Path, set[str]]] = []
+    try:
+        text = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return mounts
+    for line in text.splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        rfields = right.split()
+        if len(fields) < 5 or len(rfields) < 3:
+            continue
+        fstype = rfields[0]
+        if fstype in ("cgroup", "cgroup2"):
+            mounts.append((fstype, Path(fields[4]), set(rfields[2].split(","))))
+    return mounts
+
+
+def detect(parent: str) -> Cgroups | None:
+    """The usable cgroup driver, preferring v2 when it has memory and pids, else v1; else None."""
+    mounts = _cgroup_mounts()
+    for fstype, point, _opts in mounts:
+        if fstype != "cgroup2":
+            continue
+        try:
+            controllers = frozenset((point / "cgroup.controllers").read_text().split())
+        except OSError:
+            continue
+        if {"memory", "pids"} <= controllers:
+            return Cgroups(2, parent, (point,), controllers)
+    v1: dict[str, Path] = {}
+    for fstype, point, opts in mounts:
+        if fstype == "cgroup":
+            for c in _V1_CONTROLLERS:
+                if c in opts and c not in v1:
+                    v1[c] = point
+    if all(c in v1 for c in _V1_CONTROLLERS):
+        return Cgroups(1, parent, tuple(v1[c] for c in _V1_CONTROLLERS), frozenset(v1))
+    return None

@@ -1,0 +1,259 @@
+"""Which sandbox protections work on this machine, each checked by *using* it.
+
+``diagnose(settings)`` returns a ``DoctorReport``: one ``Check`` per protection, each ok or missing
+with what that means. Most checks are real: a probe sandbox is started exactly as containers are
+(unprivileged uid, all namespaces, seccomp) and reports from inside what it sees; a cgroup is
+created with limits; a tiny workspace image is made and mounted. The container service refuses to
+start on a report with anything missing unless ``allow_weak_isolation`` is set.
+
+This module must not change the machine beyond what it cleans up itself (a probe cgroup, a temp
+image and directory), and must not raise for a missing protection: absence is data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from execbridge.config import Settings
+from execbridge.sandbox import cgroups as cg
+from execbridge.sandbox.bwrap import EXECUTOR_PATH, Payloads, SandboxSpec
+from execbridge.sandbox.disk import WorkspaceDisks
+from execbridge.sandbox.launch import LaunchOptions, spawn
+from execbridge.sandbox.seccomp import build_program
+
+PROBE_SLOT = 0  # host uid uid_base + 0 belongs to the doctor; containers use slots from 1
+
+# Runs inside the probe sandbox (stdlib only) and prints one JSON line of facts.
+_PROBE = r"""
+import ctypes, json, os, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+status = dict(l.split(":", 1) for l in open("/proc/self/status") if ":" in l)
+def err(rc):
+    return ctypes.get_errno() if rc != 0 else 0
+facts = {
+    "uid": os.getuid(),
+    "ifaces": sorted(name for _, name in socket.if_nameindex()),
+    "seccomp": status.get("Seccomp", "").strip(),
+    "capeff": status.get("CapEff", "").strip(),
+    "nnp": status.get("NoNewPrivs", "").strip(),
+    "ptrace_errno": err(libc.ptrace(0, 0, 0, 0)),
+    "unshare_user_errno": err(libc.unshare(0x10000000)),
+    "python": sys.version.split()[0],
+}
+try:
+    import numpy
+    facts["numpy"] = numpy.__version__
+except Exception as exc:
+    facts["numpy_error"] = repr(exc)
+print(json.dumps(facts))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str  # what was found (ok) or what is wrong (missing)
+    consequence: str  # what running without it means
+
+    def line(self) -> str:
+        state = "ok     " if self.ok else "MISSING"
+        text = self.detail if self.ok else f"{self.detail} — {self.consequence}"
+        return f"{state}  {self.name:<22} {text}"
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorReport:
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def missing(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if not c.ok)
+
+    def has(self, name: str) -> bool:
+        return any(c.ok for c in self.checks if c.name == name)
+
+    def render(self) -> str:
+        return "\n".join(c.line() for c in self.checks)
+
+
+# Names of the checks, used by the container service to decide what to switch off.
+BWRAP = "bubblewrap"
+USERNS = "user namespaces"
+NETNS = "network namespace"
+SECCOMP = "seccomp filter"
+CAPS = "no capabilities"
+UID = "unprivileged host uid"
+CG_MEMORY = "cgroup memory"
+CG_PIDS = "cgroup pids"
+CG_CPU = "cgroup cpu"
+DISK = "workspace disk cap"
+RUNTIME = "runtime interpreter"
+
+
+async def diagnose(settings: Settings) -> DoctorReport:
+    sb = settings.sandbox
+    checks: list[Check] = []
+    bwrap_path = shutil.which("bwrap") or ("/usr/bin/bwrap" if Path("/usr/bin/bwrap").exists() else None)
+    checks.append(
+        Check(BWRAP, bwrap_path is not None, bwrap_path or "bwrap not found", "no sandbox can start at all")
+    )
+    is_root = os.geteuid() == 0
+    setpriv = Path("/usr/bin/setpriv").exists()
+    checks.append(
+        Check(
+            UID,
+            is_root and setpriv,
+            f"root; containers run as host uids {sb.uid_base + 1}…" if is_root and setpriv
+            else ("setpriv missing (util-linux)" if is_root else "not running as root"),
+            "all containers share the gateway's uid: no per-container process limit, files shared",
+        )  # fmt: skip
+    )
+    runtime_ok = sb.python.exists() and os.access(sb.python, os.X_OK)
+    checks.append(
+        Check(RUNTIME, runtime_ok, str(sb.python), "no executor can start (run scripts/install.sh)")
+    )
+
+    seccomp_error: str | None = None
+    try:
+        program = build_program()
+    except Exception as exc:  # boundary: a missing libseccomp is a finding, not a crash
+        program = None
+        seccomp_error = f"libseccomp unusable: {exc}"
+
+    facts, probe_error = await _probe(settings, program.bpf if program else b"", switch_uid=is_root and setpriv)
+    if facts is None:
+        why = f"probe sandbox failed: {probe_error}"
+        checks += [
+            Check(USERNS, False, why, "no sandbox can start"),
+            Check(NETNS, False, why, "sandboxed code could reach the network"),
+            Check(SECCOMP, False, seccomp_error or why, "the kernel's whole syscall surface is exposed"),
+            Check(CAPS, False, why, "sandboxed code may hold capabilities"),
+        ]
+    else:
+        checks.append(Check(USERNS, True, f"probe ran as uid {facts['uid']} in its own user namespace", ""))
+        ifaces = facts.get("ifaces", [])
+        checks.append(
+            Check(NETNS, ifaces == ["lo"], f"interfaces inside: {', '.join(ifaces)}", "sandboxed code can reach "
+                  "the network")  # fmt: skip
+        )
+        sec_ok = (
+            program is not None
+            and facts.get("seccomp") == "2"
+            and facts.get("ptrace_errno") == 1
+            and facts.get("unshare_user_errno") in (1, 28)
+        )
+        sec_detail = (
+            f"{len(program.denied)} syscalls denied" if sec_ok and program
+            else seccomp_error or f"filter not active (Seccomp: {facts.get('seccomp')})"
+        )  # fmt: skip
+        checks.append(Check(SECCOMP, sec_ok, sec_detail, "the kernel's whole syscall surface is exposed"))
+        capeff = facts.get("capeff", "")
+        checks.append(
+            Check(CAPS, capeff and int(capeff, 16) == 0, f"CapEff {capeff}", "sandboxed code holds capabilities")
+        )
+
+    checks += _check_cgroups()
+    checks.append(await _check_disk(settings))
+    return DoctorReport(tuple(checks))
+
+
+async def _probe(settings: Settings, bpf: bytes, *, switch_uid: bool) -> tuple[dict | None, str]:  # type: ignore[type-arg]
+    sb = settings.sandbox
+    uid = sb.uid_base + PROBE_SLOT
+    workdir = Path(tempfile.mkdtemp(prefix="execbridge-doctor-"))
+    try:
+        if switch_uid:
+            os.chown(workdir, uid, uid)
+        spec = SandboxSpec(
+            host_uid=uid,
+            host_gid=uid,
+            workspace=workdir,
+            command=(str(sb.python), "-I", "-S", EXECUTOR_PATH),
+            runtime_dir=sb.runtime_dir if sb.runtime_dir and sb.runtime_dir.exists() else None,
+            tmp_bytes=16 << 20,
+        )
+        payloads = Payloads(executor=_PROBE.encode(), seccomp=bpf)
+        try:
+            proc = await spawn(
+                spec,
+                payloads,
+                cgroup=None,
+                nproc=0,
+                options=LaunchOptions(switch_uid=switch_uid, seccomp=bool(bpf)),
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+        except (OSError, TimeoutError) as exc:
+            return None, str(exc)
+        if proc.returncode != 0:
+            return None, err.decode(errors="replace").strip()[-300:] or f"exit {proc.returncode}"
+        try:
+            return json.loads(out.decode().strip().splitlines()[-1]), ""
+        except (ValueError, IndexError):
+            return None, f"unexpected probe output: {out[-200:]!r}"
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _check_cgroups() -> list[Check]:
+    consequences = {
+        CG_MEMORY: "a container can use all the host's memory",
+        CG_PIDS: "a fork bomb can exhaust the host's process table",
+        CG_CPU: "a container can use every CPU",
+    }
+    driver = cg.detect(f"execbridge/doctor-{os.getpid()}")
+    if driver is None:
+        return [Check(name, False, "no usable cgroup v1/v2 hierarchy", why) for name, why in consequences.items()]
+    error = ""
+    try:
+        driver.prepare()
+        group = driver.create("probe", cg.CgroupLimits(64 << 20, 16, 0.5))
+        group.remove()
+    except OSError as exc:
+        error = f"cannot create cgroups: {exc}"
+    finally:
+        driver.remove_parent()
+    checks = []
+    for name, why in consequences.items():
+        controller = name.split()[-1]
+        present = controller in driver.controllers
+        ok = present and not error
+        detail = f"cgroup v{driver.version}" if ok else (error or f"controller {controller} not available")
+        checks.append(Check(name, ok, detail, why))
+    return checks
+
+
+async def _check_disk(settings: Settings) -> Check:
+    why = "a container can fill the host's disk"
+    if os.geteuid() != 0:
+        return Check(DISK, False, "needs root to mount loop images", why)
+    for tool in ("mkfs.ext4", "mount", "umount"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            return Check(DISK, False, f"{tool} not found (e2fsprogs/util-linux)", why)
+    if not Path("/dev/loop-control").exists():
+        return Check(DISK, False, "/dev/loop-control missing (no loop devices)", why)
+    root = Path(tempfile.mkdtemp(prefix="execbridge-doctor-disk-"))
+    os.chmod(root, 0o711)
+    disks = WorkspaceDisks(root / "disks", root / "mnt", 16 << 20)
+    try:
+        disks.prepare()
+        await disks.create("probe", settings.sandbox.uid_base, settings.sandbox.uid_base)
+        await disks.delete("probe")
+    except Exception as exc:  # boundary: any failure here is the finding
+        return Check(DISK, False, f"loop-mounted ext4 image failed: {exc}", why)
+    finally:
+        with contextlib.suppress(Exception):
+            await disks.delete("probe")
+        shutil.rmtree(root, ignore_errors=True)
+    return Check(DISK, True, "ext4 loop image per container", why)

@@ -1,0 +1,115 @@
+"""Starting one bubblewrap sandbox process: cgroup join → uid switch → bwrap → interpreter.
+
+    /bin/sh -c '<join cgroups; ulimit>' … /usr/bin/setpriv --reuid U --regid U … /usr/bin/bwrap … python3 executor.py
+
+Each stage ``exec``\\ s the next, so the gateway's direct child *is* bubblewrap in the end, and
+``--die-with-parent`` ties the sandbox's life to the gateway's. The gateway process never forks a
+copy of itself (no ``preexec_fn``): ``asyncio`` spawns with ``vfork``/``posix_spawn``.
+
+This module must not pass the gateway's environment or file descriptors on: the child gets
+``SPAWN_ENV`` and only the payload fds. Spawn from the event loop thread (a parent-death signal is
+tied to the spawning *thread*).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from execbridge.config import SandboxSettings
+from execbridge.sandbox.bwrap import (
+    EXECUTOR_PATH,
+    SPAWN_ENV,
+    WORKSPACE,
+    Payloads,
+    SandboxSpec,
+    bwrap_argv,
+    payload_fds,
+    sandbox_env,
+    setpriv_argv,
+)
+from execbridge.sandbox.cgroups import ContainerCgroup
+from execbridge.sandbox.client import executor_argv
+
+OUTPUT_ROOT = "/tmp/outputs"  # parents of each command's $OUTPUT_DIR, on the private /tmp
+
+# The executor's frames can be large (file contents); asyncio's default 64 KiB limit is for lines.
+STREAM_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchOptions:
+    """How strongly to wrap: every field is on unless the doctor found the protection missing."""
+
+    switch_uid: bool = True  # run bwrap under the container's own unprivileged host uid
+    seccomp: bool = True
+
+
+def sandbox_spec(settings: SandboxSettings, host_uid: int, workspace: Path) -> SandboxSpec:
+    """The spec of a container's sandbox: its uid and workspace, and the executor as its command.
+
+    ``kill_all``: the executor is alone in its PID namespace, so after each command it kills every
+    other process there (background jobs, daemons that ``setsid`` away).
+    """
+    command = executor_argv(
+        settings.python,
+        EXECUTOR_PATH,
+        workspace=WORKSPACE,
+        output_root=OUTPUT_ROOT,
+        kill_all=True,
+        env=sandbox_env(settings.runtime_dir),
+    )
+    return SandboxSpec(
+        host_uid=host_uid,
+        host_gid=host_uid,
+        workspace=workspace,
+        command=tuple(command),
+        runtime_dir=settings.runtime_dir,
+        tmp_bytes=min(settings.tmp_mb, max(1, settings.memory_mb // 2)) << 20,
+    )
+
+
+def wrap_argv(
+    bwrap_cmd: list[str],
+    spec: SandboxSpec,
+    *,
+    cgroup: ContainerCgroup | None,
+    nproc: int,
+    options: LaunchOptions,
+) -> list[str]:
+    """Put the uid switch and the cgroup join around a bwrap command line."""
+    argv = bwrap_cmd
+    if options.switch_uid:
+        argv = setpriv_argv(spec.host_uid, spec.host_gid, argv)
+    if cgroup is not None:
+        argv = cgroup.join_argv(argv, nproc=nproc if options.switch_uid else 0)
+    return argv
+
+
+async def spawn(
+    spec: SandboxSpec,
+    payloads: Payloads,
+    *,
+    cgroup: ContainerCgroup | None,
+    nproc: int,
+    options: LaunchOptions,
+    stderr: int = asyncio.subprocess.PIPE,
+) -> asyncio.subprocess.Process:
+    """Start the sandbox with pipes on stdin/stdout (the executor's channel) and ``stderr``."""
+    with payload_fds(payloads) as fds:
+        bw = bwrap_argv(spec, fds)
+        if not options.seccomp:
+            i = bw.index("--seccomp")
+            del bw[i : i + 2]
+        argv = wrap_argv(bw, spec, cgroup=cgroup, nproc=nproc, options=options)
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            pass_fds=fds.all(),
+            env=dict(SPAWN_ENV),
+            cwd="/",
+            limit=STREAM_LIMIT,
+        )

@@ -1,0 +1,451 @@
+"""``ContainerManager``: the ``ContainerService`` the gateway uses — containers with owners, leases,
+a spare pool, idle eviction, retention, and state that survives a restart.
+
+Lifecycle of a container:
+
+    create ── (spare or cold start) ──► live ──(idle ≥ idle_evict_s)──► evicted ──(lease)──► live …
+                                          └────────(unused ≥ retention_s, or delete)─────► gone
+
+- *live*: workspace mounted, cgroup set, bwrap + executor running.
+- *evicted*: processes killed, cgroup removed, workspace unmounted but kept; the next lease revives
+  it transparently (only in-memory state such as running processes is lost, as after Anthropic's
+  checkpointing).
+- ``expires_at`` = ``last_used_at + retention_s``: a rolling expiry (like Anthropic's), the moment after
+  which the id stops working. Eviction is invisible to clients, so it is not reported.
+
+Invariants:
+- One ``asyncio.Lock`` per container: a lease is exclusive; many containers run concurrently.
+- An unknown id, another owner's id and an expired id all raise the same ``NotFound``.
+- After a restart nothing is live: the start-up reconciliation kills stale cgroups, unmounts stale
+  workspaces, deletes images no record owns and containers past retention.
+- One manager per data directory (an exclusive ``flock`` on ``sandbox/lock``).
+- Every background task (spare refill, janitor) is owned here and cancelled by ``close()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+
+from execbridge import ids
+from execbridge.config import Settings
+from execbridge.errors import NotFound, SandboxError, SandboxUnavailable
+from execbridge.sandbox import doctor
+from execbridge.sandbox.base import ContainerInfo
+from execbridge.sandbox.bwrap import Payloads
+from execbridge.sandbox.cgroups import Cgroups, detect
+from execbridge.sandbox.client import EXECUTOR_SCRIPT
+from execbridge.sandbox.disk import WorkspaceDisks
+from execbridge.sandbox.launch import LaunchOptions
+from execbridge.sandbox.live import LiveSandbox
+from execbridge.sandbox.pool import SparePool
+from execbridge.sandbox.provision import Provisioner
+from execbridge.sandbox.seccomp import build_program
+from execbridge.sandbox.session import Session
+from execbridge.sandbox.slots import SlotAllocator
+from execbridge.sandbox.workspaces import PlainWorkspaces, Workspaces
+from execbridge.store.base import ContainerRecord, Store
+
+log = logging.getLogger(__name__)
+
+_PERSIST_EVERY_S = 1.0  # last_used_at is written at most this often per container (it is a retention clock)
+_REQUIRED = (doctor.BWRAP, doctor.USERNS, doctor.RUNTIME)  # without these no sandbox can start at all
+
+
+@dataclass(eq=False)
+class _Entry:
+    """In-memory state of one container touched since start."""
+
+    record: ContainerRecord
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    live: LiveSandbox | None = None
+    mounted: bool = False
+    stored_last_used: datetime | None = None
+    deleted: bool = False
+    users: int = 0  # leases holding or waiting for the lock; the janitor leaves such entries alone
+
+    @property
+    def slot(self) -> int:
+        return self.record.slot
+
+
+class ContainerManager:
+    """``async with ContainerManager(settings, store) as containers: ...`` (or ``start()``/``close()``)."""
+
+    def __init__(self, settings: Settings, store: Store, *, report: doctor.DoctorReport | None = None) -> None:
+        self.settings = settings
+        self._sb = settings.sandbox
+        self._store = store
+        self._report = report
+        self._entries: dict[str, _Entry] = {}
+        self._slots = SlotAllocator()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._lock_fd: int | None = None
+        self._provisioner: Provisioner | None = None
+        self._pool: SparePool | None = None
+        self._cgroups: Cgroups | None = None
+        self.root = settings.data_dir / "sandbox"
+        # Distinguishes this data directory's cgroups and mounts from another instance's on the machine.
+        self.instance = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12]
+        self.run_dir = self._sb.run_dir or Path("/run/execbridge") / self.instance
+        self.weakened: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------ lifetime
+
+    async def __aenter__(self) -> ContainerManager:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        report = self._report or await doctor.diagnose(self.settings)
+        self._enforce(report)
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)  # images and the lock: the gateway's alone
+        self._take_lock()
+        try:
+            await self._start_components(report)
+            await self._reconcile()
+        except BaseException:
+            self._release_lock()
+            raise
+        if self._pool is not None:
+            self._spawn_task(self._pool.run(), "spare-pool")
+        self._spawn_task(self._janitor(), "janitor")
+
+    def _enforce(self, report: doctor.DoctorReport) -> None:
+        missing = report.missing
+        if not missing:
+            return
+        names = ", ".join(c.name for c in missing)
+        fatal = [c for c in missing if c.name in _REQUIRED]
+        if fatal or not self._sb.allow_weak_isolation:
+            detail = "; ".join(f"{c.name}: {c.detail}" for c in (fatal or missing))
+            hint = "" if fatal else " (set sandbox.allow_weak_isolation to run anyway — unsafe)"
+            raise SandboxUnavailable(f"sandbox protections missing: {detail}{hint}")
+        self.weakened = tuple(c.name for c in missing)
+        for c in missing:
+            log.warning("WEAK ISOLATION: %s is OFF — %s (%s)", c.name, c.consequence, c.detail)
+        log.warning("running containers with weakened isolation; missing: %s", names)
+
+    async def _start_components(self, report: doctor.DoctorReport) -> None:
+        sb = self._sb
+        use_cgroups = all(report.has(n) for n in (doctor.CG_MEMORY, doctor.CG_PIDS, doctor.CG_CPU))
+        self._cgroups = detect(f"execbridge/{self.instance}") if use_cgroups else None
+        if self._cgroups is not None:
+            self._cgroups.prepare()
+        workspaces: Workspaces = (
+            WorkspaceDisks(self.root / "disks", self.run_dir / "mnt", sb.disk_mb << 20)
+            if report.has(doctor.DISK)
+            else PlainWorkspaces(self.settings.data_dir / "workspaces")
+        )
+        workspaces.prepare()
+        use_seccomp = report.has(doctor.SECCOMP)
+        payloads = Payloads(
+            executor=EXECUTOR_SCRIPT.read_bytes(),
+            seccomp=build_program().bpf if use_seccomp else b"",
+        )
+        options = LaunchOptions(switch_uid=report.has(doctor.UID), seccomp=use_seccomp)
+        self._provisioner = Provisioner(sb, payloads, workspaces, self._cgroups, options)
+        if sb.spare_containers > 0:
+            self._pool = SparePool(sb.spare_containers, self._make_spare, self._discard_spare)
+
+    async def _reconcile(self) -> None:
+        """Bring the machine in line with the store after a restart (or a crash)."""
+        prov = self._prov
+        if self._cgroups is not None:
+            stale = await self._cgroups.clean_stale()
+            if stale:
+                log.info("removed %d stale container cgroups", stale)
+        unmounted = await prov.workspaces.clean_stale_mounts()
+        if unmounted:
+            log.info("unmounted %d stale workspaces", unmounted)
+        records = await self._store.containers.list()
+        self._slots = SlotAllocator(r.slot for r in records)
+        owned = {str(r.slot) for r in records}
+        for key in prov.workspaces.keys() - owned:
+            # A spare, or a create that never reached the store: nobody's data.
+            await prov.workspaces.delete(key)
+        await self._delete_expired()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        try:
+            if self._pool is not None:
+                await self._pool.drain()
+            for entry in list(self._entries.values()):
+                await self._evict(entry)
+                await self._persist_last_used(entry, force=True)
+            self._entries.clear()
+            if self._cgroups is not None:
+                self._cgroups.remove_parent()
+            for leftover in (self.run_dir / "mnt", self.run_dir):
+                with contextlib.suppress(OSError):  # only when empty: a failed unmount stays visible
+                    leftover.rmdir()
+        finally:
+            self._release_lock()
+
+    def _spawn_task(self, coro: object, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"execbridge-{name}")  # type: ignore[arg-type]
+        self._tasks.append(task)
+
+    def _take_lock(self) -> None:
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SandboxError(
+                f"another execbridge process is using {self.settings.data_dir} (containers need exactly one)"
+            ) from None
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    @property
+    def _prov(self) -> Provisioner:
+        if self._provisioner is None:
+            raise SandboxError("the container manager is not started")
+        return self._provisioner
+
+    @property
+    def pool(self) -> SparePool | None:
+        return self._pool
+
+    # ------------------------------------------------------------ ContainerService
+
+    async def create(self, owner: str) -> ContainerInfo:
+        live = self._pool.take() if self._pool is not None else None
+        if live is None:
+            live = await self._make_spare()
+        now = datetime.now(UTC)
+        record = ContainerRecord(ids.container_id(), owner, live.slot, now, now)
+        try:
+            await self._store.containers.insert(record)
+        except BaseException:
+            await self._discard_spare(live)
+            raise
+        entry = _Entry(record, live=live, mounted=True, stored_last_used=now)
+        self._entries[record.id] = entry
+        return self._info(entry)
+
+    async def get(self, container_id: str, owner: str) -> ContainerInfo:
+        return self._info(await self._entry(container_id, owner))
+
+    @asynccontextmanager
+    async def lease(self, container_id: str, owner: str) -> AsyncIterator[Session]:
+        entry = await self._entry(container_id, owner)
+        entry.users += 1
+        try:
+            async with entry.lock:
+                if entry.deleted:
+                    raise _not_found(container_id)
+                await self._ensure_live(entry)
+                self._touch(entry)
+                session = Session(self, entry)
+                try:
+                    yield session
+                finally:
+                    session.closed = True
+                    self._touch(entry)
+                    await self._persist_last_used(entry)
+        finally:
+            entry.users -= 1
+
+    async def list(self, owner: str | None = None) -> AsyncIterator[ContainerInfo]:
+        cutoff = self._cutoff()
+        for record in await self._store.containers.list(owner):
+            entry = self._entries.get(record.id)
+            if entry is not None:
+                if not entry.deleted:
+                    yield self._info(entry)
+            elif record.last_used_at >= cutoff:
+                yield self._info(_Entry(record))
+
+    async def delete(self, container_id: str, owner: str) -> None:
+        entry = await self._entry(container_id, owner)
+        entry.deleted = True
+        if entry.live is not None:
+            # Ends a command that is running right now (it answers "unavailable") so the lock frees.
+            await entry.live.stop()
+        async with entry.lock:
+            await self._destroy(entry)
+
+    # ------------------------------------------------------------ internals used by Session
+
+    async def restart(self, entry: _Entry) -> LiveSandbox:
+        """Replace a dead (or killed) sandbox; the caller holds the entry's lock."""
+        if entry.live is not None:
+            await self._prov.stop(entry.live)
+            entry.live = None
+        if entry.deleted:
+            raise _not_found(entry.record.id)
+        await self._ensure_live(entry)
+        assert entry.live is not None
+        return entry.live
+
+    def info(self, entry: _Entry) -> ContainerInfo:
+        return self._info(entry)
+
+    # ------------------------------------------------------------ internals
+
+    async def _entry(self, container_id: str, owner: str) -> _Entry:
+        entry = self._entries.get(container_id)
+        if entry is None:
+            record = await self._store.containers.get(container_id)
+            if record is None:
+                raise _not_found(container_id)
+            entry = self._entries.setdefault(container_id, _Entry(record, stored_last_used=record.last_used_at))
+        if entry.deleted or entry.record.owner != owner or entry.record.last_used_at < self._cutoff():
+            raise _not_found(container_id)
+        return entry
+
+    async def _ensure_live(self, entry: _Entry) -> None:
+        if entry.live is not None and entry.live.alive:
+            return
+        prov = self._prov
+        if entry.live is not None:
+            await prov.stop(entry.live)
+            entry.live = None
+        if not entry.mounted:
+            await prov.open_workspace(entry.slot)
+            entry.mounted = True
+        entry.live = await prov.start(entry.slot)
+
+    def _touch(self, entry: _Entry) -> None:
+        entry.record = ContainerRecord(
+            entry.record.id, entry.record.owner, entry.slot, entry.record.created_at, datetime.now(UTC)
+        )
+
+    async def _persist_last_used(self, entry: _Entry, *, force: bool = False) -> None:
+        last = entry.record.last_used_at
+        stored = entry.stored_last_used
+        if entry.deleted or (stored is not None and not force and (last - stored).total_seconds() < _PERSIST_EVERY_S):
+            return
+        if stored == last:
+            return
+        await self._store.containers.touch(entry.record.id, last)
+        entry.stored_last_used = last
+
+    def _info(self, entry: _Entry) -> ContainerInfo:
+        r = entry.record
+        return ContainerInfo(
+            id=r.id,
+            owner=r.owner,
+            created_at=r.created_at,
+            last_used_at=r.last_used_at,
+            expires_at=r.last_used_at + timedelta(seconds=self._sb.retention_s),
+            active=entry.live is not None and entry.live.alive,
+        )
+
+    def _cutoff(self) -> datetime:
+        return datetime.now(UTC) - timedelta(seconds=self._sb.retention_s)
+
+    async def _make_spare(self) -> LiveSandbox:
+        prov = self._prov
+        slot = self._slots.take()
+        try:
+            await prov.create_workspace(slot)
+            return await prov.start(slot)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await prov.destroy_workspace(slot)
+            self._slots.release(slot)
+            raise
+
+    async def _discard_spare(self, live: LiveSandbox) -> None:
+        prov = self._prov
+        await prov.stop(live)
+        await prov.destroy_workspace(live.slot)
+        self._slots.release(live.slot)
+
+    async def _evict(self, entry: _Entry) -> None:
+        """Stop the container's processes and unmount its workspace; keep its files."""
+        prov = self._prov
+        if entry.live is not None:
+            live, entry.live = entry.live, None
+            await prov.stop(live)
+        if entry.mounted:
+            await prov.close_workspace(entry.slot)
+            entry.mounted = False
+
+    async def _destroy(self, entry: _Entry) -> None:
+        """Everything of the container goes: processes, workspace, record, slot."""
+        entry.deleted = True
+        await self._evict(entry)
+        await self._prov.destroy_workspace(entry.slot)
+        await self._store.containers.delete(entry.record.id)
+        self._slots.release(entry.slot)
+        self._entries.pop(entry.record.id, None)
+
+    async def _delete_expired(self) -> None:
+        for record in await self._store.containers.unused_since(self._cutoff()):
+            entry = self._entries.get(record.id)
+            if entry is None:
+                entry = self._entries.setdefault(record.id, _Entry(record, stored_last_used=record.last_used_at))
+            if entry.users or entry.record.last_used_at >= self._cutoff():
+                continue  # in use right now (its in-memory clock is newer than the store's)
+            log.info("deleting container %s: unused for %.0f s", record.id, self._sb.retention_s)
+            async with entry.lock:
+                await self._destroy(entry)
+
+    async def _janitor(self) -> None:
+        """Evict idle containers and delete expired ones, forever (until cancelled)."""
+        loop = asyncio.get_running_loop()
+        interval = max(0.05, min(self._sb.idle_evict_s / 4, 30.0))
+        expiry_every = max(interval, min(60.0, self._sb.retention_s / 4))
+        next_expiry_check = loop.time() + expiry_every
+        while True:
+            await asyncio.sleep(interval)
+            await self._evict_idle()
+            if loop.time() >= next_expiry_check:
+                next_expiry_check = loop.time() + expiry_every
+                try:
+                    await self._delete_expired()
+                except Exception as exc:  # boundary: the janitor must outlive one bad pass
+                    log.error("deleting expired containers failed: %s", exc)
+
+    async def _evict_idle(self) -> None:
+        idle_before = datetime.now(UTC) - timedelta(seconds=self._sb.idle_evict_s)
+        for entry in list(self._entries.values()):
+            if entry.users or entry.lock.locked() or entry.deleted:
+                continue
+            if entry.record.last_used_at >= idle_before:
+                continue
+            if entry.live is not None or entry.mounted:
+                try:
+                    async with entry.lock:
+                        await self._evict(entry)
+                        await self._persist_last_used(entry, force=True)
+                except Exception as exc:  # boundary: one bad container must not stop the janitor
+                    log.error("evicting container %s failed: %s", entry.record.id, exc)
+                    continue
+            if not entry.users and entry.live is None and not entry.mounted:
+                # Forget it; the next lease loads the record again (its last use is stored).
+                self._entries.pop(entry.record.id, None)
+
+
+def _not_found(container_id: str) -> NotFound:
+    return NotFound(f"container '{container_id}' not found", code="not_found")

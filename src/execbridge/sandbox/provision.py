@@ -1,0 +1,118 @@
+"""Turning a slot into a live sandbox and back: workspace, cgroup, launch, teardown.
+
+The ``Provisioner`` holds everything that is the same for every sandbox of one manager (settings,
+the seccomp program and executor script as payloads, the cgroup driver, the workspace store, which
+protections are on) and performs the per-slot steps in the right order:
+
+    start:  cgroup create (limits) → spawn (joins the cgroup before exec) → executor ready
+    stop:   kill the sandbox → kill whatever is left in the cgroup → remove the cgroup
+
+Workspaces are separate steps (``create_workspace`` / ``open_workspace`` / ``close_workspace`` /
+``destroy_workspace``) because eviction keeps them and deletion does not.
+
+This module must not know about owners, ids or the store: that is the manager's business.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from execbridge.config import SandboxSettings
+from execbridge.errors import SandboxError
+from execbridge.sandbox.bwrap import Payloads, SandboxSpec
+from execbridge.sandbox.cgroups import CgroupLimits, Cgroups, ContainerCgroup
+from execbridge.sandbox.client import ExecutorLimits
+from execbridge.sandbox.launch import LaunchOptions, sandbox_spec
+from execbridge.sandbox.live import CommandLimits, LiveSandbox
+from execbridge.sandbox.workspaces import Workspaces
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True, slots=True)
+class Provisioner:
+    settings: SandboxSettings
+    payloads: Payloads
+    workspaces: Workspaces
+    cgroups: Cgroups | None
+    options: LaunchOptions
+
+    def uid(self, slot: int) -> int:
+        return self.settings.uid_base + slot
+
+    @property
+    def limits(self) -> CommandLimits:
+        s = self.settings
+        executor = replace(ExecutorLimits.from_settings(s), reply_margin_s=s.kill_grace_s)
+        return CommandLimits(executor=executor, kill_grace_s=s.kill_grace_s, memory_mb=s.memory_mb)
+
+    # ------------------------------------------------------------ workspaces
+
+    async def create_workspace(self, slot: int) -> None:
+        uid = self.uid(slot) if self.options.switch_uid else 0
+        await self.workspaces.create(str(slot), uid, uid)
+
+    async def open_workspace(self, slot: int) -> Path:
+        key = str(slot)
+        if not self.workspaces.exists(key):
+            # The image vanished (removed by hand, or a crash mid-create): the files are gone either
+            # way; give the container a fresh, empty workspace rather than a dead id.
+            log.warning("workspace of slot %d is missing; creating an empty one", slot)
+            await self.create_workspace(slot)
+        return await self.workspaces.mount(key)
+
+    async def close_workspace(self, slot: int) -> None:
+        await self.workspaces.unmount(str(slot))
+
+    async def destroy_workspace(self, slot: int) -> None:
+        await self.workspaces.delete(str(slot))
+
+    # ------------------------------------------------------------ sandboxes
+
+    def spec(self, slot: int, workspace: Path) -> SandboxSpec:
+        return sandbox_spec(self.settings, self.uid(slot), workspace)
+
+    async def start(self, slot: int) -> LiveSandbox:
+        """Start the sandbox of ``slot``; its workspace must be open. Raises ``SandboxError``."""
+        workspace = self.workspaces.mountpoint(str(slot))
+        cgroup = self._cgroup(slot)
+        try:
+            return await LiveSandbox.start(
+                slot=slot,
+                spec=self.spec(slot, workspace),
+                payloads=self.payloads,
+                cgroup=cgroup,
+                nproc=self.settings.pids,
+                options=self.options,
+                limits=self.limits,
+                start_timeout=self.settings.start_timeout_s,
+            )
+        except BaseException:
+            if cgroup is not None:
+                await _remove_cgroup(cgroup)
+            raise
+
+    async def stop(self, live: LiveSandbox) -> None:
+        """Kill the sandbox and everything it started; remove its cgroup."""
+        await live.stop()
+        if live.cgroup is not None:
+            await _remove_cgroup(live.cgroup)
+
+    def _cgroup(self, slot: int) -> ContainerCgroup | None:
+        if self.cgroups is None:
+            return None
+        s = self.settings
+        try:
+            return self.cgroups.create(str(slot), CgroupLimits(s.memory_mb << 20, s.pids, s.cpus))
+        except OSError as exc:
+            raise SandboxError(f"cannot create the container's cgroup: {exc}") from exc
+
+
+async def _remove_cgroup(cgroup: ContainerCgroup) -> None:
+    try:
+        await cgroup.kill_all()
+        cgroup.remove()
+    except (OSError, TimeoutError) as exc:
+        # Left for the next start's stale-cgroup sweep; nothing runs in it any more that we know of.
+        log.error("could not remove cgroup %s: %s", cgroup.dirs[0], exc)

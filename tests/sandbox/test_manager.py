@@ -1,0 +1,247 @@
+"""ContainerManager: ownership, leases, persistence of files, spare pool, eviction and revival,
+retention, deletion, executor death, restart of the gateway, and the refusal to run unprotected."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from execbridge.errors import NotFound, SandboxError, SandboxUnavailable
+from execbridge.sandbox import doctor
+from execbridge.sandbox.disk import mounts_under
+from execbridge.sandbox.doctor import DoctorReport
+
+from .conftest import open_manager
+
+
+async def test_create_get_and_ownership(workdir: Path, doctor_report: DoctorReport):
+    async with open_manager(workdir, doctor_report) as m:
+        info = await m.create("alice")
+        assert info.id.startswith("container_011C") and len(info.id) > 30
+        assert info.active
+        assert info.expires_at > info.last_used_at  # rolling: last use + retention
+        got = await m.get(info.id, "alice")
+        assert got.id == info.id and got.owner == "alice"
+        messages = []
+        for cid, owner in ((info.id, "bob"), ("container_011Cnope", "alice")):
+            with pytest.raises(NotFound) as exc:
+                await m.get(cid, owner)
+            messages.append(exc.value.message.replace(cid, "ID"))
+            with pytest.raises(NotFound):
+                async with m.lease(cid, owner):
+                    pass
+            with pytest.raises(NotFound):
+                await m.delete(cid, owner)
+        assert messages[0] == messages[1]  # another owner's id looks exactly like an unknown one
+        assert [i.id async for i in m.list("alice")] == [info.id]
+        assert [i.id async for i in m.list("bob")] == []
+
+
+async def test_files_persist_across_leases_and_commands(workdir: Path, doctor_report: DoctorReport):
+    async with open_manager(workdir, doctor_report) as m:
+        info = await m.create("alice")
+        async with m.lease(info.id, "alice") as s:
+            r = await s.run_bash("echo hello > note.txt && pwd")
+            assert (r.stdout, r.return_code) == ("/workspace\n", 0)
+            await s.put_file("uploads/data.csv", b"a,b\n1,2\n")
+        async with m.lease(info.id, "alice") as s:
+            r = await s.run_python("import pandas as pd; print(open('note.txt').read().strip(), pd.read_csv('uploads/data.csv').b.sum())")
+            assert r.stdout == "hello 2\n", r.stderr
+            view = await s.view("note.txt")
+            assert view.content == "hello\n"
+
+
+async def test_leases_are_exclusive_per_container_and_concurrent_across(workdir: Path, doctor_report: DoctorReport):
+    async with open_manager(workdir, doctor_report, spare_containers=2) as m:
+        a, b = await m.create("o"), await m.create("o")
+
+        async def run(cid: str, delay: float) -> float:
+            await asyncio.sleep(delay)
+            async with m.lease(cid, "o") as s:
+                r = await s.run_bash("sleep 0.4; date +%s.%N")
+                return float(r.stdout)
+
+        t0 = time.monotonic()
+        ends = await asyncio.gather(run(a.id, 0), run(b.id, 0))
+        assert time.monotonic() - t0 < 0.75  # two containers run at the same time
+        assert abs(ends[0] - ends[1]) < 0.3
+        same = await asyncio.gather(run(a.id, 0), run(a.id, 0.01))
+        assert abs(same[0] - same[1]) >= 0.38  # one container: one command at a time
+
+
+async def test_spare_pool_makes_the_first_command_fast_and_refills(workdir: Path, doctor_report: DoctorReport):
+    async with open_manager(workdir, doctor_report, spare_containers=1) as m:
+        assert m.pool is not None
+        await m.pool.wait_full()
+        t0 = time.perf_counter()
+        info = await m.create("o")
+        async with m.lease(info.id, "o") as s:
+            r = await s.run_python("print(1)")
+        assert r.stdout == "1\n"
+        assert time.perf_counter() - t0 < 0.5
+        assert len(m.pool) == 0
+        await m.pool.wait_full()  # refilled in the background
+
+
+async def test_idle_eviction_keeps_files_and_revives(workdir: Path, doctor_report: DoctorReport):
+    async with open_manager(workdir, doctor_report, idle_evict_s=0.3, spare_containers=0) as m:
+        info = await m.create("o")
+        async with m.lease(info.id, "o") as s:
+            await s.run_bash("echo kept > f; sleep 1000 &")
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not (await m.get(info.id, "o")).active:
+                break
+        assert not (await m.get(info.id, "o")).active
+        assert mounts_under(m.run_dir) == []  # workspace unmounted, processes gone
+        async with m.lease(info.id, "o") as s:
+            assert s.info.active
+            r = await s.run_bash("cat f; ps -e -o comm= | grep -c sleep")
+            assert r.stdout.split() == ["kept", "0"]
+
+
+async def test_retention_deletes_unused_containers(workdir: Path, doctor_report: DoctorReport):
+    async with open_manager(workdir, doctor_report, retention_s=0.5, idle_evict_s=0.2, spare_containers=0) as m:
+        info = await m.create("o")
+        images = set((m.root / "disks").iterdir())
+        assert len(images) == 1
+        await asyncio.sleep(0.7)
+        with pytest.raises(NotFound):
+            await m.get(info.id, "o")
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not any((m.root / "disks").iterdir()):
+                break
+        assert not any((m.root / "disks").iterdir())  # the janitor removed its image
+        assert [i async for i in m.list()] == []
+
+
+async def test_delete_removes_everything(workdir: Path, doctor_report: DoctorReport):
+    async with open_manager(workdir, doctor_report, spare_containers=0) as m:
+        info = await m.create("o")
+        async with m.lease(info.id, "o") as s:
+            # Links planted by sandboxed code must not steer the gateway's clean-up anywhere.
+            await s.run_bash("ln -s /etc etc_link; ln -s / root_link; echo x > f")
+        await m.delete(info.id, "o")
+        with pytest.raises(NotFound):
+            await m.get(info.id, "o")
+        assert not any((m.root / "disks").iterdir())
+        assert mounts_under(m.run_dir) == []
+        assert Path("/etc/passwd").exists()
+
+
+async def test_delete_during_a_command_ends_it(workdir: Path, doctor_report: DoctorReport):
+    async with open_manager(workdir, doctor_report, spare_containers=0) as m:
+        info = await m.create("o")
+
+        async def long_command():
+            async with m.lease(info.id, "o") as s:
+                return await s.run_bash("sleep 30")
+
+        task = asyncio.create_task(long_command())
+        await asyncio.sleep(0.3)
+        await asyncio.wait_for(m.delete(info.id, "o"), 10)
+        r = await asyncio.wait_for(task, 10)
+        assert r.error_code == "unavailable"
+
+
+async def test_executor_death_is_reported_and_the_next_command_restarts(workdir: Path, doctor_report: DoctorReport):
+    async with open_manager(workdir, doctor_report, spare_containers=0) as m:
+        info = await m.create("o")
+        async with m.lease(info.id, "o") as s:
+            await s.run_bash("echo kept > f")
+            # The executor is this command's parent: kill it from user code.
+            r = await asyncio.wait_for(s.run_bash("kill -9 $PPID; sleep 5"), 20)
+            assert r.error_code == "unavailable" and r.stderr
+            r = await s.run_bash("cat f")
+            assert (r.stdout, r.error_code) == ("kept\n", None)
+
+
+async def test_cancelled_command_does_not_wedge_the_container(workdir: Path, doctor_report: DoctorReport):
+    async with open_manager(workdir, doctor_report, spare_containers=0) as m:
+        info = await m.create("o")
+
+        async def long_command():
+            async with m.lease(info.id, "o") as s:
+                return await s.run_bash("sleep 30")
+
+        task = asyncio.create_task(long_command())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with m.lease(info.id, "o") as s:
+            r = await asyncio.wait_for(s.run_bash("echo ok; ps -e -o comm= | grep -c sleep"), 10)
+            assert r.stdout.split() == ["ok", "0"]
+
+
+async def test_state_survives_a_gateway_crash(workdir: Path, doctor_report: DoctorReport):
+    async with open_manager(workdir, doctor_report, spare_containers=1) as m:
+        await m.pool.wait_full()
+        info = await m.create("o")
+        async with m.lease(info.id, "o") as s:
+            await s.run_bash("echo survived > f; sleep 1000 &")
+        await m.pool.wait_full()
+        # Crash: the process "dies" without any clean-up (sandboxes, mounts and cgroups stay behind).
+        for task in m._tasks:
+            task.cancel()
+        m._release_lock()
+        m.close = _noop  # type: ignore[method-assign]
+        stale = [e.live for e in m._entries.values() if e.live] + list(m.pool._ready)
+        assert mounts_under(m.run_dir)
+    async with open_manager(workdir, doctor_report, spare_containers=0) as m2:
+        assert mounts_under(m2.run_dir) == []  # reconciled: nothing is live after a restart
+        assert all(live.proc.returncode is not None or not live.pids() for live in stale)
+        assert len(list((m2.root / "disks").iterdir())) == 1  # the spare's image is gone, the container's kept
+        async with m2.lease(info.id, "o") as s:
+            r = await s.run_bash("cat f; ps -e -o comm= | grep -c sleep")
+            assert r.stdout.split() == ["survived", "0"]
+    for live in stale:
+        await live.stop()
+
+
+async def _noop() -> None:
+    return None
+
+
+async def test_one_manager_per_data_dir(workdir: Path, doctor_report: DoctorReport):
+    async with open_manager(workdir, doctor_report, spare_containers=0):
+        with pytest.raises(SandboxError, match="another execbridge process"):
+            async with open_manager(workdir, doctor_report, spare_containers=0):
+                pass
+
+
+def _without(report: DoctorReport, *names: str) -> DoctorReport:
+    return DoctorReport(
+        tuple(dataclasses.replace(c, ok=False, detail="(test)") if c.name in names else c for c in report.checks)
+    )
+
+
+async def test_refuses_to_start_when_a_protection_is_missing(workdir: Path, doctor_report: DoctorReport):
+    weak = _without(doctor_report, doctor.CG_PIDS)
+    with pytest.raises(SandboxUnavailable, match="cgroup pids"):
+        async with open_manager(workdir, weak):
+            pass
+
+
+async def test_weak_isolation_when_allowed_says_so_loudly(workdir: Path, doctor_report: DoctorReport, caplog):
+    weak = _without(doctor_report, doctor.CG_MEMORY, doctor.CG_PIDS, doctor.CG_CPU, doctor.DISK)
+    caplog.set_level(logging.WARNING)
+    async with open_manager(workdir, weak, allow_weak_isolation=True, spare_containers=0) as m:
+        assert set(m.weakened) == {doctor.CG_MEMORY, doctor.CG_PIDS, doctor.CG_CPU, doctor.DISK}
+        info = await m.create("o")
+        async with m.lease(info.id, "o") as s:
+            r = await s.run_bash("echo works; df --output=target /workspace | tail -1")
+            assert r.stdout.split() == ["works", "/workspace"]
+    text = caplog.text
+    assert "WEAK ISOLATION" in text and "cgroup memory" in text and "workspace disk cap" in text
+    # A missing bubblewrap cannot be waved through.
+    with pytest.raises(SandboxUnavailable):
+        async with open_manager(workdir, _without(doctor_report, doctor.BWRAP), allow_weak_isolation=True):
+            pass

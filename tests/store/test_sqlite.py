@@ -1,0 +1,98 @@
+"""The SQLite store: schema by migrations, round trips, ordering, expiry queries, file mode."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from execbridge.store import migrations
+from execbridge.store.base import ContainerRecord
+from execbridge.store.memory import MemoryStore
+from execbridge.store.sqlite import SqliteStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def record(cid: str, owner: str = "alice", slot: int = 1, used: datetime = T0) -> ContainerRecord:
+    return ContainerRecord(id=cid, owner=owner, slot=slot, created_at=T0, last_used_at=used)
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+async def store(request, tmp_path):
+    s = await SqliteStore.open(tmp_path / "db.sqlite3") if request.param == "sqlite" else MemoryStore()
+    yield s
+    await s.close()
+
+
+async def test_round_trip_and_owner_filter(store):
+    c = store.containers
+    await c.insert(record("a", "alice", 1, T0))
+    await c.insert(record("b", "bob", 2, T0 + timedelta(seconds=5)))
+    await c.insert(record("c", "alice", 3, T0 + timedelta(seconds=9)))
+    got = await c.get("a")
+    assert got == record("a", "alice", 1, T0)
+    assert got.created_at.tzinfo is not None
+    assert [r.id for r in await c.list("alice")] == ["c", "a"]  # most recently used first
+    assert [r.id for r in await c.list()] == ["c", "b", "a"]
+    assert await c.get("nope") is None
+
+
+async def test_touch_delete_and_unused_since(store):
+    c = store.containers
+    await c.insert(record("a", slot=1))
+    await c.insert(record("b", slot=2))
+    await c.touch("b", T0 + timedelta(hours=2))
+    assert [r.id for r in await c.unused_since(T0 + timedelta(hours=1))] == ["a"]
+    await c.delete("a")
+    await c.delete("a")  # a no-op the second time
+    assert await c.get("a") is None
+    assert (await c.get("b")).last_used_at == T0 + timedelta(hours=2)
+
+
+async def test_slots_are_unique(store):
+    await store.containers.insert(record("a", slot=7))
+    with pytest.raises((sqlite3.IntegrityError, ValueError)):
+        await store.containers.insert(record("b", slot=7))
+
+
+async def test_sqlite_file_is_private_wal_and_survives_reopen(tmp_path):
+    path = tmp_path / "sub" / "db.sqlite3"
+    s = await SqliteStore.open(path)
+    await s.containers.insert(record("a"))
+    await s.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    s = await SqliteStore.open(path)
+    try:
+        assert (await s.containers.get("a")) is not None
+        assert (await s.query("PRAGMA journal_mode", ()))[0][0] == "wal"
+    finally:
+        await s.close()
+
+
+def test_migrations_apply_once_in_order(tmp_path):
+    db = sqlite3.connect(tmp_path / "m.sqlite3", isolation_level=None)
+    calls: list[str] = []
+    steps = [
+        ("0001_a", lambda d: (calls.append("a"), d.execute("CREATE TABLE a (x)"))),
+        ("0002_b", lambda d: (calls.append("b"), d.execute("CREATE TABLE b (x)"))),
+    ]
+    assert migrations.apply(db, steps) == ["0001_a", "0002_b"]
+    assert migrations.apply(db, steps) == []
+    assert calls == ["a", "b"]
+
+
+def test_failed_migration_rolls_back(tmp_path):
+    db = sqlite3.connect(tmp_path / "m.sqlite3", isolation_level=None)
+
+    def broken(d: sqlite3.Connection) -> None:
+        d.execute("CREATE TABLE half (x)")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        migrations.apply(db, [("0001_broken", broken)])
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "half" not in tables
+    assert not list(db.execute("SELECT * FROM migrations"))
