@@ -3,8 +3,8 @@
 Prints, in one run:
 - bare ``python3 -c 'print(1)'`` started with ``subprocess`` (p50/p99 over N);
 - a trivial command in a warm container (``print(1)`` and ``echo 1``), inside one lease and with a
-  lease per command (what the engine does), and the ratio to bare (targets ≤ 0.25× p50, ≤ 0.5× p99);
-- a new container to its first result, with the spare pool and cold (target ≤ 2× bare);
+  lease per command (what the engine does), and the ratio to bare (targets ≤ 0.25x p50, ≤ 0.5x p99);
+- a new container to its first result, with the spare pool and cold (target ≤ 2x bare);
 - memory per idle container: PSS of the bwrap + executor process tree (``/proc/<pid>/smaps_rollup``)
   over many idle containers, and how many would fit in 24 GiB (target ≥ 1000).
 
@@ -102,14 +102,16 @@ async def run(n: int, idle: int, data_root: Path) -> None:
             for _ in range(20):  # warm up: site, page cache
                 await s.run_python("print(1)")
                 await s.run_bash("echo 1")
-            rows.append(("warm: python print(1)", await timed(n, lambda: s.run_python("print(1)")), "p50≤0.25× p99≤0.5×"))
-            rows.append(("warm: bash echo 1", await timed(n, lambda: s.run_bash("echo 1")), "p50≤0.25× p99≤0.5×"))
+            rows.append(
+                ("warm: python print(1)", await timed(n, lambda: s.run_python("print(1)")), "p50≤0.25x p99≤0.5x")
+            )
+            rows.append(("warm: bash echo 1", await timed(n, lambda: s.run_bash("echo 1")), "p50≤0.25x p99≤0.5x"))
 
         async def leased() -> None:
             async with m.lease(info.id, "bench") as s2:
                 await s2.run_python("print(1)")
 
-        rows.append(("warm: lease + python print(1)", await timed(n, leased), "p50≤0.25× p99≤0.5×"))
+        rows.append(("warm: lease + python print(1)", await timed(n, leased), "p50≤0.25x p99≤0.5x"))
 
         spare_ms: list[float] = []
         for _ in range(min(n, 30)):
@@ -121,7 +123,7 @@ async def run(n: int, idle: int, data_root: Path) -> None:
             spare_ms.append((time.perf_counter() - t0) * 1000)
             assert r.stdout == "1\n", r
             await m.delete(fresh.id, "bench")
-        rows.append(("new container → first result (spare pool)", spare_ms, "≤2×"))
+        rows.append(("new container → first result (spare pool)", spare_ms, "≤2x"))
     await store.close()
 
     # ---- cold: no spare pool; and idle memory
@@ -157,7 +159,7 @@ async def run(n: int, idle: int, data_root: Path) -> None:
     # ---- print
     b50, b99 = pct(bare_ms, 50), pct(bare_ms, 99)
     print(f"\nexecbridge sandbox benchmark — N={n}, {os.cpu_count()} CPUs, python {python}")
-    print(f"{'':46} {'p50 ms':>8} {'p99 ms':>8} {'×bare p50':>10} {'×bare p99':>10}   target")
+    print(f"{'':46} {'p50 ms':>8} {'p99 ms':>8} {'xbare p50':>10} {'xbare p99':>10}   target")
     for name, samples, target in rows:
         p50, p99 = pct(samples, 50), pct(samples, 99)
         print(f"{name:46} {p50:8.2f} {p99:8.2f} {p50 / b50:10.2f} {p99 / b99:10.2f}   {target}")

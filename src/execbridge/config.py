@@ -75,9 +75,7 @@ class SandboxSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="EXECBRIDGE_", env_nested_delimiter="__", frozen=True, extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="EXECBRIDGE_", env_nested_delimiter="__", frozen=True, extra="ignore")
 
     data_dir: Path = Field(default_factory=_default_data_dir)
     host: str = "127.0.0.1"

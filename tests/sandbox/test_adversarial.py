@@ -110,8 +110,22 @@ print(json.dumps(out))
 
 async def test_host_files_are_invisible(m: ContainerManager):
     data_dir = m.settings.data_dir
-    paths = ["/root", "/home", "/etc/shadow", "/etc/gshadow", "/var", "/sys", "/srv", "/boot", "/work",
-             str(data_dir), str(m.settings.database_path), str(m.root), str(m.run_dir), str(Path.cwd())]  # fmt: skip
+    paths = [
+        "/root",
+        "/home",
+        "/etc/shadow",
+        "/etc/gshadow",
+        "/var",
+        "/sys",
+        "/srv",
+        "/boot",
+        "/work",
+        str(data_dir),
+        str(m.settings.database_path),
+        str(m.root),
+        str(m.run_dir),
+        str(Path.cwd()),
+    ]
     script = "for p in " + " ".join(f"'{p}'" for p in paths) + '; do [ -e "$p" ] && echo "VISIBLE $p"; done; '
     script += "echo ---; ls /"
     async with container(m) as s:
@@ -120,8 +134,21 @@ async def test_host_files_are_invisible(m: ContainerManager):
     visible, _, listing = r.stdout.partition("---\n")
     assert visible == "", visible
     top = set(listing.split())
-    assert top <= {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "opt", "proc", "sbin", "tmp", "usr",
-                   "workspace"}, top  # fmt: skip
+    assert top <= {
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib32",
+        "lib64",
+        "libx32",
+        "opt",
+        "proc",
+        "sbin",
+        "tmp",
+        "usr",
+        "workspace",
+    }, top
     assert getattr(shadow, "error_code", None) == "file_not_found"
 
 
@@ -158,7 +185,7 @@ async def test_another_container_is_invisible_and_untouchable(m: ContainerManage
         assert any(c.startswith(f"marker-{token}".encode()) for c in cmdlines)  # it runs (seen from the host)
         kills = " ".join(f"kill -9 {pid} 2>/dev/null && echo KILLED {pid};" for pid in victim_host_pids)
         r = await attacker.run_bash(
-            f"M=marker-; ps -eo args | grep -c \"^${{M}}{token}\"; "
+            f'M=marker-; ps -eo args | grep -c "^${{M}}{token}"; '
             f"grep -rsl {token} / --exclude-dir=proc --exclude-dir=usr 2>/dev/null | wc -l; {kills}"
         )
         lines = r.stdout.split()
@@ -270,8 +297,8 @@ t unshare-user 'unshare -U true'
 t unshare-root 'unshare -r true'
 t unshare-net 'unshare -n true'
 t mount-syscall "{trick.format('l.mount(b"none", b"/tmp", b"tmpfs", 0, None)')}"
-t ptrace-me "{trick.format('l.ptrace(0, 0, 0, 0)')}"
-t ptrace-init "{trick.format('l.ptrace(16, 1, 0, 0)')}"
+t ptrace-me "{trick.format("l.ptrace(0, 0, 0, 0)")}"
+t ptrace-init "{trick.format("l.ptrace(16, 1, 0, 0)")}"
 t write-usr 'touch /usr/bin/evil'
 t write-runtime 'touch /opt/execbridge/runtime/evil'
 t write-etc 'echo "root::0:0::/:/bin/sh" >> /etc/passwd'

@@ -9,6 +9,24 @@ from execbridge.sandbox.bwrap import ETC_ALLOWLIST, SPAWN_ENV, Payloads, bwrap_a
 from execbridge.sandbox.cgroups import ContainerCgroup
 from execbridge.sandbox.launch import LaunchOptions, sandbox_spec, wrap_argv
 
+REQUIRED = (
+    "--unshare-all",
+    "--unshare-user",
+    "--disable-userns",
+    "--die-with-parent",
+    "--new-session",
+    "--cap-drop ALL",
+    "--clearenv",
+    "--seccomp",
+    "--remount-ro /",
+    "--uid 1000",
+    "--gid 1000",
+    "--proc /proc",
+    "--dev /dev",
+    "--bind /data/sandbox/mnt/7 /workspace",
+    "--chdir /workspace",
+)
+
 
 def build(monkeypatch) -> list[str]:
     monkeypatch.setenv("EXECBRIDGE_UPSTREAM_API_KEY", "sk-gateway-secret")
@@ -23,16 +41,21 @@ def build(monkeypatch) -> list[str]:
 def test_every_protection_flag_is_there(monkeypatch):
     argv = build(monkeypatch)
     joined = " ".join(argv)
-    for flag in ("--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-                 "--cap-drop ALL", "--clearenv", "--seccomp", "--remount-ro /", "--uid 1000", "--gid 1000",
-                 "--proc /proc", "--dev /dev", "--bind /data/sandbox/mnt/7 /workspace", "--chdir /workspace"):  # fmt: skip
+    for flag in REQUIRED:
         assert flag in joined, flag
     assert "--share-net" not in argv
     # Order of the host-side stages: join the cgroup (as root), drop to the container's uid, bwrap.
     assert argv[0] == "/bin/sh" and "/sys/fs/cgroup/memory/x/7/cgroup.procs" in argv
     i = argv.index("/usr/bin/setpriv")
-    assert argv[i : i + 7] == ["/usr/bin/setpriv", "--reuid", "200007", "--regid", "200007", "--clear-groups",
-                               "--no-new-privs"]  # fmt: skip
+    assert argv[i : i + 7] == [
+        "/usr/bin/setpriv",
+        "--reuid",
+        "200007",
+        "--regid",
+        "200007",
+        "--clear-groups",
+        "--no-new-privs",
+    ]
     assert argv.index("/usr/bin/bwrap") > i
 
 
@@ -40,10 +63,16 @@ def test_nothing_of_the_gateway_leaks(monkeypatch):
     argv = build(monkeypatch)
     assert not any("sk-gateway-secret" in a or "EXECBRIDGE" in a for a in argv)
     assert set(SPAWN_ENV) == {"PATH", "LANG"}
-    assert not any(name in ETC_ALLOWLIST for name in ("shadow", "gshadow", "pip.conf", "gitconfig", "ssh",
-                                                     "resolv.conf", "machine-id", "environment"))  # fmt: skip
+    assert not any(
+        name in ETC_ALLOWLIST
+        for name in ("shadow", "gshadow", "pip.conf", "gitconfig", "ssh", "resolv.conf", "machine-id", "environment")
+    )
     # Every /etc bind comes from the allowlist or is generated.
-    etc = [argv[i + 2] for i, a in enumerate(argv) if a in ("--ro-bind-try", "--ro-bind-data")
-           and argv[i + 2].startswith("/etc/")]  # fmt: skip
-    assert all(p[5:] in ETC_ALLOWLIST or p[5:] in ("passwd", "group", "hosts", "hostname", "nsswitch.conf")
-               for p in etc)  # fmt: skip
+    etc = [
+        argv[i + 2]
+        for i, a in enumerate(argv)
+        if a in ("--ro-bind-try", "--ro-bind-data") and argv[i + 2].startswith("/etc/")
+    ]
+    assert all(
+        p[5:] in ETC_ALLOWLIST or p[5:] in ("passwd", "group", "hosts", "hostname", "nsswitch.conf") for p in etc
+    )

@@ -20,7 +20,8 @@ async def disks(workdir: Path):
     d = WorkspaceDisks(workdir / "disks", workdir / "run" / "mnt", 16 << 20)
     d.prepare()
     yield d
-    for key in d.keys():
+    left = d.keys()
+    for key in left:
         await d.delete(key)
 
 

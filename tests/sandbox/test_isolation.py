@@ -11,6 +11,7 @@ import pytest
 
 from execbridge.sandbox.cgroups import CgroupLimits, detect
 from execbridge.sandbox.doctor import DoctorReport
+
 from ._direct import run_direct
 from .conftest import TEST_UID_BASE, small_settings
 
@@ -35,7 +36,9 @@ async def sh(settings, workspace, command: str, **kw):
 
 
 async def test_identity_capabilities_and_filters(doctor_report: DoctorReport, settings, workspace):
-    r = await sh(settings, workspace, "id -u; id -g; grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status")
+    r = await sh(
+        settings, workspace, "id -u; id -g; grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status"
+    )
     assert r.return_code == 0, r.stderr
     lines = r.stdout.split("\n")
     assert lines[0:2] == ["1000", "1000"]
@@ -102,12 +105,13 @@ async def test_processes_start_inside_the_cgroup(settings, workspace):
 
 
 async def test_no_nested_namespaces_mounts_or_ptrace(settings, workspace):
-    script = """
+    call = "python3 -c 'import ctypes, sys; l = ctypes.CDLL(None); sys.exit(0 if {} == 0 else 1)'"
+    script = f"""
 unshare -U true 2>/dev/null && echo "ESCAPE unshare-U"
 unshare -n true 2>/dev/null && echo "ESCAPE unshare-n"
 unshare -m true 2>/dev/null && echo "ESCAPE unshare-m"
-python3 -c 'import ctypes,sys; l=ctypes.CDLL(None,use_errno=True); sys.exit(0 if l.ptrace(0,0,0,0)==0 else 1)' && echo "ESCAPE ptrace"
-python3 -c 'import ctypes,sys; l=ctypes.CDLL(None,use_errno=True); sys.exit(0 if l.mount(b"none",b"/tmp",b"tmpfs",0,None)==0 else 1)' && echo "ESCAPE mount"
+{call.format("l.ptrace(0, 0, 0, 0)")} && echo "ESCAPE ptrace"
+{call.format('l.mount(b"none", b"/tmp", b"tmpfs", 0, None)')} && echo "ESCAPE mount"
 setarch -R true 2>/dev/null && echo "ESCAPE aslr"
 echo done
 """

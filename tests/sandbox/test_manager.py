@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -51,7 +50,9 @@ async def test_files_persist_across_leases_and_commands(workdir: Path, doctor_re
             assert (r.stdout, r.return_code) == ("/workspace\n", 0)
             await s.put_file("uploads/data.csv", b"a,b\n1,2\n")
         async with m.lease(info.id, "alice") as s:
-            r = await s.run_python("import pandas as pd; print(open('note.txt').read().strip(), pd.read_csv('uploads/data.csv').b.sum())")
+            r = await s.run_python(
+                "import pandas as pd; print(open('note.txt').read().strip(), pd.read_csv('uploads/data.csv').b.sum())"
+            )
             assert r.stdout == "hello 2\n", r.stderr
             view = await s.view("note.txt")
             assert view.content == "hello\n"
@@ -182,7 +183,7 @@ async def test_cancelled_command_does_not_wedge_the_container(workdir: Path, doc
 
 
 async def test_state_survives_a_gateway_crash(workdir: Path, doctor_report: DoctorReport):
-    async with open_manager(workdir, doctor_report, spare_containers=1) as m:
+    async with open_manager(workdir, doctor_report, spare_containers=1, check_clean=False) as m:
         await m.pool.wait_full()
         info = await m.create("o")
         async with m.lease(info.id, "o") as s:

@@ -50,29 +50,12 @@ if TYPE_CHECKING:
 EXECUTOR_SCRIPT = Path(__file__).with_name("executor.py")
 """The executor's source; the launcher makes it visible inside the sandbox (read-only)."""
 
-
-def executor_bytecode() -> bytes:
-    """``executor.py`` as a ``.pyc`` image, for ``python3 -I -S /opt/execbridge/executor.pyc``.
-
-    A script given as source is compiled at every start: ~8 ms here, as much as the interpreter's own
-    start-up, and nothing can cache it in a read-only sandbox. The image only runs on a Python with
-    this interpreter's bytecode version (same major.minor); any other refuses it at start ("Bad magic
-    number"), so ship the source when the sandbox's Python differs from the gateway's.
-    """
-    code = compile(EXECUTOR_SCRIPT.read_bytes(), "executor.py", "exec", dont_inherit=True, optimize=0)
-    # .pyc header: magic, flags (0: timestamp-based), mtime, source size; running a .pyc directly
-    # checks only the magic.
-    return importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code)
-
-
 _TOOL_ERROR_CODES = frozenset(get_args(ToolErrorCode))
+_T = TypeVar("_T")
 
 
 class ExecutorError(SandboxError):
     """The executor did not answer as the protocol says: it died, sent garbage, or took too long."""
-
-
-_T = TypeVar("_T")
 
 
 def executor_argv(
@@ -96,6 +79,20 @@ def executor_argv(
     for name, value in (env or {}).items():
         argv += ["--env", f"{name}={value}"]
     return argv
+
+
+def executor_bytecode() -> bytes:
+    """``executor.py`` as a ``.pyc`` image, for ``python3 -I -S /opt/execbridge/executor.pyc``.
+
+    A script given as source is compiled at every start: ~8 ms here, as much as the interpreter's own
+    start-up, and nothing can cache it in a read-only sandbox. The image only runs on a Python with
+    this interpreter's bytecode version (same major.minor); any other refuses it at start ("Bad magic
+    number"), so ship the source when the sandbox's Python differs from the gateway's.
+    """
+    code = compile(EXECUTOR_SCRIPT.read_bytes(), "executor.py", "exec", dont_inherit=True, optimize=0)
+    # .pyc header: magic, flags (0: timestamp-based), mtime, source size; running a .pyc directly
+    # checks only the magic.
+    return importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code)
 
 
 @dataclass(frozen=True, slots=True)

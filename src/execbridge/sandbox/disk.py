@@ -120,7 +120,6 @@ class WorkspaceDisks:
         os.chmod(self.images_dir, 0o700)
         make_reachable(self.mounts_dir)
 
-
     def exists(self, key: str) -> bool:
         return self.image(key).exists()
 
@@ -141,9 +140,17 @@ class WorkspaceDisks:
             os.close(fd)
         try:
             await _run(
-                "mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-m", "0",
-                "-E", f"root_owner={uid}:{gid}", str(image),
-            )  # fmt: skip
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-O",
+                "^has_journal",
+                "-m",
+                "0",
+                "-E",
+                f"root_owner={uid}:{gid}",
+                str(image),
+            )
             # lost+found and a 0755 root are mkfs defaults; fix both once, before anyone else can look.
             await self.mount(key)
             point = self.mountpoint(key)

@@ -106,24 +106,17 @@ async def diagnose(settings: Settings) -> DoctorReport:
     sb = settings.sandbox
     checks: list[Check] = []
     bwrap_path = shutil.which("bwrap") or ("/usr/bin/bwrap" if Path("/usr/bin/bwrap").exists() else None)
-    checks.append(
-        Check(BWRAP, bwrap_path is not None, bwrap_path or "bwrap not found", "no sandbox can start at all")
-    )
+    checks.append(Check(BWRAP, bwrap_path is not None, bwrap_path or "bwrap not found", "no sandbox can start at all"))
     is_root = os.geteuid() == 0
     setpriv = Path("/usr/bin/setpriv").exists()
-    checks.append(
-        Check(
-            UID,
-            is_root and setpriv,
-            f"root; containers run as host uids {sb.uid_base + 1}…" if is_root and setpriv
-            else ("setpriv missing (util-linux)" if is_root else "not running as root"),
-            "all containers share the gateway's uid: no per-container process limit, files shared",
-        )  # fmt: skip
-    )
+    if is_root and setpriv:
+        uid_detail = f"root; containers run as host uids {sb.uid_base + 1}…"
+    else:
+        uid_detail = "setpriv missing (util-linux)" if is_root else "not running as root"
+    uid_why = "all containers share the gateway's uid: no per-container process limit, files shared"
+    checks.append(Check(UID, is_root and setpriv, uid_detail, uid_why))
     runtime_ok = sb.python.exists() and os.access(sb.python, os.X_OK)
-    checks.append(
-        Check(RUNTIME, runtime_ok, str(sb.python), "no executor can start (run scripts/install.sh)")
-    )
+    checks.append(Check(RUNTIME, runtime_ok, str(sb.python), "no executor can start (run scripts/install.sh)"))
 
     seccomp_error: str | None = None
     try:
@@ -144,10 +137,8 @@ async def diagnose(settings: Settings) -> DoctorReport:
     else:
         checks.append(Check(USERNS, True, f"probe ran as uid {facts['uid']} in its own user namespace", ""))
         ifaces = facts.get("ifaces", [])
-        checks.append(
-            Check(NETNS, ifaces == ["lo"], f"interfaces inside: {', '.join(ifaces)}", "sandboxed code can reach "
-                  "the network")  # fmt: skip
-        )
+        net_detail = f"interfaces inside: {', '.join(ifaces)}"
+        checks.append(Check(NETNS, ifaces == ["lo"], net_detail, "sandboxed code can reach the network"))
         sec_ok = (
             program is not None
             and facts.get("seccomp") == "2"
@@ -155,9 +146,10 @@ async def diagnose(settings: Settings) -> DoctorReport:
             and facts.get("unshare_user_errno") in (1, 28)
         )
         sec_detail = (
-            f"{len(program.denied)} syscalls denied" if sec_ok and program
+            f"{len(program.denied)} syscalls denied"
+            if sec_ok and program
             else seccomp_error or f"filter not active (Seccomp: {facts.get('seccomp')})"
-        )  # fmt: skip
+        )
         checks.append(Check(SECCOMP, sec_ok, sec_detail, "the kernel's whole syscall surface is exposed"))
         capeff = facts.get("capeff", "")
         checks.append(
@@ -172,7 +164,8 @@ async def diagnose(settings: Settings) -> DoctorReport:
 async def _probe(settings: Settings, bpf: bytes, *, switch_uid: bool) -> tuple[dict | None, str]:  # type: ignore[type-arg]
     sb = settings.sandbox
     uid = sb.uid_base + PROBE_SLOT
-    workdir = Path(tempfile.mkdtemp(prefix="execbridge-doctor-"))
+    # /tmp, not $TMPDIR: the probe's uid must be able to traverse to it.
+    workdir = Path(tempfile.mkdtemp(prefix="execbridge-doctor-", dir="/tmp"))
     try:
         if switch_uid:
             os.chown(workdir, uid, uid)
@@ -243,7 +236,7 @@ async def _check_disk(settings: Settings) -> Check:
             return Check(DISK, False, f"{tool} not found (e2fsprogs/util-linux)", why)
     if not Path("/dev/loop-control").exists():
         return Check(DISK, False, "/dev/loop-control missing (no loop devices)", why)
-    root = Path(tempfile.mkdtemp(prefix="execbridge-doctor-disk-"))
+    root = Path(tempfile.mkdtemp(prefix="execbridge-doctor-disk-", dir="/tmp"))
     os.chmod(root, 0o711)
     disks = WorkspaceDisks(root / "disks", root / "mnt", 16 << 20)
     try:

@@ -1,8 +1,8 @@
 """The warm executor: runs inside each sandbox and forks one child per command.
 
-Started by the launcher as ``/usr/bin/python3.11 -I -S /opt/execbridge/executor.py [options]`` with
-the protocol on stdin (requests) and stdout (responses); stderr is its log. It also runs directly,
-without any sandbox, which is how the tests drive it.
+Started by the launcher as ``/usr/bin/python3.11 -I -S /opt/execbridge/executor.py [options]`` (or its
+``.pyc``, see ``client.executor_bytecode``) with the protocol on stdin (requests) and stdout
+(responses); stderr is its log. It also runs directly, without any sandbox, as the tests do.
 
 Job: answer framed requests from the gateway one at a time: run bash or Python (fork per command,
 output captured, time limit enforced, ``$OUTPUT_DIR`` collected), and the three text-editor commands.
@@ -25,10 +25,22 @@ Invariants:
   found through ``/proc`` — never anything outside its subtree. The executor is a child subreaper, so
   daemons that double-fork or ``setsid`` stay in its subtree.
 
+Choices (Anthropic's semantics from the wire-format reference, §2.4 and §2.9):
+- Python runs in a child forked from this warm interpreter, as ``python -c`` would run it (``__main__``,
+  ``argv ['-c']``, ``''`` first on ``sys.path``, tracebacks on stderr, rc 1, ``SystemExit`` honoured,
+  threads joined and atexit run at the end); bash is ``posix_spawn``'d as ``bash -c``. A process killed
+  by a signal reports ``128 + signal``, as a shell does.
+- ``$OUTPUT_DIR`` is ``<output-root>/<n>``, outside the workspace: files left elsewhere stay in the
+  container, files at its top level are captured and the directory is then removed.
+- ``view`` returns text as is, without line-number prefixes, with ``start_line``/``num_lines``/
+  ``total_lines`` beside it (the reference's example). A text file over the size cap is shown up to
+  the last whole line under the cap (``num_lines`` < ``total_lines`` says so); an image or PDF over
+  the cap is an ``invalid_tool_input`` error.
+
 Frame := u32be header_len, u32be body_len, header (UTF-8 JSON object), body (raw bytes). A binary
 value anywhere in the header is written as ``{"$b": [offset, length]}`` into the body, so file bytes
-and program output travel without base64. ``protocol.py`` holds the gateway's copy of this framing;
-a test makes the two talk to each other.
+and program output travel without base64. ``protocol.py`` holds the gateway's copy of this framing
+and the table of fields; a test makes the two talk to each other.
 """
 
 from __future__ import annotations
@@ -904,8 +916,10 @@ class Executor:
     def _kill_others(self) -> None:
         """SIGKILL every victim until none is left; orphans come back to us (subreaper) and are reaped."""
         self._reap()
-        if not self.kill_all and self.have_children_file and not _read_small(self.children_file):
-            return  # the common case: nothing was left behind
+        # The common case: nothing was left behind. As a subreaper the executor inherits every orphan,
+        # so no child of its own means no process of the command is left, in either mode.
+        if self.subreaper and self.have_children_file and not _read_small(self.children_file):
+            return
         give_up = time.monotonic() + _KILL_GRACE_S
         while True:
             victims = self._victims()

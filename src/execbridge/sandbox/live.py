@@ -144,8 +144,9 @@ class LiveSandbox:
             if isinstance(exc, SandboxError) and self.client.failure is None and self.proc.returncode is None:
                 # The executor stayed in sync but could not run this one (an internal error).
                 return ExecutionResult("", exc.message, -1, elapsed * 1000, error_code="unavailable")
+            out_of_memory = self.cgroup is not None and self.cgroup.oom_kills() > self._oom_seen
             await self._died()
-            if elapsed >= limit:
+            if elapsed >= limit and not out_of_memory:
                 log.warning("sandbox %d: no answer after the time limit; sandbox killed", self.slot)
                 return ExecutionResult(
                     stdout="",
@@ -158,9 +159,7 @@ class LiveSandbox:
             return ExecutionResult("", self.death_reason(), 137, elapsed * 1000, error_code="unavailable")
         if result.return_code == 137 and self._oom_killed_since_last_look():
             # SIGKILL from the kernel's OOM killer looks like any other kill; say which it was.
-            note = (
-                f"\nKilled: the process ran out of memory (the container's limit is {self.limits.memory_mb} MiB)\n"
-            )
+            note = f"\nKilled: the process ran out of memory (the container's limit is {self.limits.memory_mb} MiB)\n"
             result = replace(result, stderr=result.stderr + note)
         return result
 

@@ -262,7 +262,12 @@ class ContainerManager:
             async with entry.lock:
                 if entry.deleted:
                     raise _not_found(container_id)
-                await self._ensure_live(entry)
+                try:
+                    await self._ensure_live(entry)
+                except SandboxError as exc:
+                    # Not the caller's fault: the session retries on its first command and answers
+                    # "unavailable" if the sandbox still cannot start.
+                    log.error("container %s could not be started: %s", container_id, exc.message)
                 self._touch(entry)
                 session = Session(self, entry)
                 try:
@@ -277,12 +282,9 @@ class ContainerManager:
     async def list(self, owner: str | None = None) -> AsyncIterator[ContainerInfo]:
         cutoff = self._cutoff()
         for record in await self._store.containers.list(owner):
-            entry = self._entries.get(record.id)
-            if entry is not None:
-                if not entry.deleted:
-                    yield self._info(entry)
-            elif record.last_used_at >= cutoff:
-                yield self._info(_Entry(record))
+            entry = self._entries.get(record.id) or _Entry(record)
+            if not entry.deleted and entry.record.last_used_at >= cutoff:
+                yield self._info(entry)
 
     async def delete(self, container_id: str, owner: str) -> None:
         entry = await self._entry(container_id, owner)
@@ -366,11 +368,18 @@ class ContainerManager:
     async def _make_spare(self) -> LiveSandbox:
         prov = self._prov
         slot = self._slots.take()
+        live: LiveSandbox | None = None
         try:
             await prov.create_workspace(slot)
-            return await prov.start(slot)
+            live = await prov.start(slot)
+            # One round trip: the executor then loads ``site`` while it waits, so the container's
+            # first Python command does not pay for it.
+            await live.client.ping()
+            return live
         except BaseException:
             with contextlib.suppress(Exception):
+                if live is not None:
+                    await prov.stop(live)
                 await prov.destroy_workspace(slot)
             self._slots.release(slot)
             raise
@@ -408,8 +417,11 @@ class ContainerManager:
             if entry.users or entry.record.last_used_at >= self._cutoff():
                 continue  # in use right now (its in-memory clock is newer than the store's)
             log.info("deleting container %s: unused for %.0f s", record.id, self._sb.retention_s)
-            async with entry.lock:
-                await self._destroy(entry)
+            try:
+                async with entry.lock:
+                    await self._destroy(entry)
+            except (OSError, SandboxError) as exc:  # left for the next pass; the others still go
+                log.error("deleting expired container %s failed: %s", record.id, exc)
 
     async def _janitor(self) -> None:
         """Evict idle containers and delete expired ones, forever (until cancelled)."""

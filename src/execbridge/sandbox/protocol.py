@@ -8,8 +8,22 @@ Frame := u32be header_len, u32be body_len, header, body.
 
 Requests carry ``op`` and a positive ``id``; every request except ``cancel`` gets exactly one response
 with the same ``id`` and a ``status`` of ``ok``, ``tool_error`` (``error_code``, ``message``) or
-``internal_error`` (``message``). The executor's first frame is ``ready`` with ``id`` 0. The fields
-of each op are listed in ``client.py``, the only user of this module.
+``internal_error`` (``message``: the executor failed on this request and carries on). The
+executor's first frame is ``{"id": 0, "op": "ready", "protocol", "pid", "python", "subreaper",
+"kill_all"}``. Binary fields are marked (b).
+
+    op           request fields                               ok response fields
+    ping         -                                            op="pong", warm
+    bash         command, timeout, output_limit,              stdout (b), stderr (b), stdout_truncated,
+                 file_limit, file_count                       stderr_truncated, return_code, duration_ms,
+    python       code, (same limits)                          timed_out, cancelled, files [{name, data (b)}],
+                                                              files_too_large [name], files_omitted
+    view         path, max_bytes                              file_type, data (b); for text also num_lines,
+                                                              start_line, total_lines, truncated
+    create       path, data (b: the file's UTF-8 text)        is_file_update
+    str_replace  path, old_str, new_str, max_bytes            old_start, old_lines, new_start, new_lines, lines
+    put_file     path, data (b)                               size
+    cancel       id of the running bash/python command        (no response; that command answers, cancelled)
 
 Must not: trust the executor. User code shares the sandbox with it, so every frame is bounded
 (``max_header``/``max_body``) and checked before use; nothing here can be made to allocate more than

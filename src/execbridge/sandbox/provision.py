@@ -30,6 +30,7 @@ from execbridge.sandbox.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True, slots=True)
 class Provisioner:
     settings: SandboxSettings

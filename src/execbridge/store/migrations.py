@@ -50,9 +50,7 @@ def apply(db: sqlite3.Connection, migrations: list[Migration] = MIGRATIONS) -> l
         db.execute("BEGIN IMMEDIATE")
         try:
             migrate(db)
-            db.execute(
-                "INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, datetime.now(UTC).isoformat())
-            )
+            db.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, datetime.now(UTC).isoformat()))
         except BaseException:
             db.execute("ROLLBACK")
             raise
