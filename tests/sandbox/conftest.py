@@ -53,28 +53,53 @@ def base_dir() -> Path:
     import shutil
     import tempfile
 
-    from execbridge.sandbox.disk import mounts_under
-
     path = Path(tempfile.mkdtemp(prefix="execbridge-test-", dir="/tmp"))
     os.chmod(path, 0o711)
     yield path
-    leftover = _loop_files_under(path)
-    for point in mounts_under(path):
-        os.system(f"umount -l {point}")
+    leftover = _release_everything_under(path)
     shutil.rmtree(path, ignore_errors=True)
-    assert not leftover, f"tests left workspace images attached: {leftover}"
+    assert not leftover, f"tests left workspaces mounted: {leftover}"
 
 
-def _loop_files_under(path: Path) -> list[str]:
-    found = []
+def _release_everything_under(path: Path) -> list[str]:
+    """Unmount workspaces whose images live under ``path`` (wherever they are mounted) and remove
+    the cgroups and runtime dirs of the data dirs there; returns what was still mounted."""
+    import hashlib
+    import subprocess
+
+    devices = {}
     for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
         try:
             name = backing.read_text().strip()
         except OSError:
             continue
         if name.startswith(str(path)):
-            found.append(name)
-    return found
+            devices[f"/dev/{backing.parent.parent.name}"] = name
+    mounted = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if len(rfields) > 1 and rfields[1] in devices:
+            mounted.append(fields[4])
+    for point in mounted:
+        subprocess.run(["umount", "-l", point], check=False)
+    for lock in path.rglob("sandbox/lock"):
+        instance = hashlib.sha256(str(lock.parent.parent.resolve()).encode()).hexdigest()[:12]
+        for group in Path("/sys/fs/cgroup").glob(f"*/execbridge/{instance}"):
+            for child in group.iterdir():
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            with contextlib.suppress(OSError):
+                group.rmdir()
+        run = Path("/run/execbridge") / instance
+        for child in (run / "mnt").glob("*"):
+            with contextlib.suppress(OSError):
+                child.rmdir()
+        for d in (run / "mnt", run):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+    return mounted
 
 
 @pytest.fixture
