@@ -156,6 +156,9 @@ class ExecutorClient:
         """Wait for the executor's start-up frame (the other methods do this implicitly)."""
         if self._ready is None:
             self._ready = asyncio.ensure_future(self._exchange(None, 0, timeout=timeout, max_body=0))
+            # A caller cancelled during start-up leaves the shielded future alone; retrieve its
+            # outcome anyway so a late failure is not reported as "never retrieved".
+            self._ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         frame = await asyncio.shield(self._ready)
         try:
             if frame.get("op") != "ready" or frame.get("protocol") != PROTOCOL_VERSION:
