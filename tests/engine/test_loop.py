@@ -17,7 +17,7 @@ from execbridge.engine.events import (
     ServerToolResultReady,
     TextDelta,
 )
-from execbridge.engine.loop import Caller, Engine
+from execbridge.engine.loop import Caller, Engine, _function_choice
 from execbridge.errors import InvalidRequest, NotFound
 from execbridge.sandbox.base import ExecutionResult
 from execbridge.sandbox.fake import FakeContainerService
@@ -30,10 +30,12 @@ from execbridge.types import (
     ServerToolResult,
     Text,
     ToolCall,
+    ToolChoice,
     ToolFailure,
     ToolResult,
 )
 from execbridge.upstream import base as up
+from execbridge.upstream.base import FunctionChoice
 
 
 class ScriptedUpstream:
@@ -269,3 +271,30 @@ async def test_python_tool_for_legacy_version():
     result = next(e.result for e in events if isinstance(e, ServerToolResultReady))
     assert result == ServerToolResult(result.tool_use_id, "code_execution", CommandOutcome("python: print(1)\n", "", 0))
     assert [f.name for f in upstream.seen[0].functions] == ["code_execution"]
+
+
+@pytest.mark.parametrize(
+    ("choice", "tool", "expected"),
+    [
+        (None, None, None),
+        (ToolChoice("auto"), None, FunctionChoice("auto")),
+        (ToolChoice("any"), None, FunctionChoice("required")),
+        (ToolChoice("none"), None, FunctionChoice("none")),
+        (ToolChoice("tool", "get_weather"), None, FunctionChoice("function", "get_weather")),
+        (
+            ToolChoice("tool", "code_execution"),
+            CodeExecutionTool("20250522"),
+            FunctionChoice("function", "code_execution"),
+        ),
+        (ToolChoice("tool", "code_execution"), CodeExecutionTool("20250825"), FunctionChoice("required")),
+        (ToolChoice("tool", "code_execution"), CodeExecutionTool("20260521"), FunctionChoice("required")),
+    ],
+)
+def test_tool_choice_maps_to_function_choice(choice, tool, expected):
+    assert _function_choice(choice, tool) == expected
+
+
+async def test_forced_choice_applies_to_the_first_round_only():
+    upstream = ScriptedUpstream(call(0, "bash_code_execution", '{"command": "x"}') + done("tool_calls"), done())
+    await collect(engine_with(upstream), request(user("go"), tool_choice=ToolChoice("any")))
+    assert [t.function_choice for t in upstream.seen] == [FunctionChoice("required"), None]

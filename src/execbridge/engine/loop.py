@@ -73,10 +73,9 @@ def _function_choice(choice: ToolChoice | None, tool: CodeExecutionTool | None) 
             return FunctionChoice("none")
         case "tool":
             if choice.name == ce.PYTHON and tool is not None:
+                # ``code_execution`` names the whole tool; with several sub-tools any of them will do.
                 functions = ce.functions_for(tool)
-                # The 2025-08 tool exposes bash + editor under the one name ``code_execution``.
-                if len(functions) == 1 or ce.PYTHON not in {f.name for f in functions}:
-                    return FunctionChoice("required") if len(functions) > 1 else FunctionChoice("function", ce.PYTHON)
+                return FunctionChoice("function", ce.PYTHON) if len(functions) == 1 else FunctionChoice("required")
             return FunctionChoice("function", choice.name)
 
 
