@@ -274,3 +274,40 @@ def test_missing_key_is_authentication_error(gateway: Gateway, fake):
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "authentication_error"
     assert response.json()["request_id"] == response.headers["request-id"]
+
+
+def test_mixed_batch_defers_the_server_call_until_the_client_answers(gateway: Gateway, fake):
+    weather = {"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    tools = [*CODE_EXECUTION, weather]
+    fake.reset(
+        [
+            Turn.tool_calls(
+                ("bash_code_execution", '{"command": "echo deferred"}'), ("get_weather", '{"city": "Oslo"}')
+            ),
+            Turn.text("Oslo is cold and the command ran."),
+        ]
+    )
+    sdk = client(gateway)
+    messages = [{"role": "user", "content": "weather and a command"}]
+    first = sdk.messages.create(model="m", max_tokens=100, tools=tools, messages=messages)
+    assert first.stop_reason == "tool_use"
+    server_call, client_call = first.content
+    assert isinstance(server_call, ServerToolUseBlock) and isinstance(client_call, ToolUseBlock)
+
+    second = sdk.messages.create(
+        model="m",
+        max_tokens=100,
+        tools=tools,
+        container=first.container.id,
+        messages=[
+            *messages,
+            {"role": "assistant", "content": [b.to_dict() for b in first.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": client_call.id, "content": "-3C"}]},
+        ],
+    )
+    result, answer = second.content
+    assert isinstance(result, BashCodeExecutionToolResultBlock) and result.tool_use_id == server_call.id
+    assert result.content.stdout == "deferred\n"
+    assert isinstance(answer, TextBlock) and second.stop_reason == "end_turn"
+    tool_messages = [m for m in fake.chat_requests[-1]["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tool_messages] == [server_call.id, client_call.id]
