@@ -311,3 +311,23 @@ def test_mixed_batch_defers_the_server_call_until_the_client_answers(gateway: Ga
     assert isinstance(answer, TextBlock) and second.stop_reason == "end_turn"
     tool_messages = [m for m in fake.chat_requests[-1]["messages"] if m["role"] == "tool"]
     assert [m["tool_call_id"] for m in tool_messages] == [server_call.id, client_call.id]
+
+
+def test_streaming_upstream_refusal_before_output_is_a_real_http_error(gateway: Gateway, fake):
+    fake.reset([Turn.error(400, "Bad tool schema", code="INVALID_PARAMETER_VALUE")])
+    with (
+        pytest.raises(anthropic.BadRequestError) as error,
+        client(gateway).messages.stream(model="m", max_tokens=10, messages=[{"role": "user", "content": "x"}]) as s,
+    ):
+        s.get_final_message()
+    assert "Bad tool schema" in error.value.body["error"]["message"]
+
+
+def test_streaming_error_after_output_is_an_error_event(gateway: Gateway, fake):
+    fake.reset([Turn.text("partial answer").but(stream_error={"error": {"message": "boom", "code": 500}})])
+    with (
+        pytest.raises(anthropic.APIStatusError) as error,
+        client(gateway).messages.stream(model="m", max_tokens=10, messages=[{"role": "user", "content": "x"}]) as s,
+    ):
+        s.get_final_message()
+    assert "boom" in str(error.value)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from datetime import UTC
@@ -90,7 +90,7 @@ class Engine:
         self._settings = settings
         self._heartbeat_s = heartbeat_s
 
-    async def run(self, request: GenerationRequest, caller: Caller) -> AsyncIterator[EngineEvent]:
+    async def run(self, request: GenerationRequest, caller: Caller) -> AsyncGenerator[EngineEvent, None]:
         tool = request.code_execution
         functions = self._functions(request, tool)
         server_names = frozenset(f.name for f in ce.functions_for(tool)) if tool else frozenset()
