@@ -99,10 +99,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = os.environ.get("EXECBRIDGE_CONFIG")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if toml_path:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
     @property
@@ -116,10 +115,14 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     Nested sandbox flags are passed as ``sandbox={...}`` and merged over env/TOML values field by field.
     """
     flags = {k: v for k, v in overrides.items() if v is not None}
-    if config_file is not None:
-        os.environ["EXECBRIDGE_CONFIG"] = str(config_file)
+    toml_file = config_file or os.environ.get("EXECBRIDGE_CONFIG")
+    settings_cls = Settings
+    if toml_file:
+        # A subclass that knows its file keeps the choice local to this call: no process-wide state.
+        config = SettingsConfigDict(**{**Settings.model_config, "toml_file": Path(toml_file)})  # type: ignore[typeddict-item]
+        settings_cls = type("Settings", (Settings,), {"model_config": config})
     sandbox_flags = flags.pop("sandbox", None)
-    settings = Settings(**flags)
+    settings = settings_cls(**flags)
     if sandbox_flags:
         merged = settings.sandbox.model_copy(update={k: v for k, v in sandbox_flags.items() if v is not None})
         settings = settings.model_copy(update={"sandbox": SandboxSettings.model_validate(merged.model_dump())})
