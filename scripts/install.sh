@@ -23,7 +23,7 @@ runtime_dir="${EXECBRIDGE_RUNTIME:-/opt/execbridge/runtime}"
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 base_packages=(bubblewrap util-linux mount e2fsprogs libseccomp2 python3.11 python3.11-venv python3-pip bash coreutils procps)
-minimal_runtime=(python3-numpy)
+minimal_runtime=(python3-numpy python3-matplotlib)  # matplotlib: the Files API tests draw a chart
 full_runtime=(
   python3-numpy python3-pandas python3-scipy python3-sklearn python3-statsmodels python3-matplotlib
   python3-seaborn python3-openpyxl python3-xlsxwriter python3-xlrd python3-pil python3-docx python3-pypdf

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
@@ -82,12 +82,35 @@ class Settings(BaseSettings):
     port: int = 8787
     upstream_url: str | None = None
     upstream_api_key: SecretStr | None = None
+    provider: Literal["openai", "databricks"] = Field(
+        "openai",
+        description="openai: any OpenAI-compatible server at upstream_url. databricks: workspace and "
+        "credentials from Databricks unified authentication (DATABRICKS_HOST/TOKEN, a ~/.databrickscfg "
+        "profile, OAuth M2M); the base URL becomes https://<host>/serving-endpoints.",
+    )
+    upstream_dialect: Literal["auto", "generic", "openai", "azure", "vllm", "ollama", "litellm", "databricks"] = Field(
+        "auto", description="Force a preset of upstream quirks; auto guesses from the URL and the model name."
+    )
+    model_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Client model name → upstream model name (TOML table [model_map], or JSON in "
+        "EXECBRIDGE_MODEL_MAP). Unmapped names: on Databricks claude-X → databricks-claude-X, else unchanged.",
+    )
+    upstream_auth_timeout_s: float = Field(
+        10.0, gt=0, description="Bound on resolving Databricks auth and on each token refresh (start-up and requests)."
+    )
     max_iterations: int = Field(10, ge=1, description="Server-tool rounds per request before pause_turn.")
     upstream_connect_timeout_s: float = 10.0
     upstream_read_timeout_s: float = 300.0
     upstream_total_timeout_s: float = 900.0
     upstream_max_retries: int = Field(3, ge=0)
     max_request_bytes: int = 32 << 20
+    max_file_bytes: int = Field(
+        500 << 20,
+        ge=1,
+        description="Largest file accepted by POST /v1/files (Anthropic's limit is 500 MB); a bigger upload "
+        "is refused with 413 request_too_large while it streams, so it is never held in memory.",
+    )
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 
     @classmethod
@@ -105,8 +128,18 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     @property
+    def gateway_holds_credentials(self) -> bool:
+        """Whether the gateway itself authenticates to the upstream (then clients need gateway keys)."""
+        return self.upstream_api_key is not None or self.provider == "databricks"
+
+    @property
     def database_path(self) -> Path:
         return self.data_dir / "execbridge.sqlite3"
+
+    @property
+    def files_dir(self) -> Path:
+        """Where Files-API bytes live (metadata is in the database)."""
+        return self.data_dir / "files"
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -16,6 +16,7 @@ knows about wire formats.
     │   └── UpstreamTimeout       no answer in time (504)
     ├── SandboxError              a container could not be started or talked to (500)
     │   └── SandboxUnavailable    a required protection is missing on this machine
+    ├── StorageError              file bytes could not be written or read on the gateway (500)
     └── ConfigurationError        settings that cannot work; raised at start-up
 
 A program that fails inside a sandbox is *not* an error here: it is an ``ExecutionResult`` with a
@@ -87,6 +88,10 @@ class SandboxError(ExecbridgeError):
 
 class SandboxUnavailable(SandboxError):
     pass
+
+
+class StorageError(ExecbridgeError):
+    """The gateway's own disk failed us (full, unreadable); the message names the operation only."""
 
 
 class ConfigurationError(ExecbridgeError):

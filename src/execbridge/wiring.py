@@ -7,25 +7,115 @@ or sandbox process behind.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 
+from execbridge.api.auth import KeyGate
 from execbridge.api.services import Services
 from execbridge.config import Settings
 from execbridge.engine.loop import Engine
 from execbridge.errors import ConfigurationError
+from execbridge.files import FileService
+from execbridge.keys import GatewayKeys
 from execbridge.sandbox.manager import ContainerManager
+from execbridge.store.base import KeyStore
 from execbridge.store.sqlite import SqliteStore
+from execbridge.upstream.base import Credentials
 from execbridge.upstream.openai_chat import OpenAIChatUpstream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """Where the upstream is and, for Databricks, the gateway's refreshable credential for it."""
+
+    base_url: str
+    credentials: Credentials | None = None
+
+
+async def resolve_upstream(settings: Settings) -> UpstreamTarget:
+    """The upstream ``settings`` name. For Databricks this resolves unified auth and fetches a first
+    token, within ``upstream_auth_timeout_s`` (a ``ConfigurationError`` naming the host otherwise)."""
+    if settings.provider == "databricks":
+        # Imported here: the SDK takes about a second to import, and only this provider needs it.
+        from execbridge.upstream.databricks import DatabricksCredentials
+
+        credentials = await DatabricksCredentials.connect(timeout_s=settings.upstream_auth_timeout_s)
+        # --upstream may still point somewhere else on the workspace (e.g. an AI gateway path).
+        return UpstreamTarget(settings.upstream_url or credentials.base_url, credentials)
+    if not settings.upstream_url:
+        raise ConfigurationError(
+            "no upstream: pass --upstream URL (an OpenAI-compatible base URL) or --provider databricks"
+        )
+    return UpstreamTarget(settings.upstream_url)
 
 
 @asynccontextmanager
-async def open_containers(settings: Settings) -> AsyncIterator[ContainerManager]:
-    """The SQLite store and the container manager over it (used by ``serve`` and the CLI)."""
+async def open_upstream(settings: Settings, target: UpstreamTarget | None = None) -> AsyncIterator[OpenAIChatUpstream]:
+    target = target or await resolve_upstream(settings)
+    upstream = OpenAIChatUpstream.from_settings(settings, base_url=target.base_url, credentials=target.credentials)
+    try:
+        yield upstream
+    finally:
+        await upstream.aclose()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def key_gate(settings: Settings, keys: KeyStore, *, announce: bool = True) -> KeyGate | None:
+    """The admission check for ``settings``: ``None`` in pass-through mode; refuses (``ConfigurationError``)
+    to expose the gateway's upstream credential beyond loopback without any gateway key."""
+    if not settings.gateway_holds_credentials:
+        return None
+    gateway_keys = GatewayKeys(keys)
+    loopback = is_loopback(settings.host)
+    if not await gateway_keys.any_active():
+        if not loopback:
+            raise ConfigurationError(
+                f"refusing to listen on {settings.host}: the gateway holds the upstream credential and has no "
+                "API keys, so anyone who can reach it would use the model at your expense. Create one with "
+                "`execbridge keys create`, or bind to 127.0.0.1."
+            )
+        if announce and not await gateway_keys.any_ever():
+            log.warning(
+                "no gateway API keys: any local process can use the upstream credential through "
+                "%s:%s (loopback only). Create one with `execbridge keys create` to require keys.",
+                settings.host,
+                settings.port,
+            )
+        elif announce:
+            log.warning("every gateway API key is revoked: requests are refused until `execbridge keys create`")
+    return KeyGate(gateway_keys, open_without_keys=loopback)
+
+
+@asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[SqliteStore]:
+    """The SQLite store in the data directory."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await SqliteStore.open(settings.database_path)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@asynccontextmanager
+async def open_containers(settings: Settings, store: SqliteStore | None = None) -> AsyncIterator[ContainerManager]:
+    """The container manager over ``store`` (or over its own store: ``serve`` shares one, the CLI not)."""
     async with AsyncExitStack() as stack:
-        store = await SqliteStore.open(settings.database_path)
-        stack.push_async_callback(store.close)
+        if store is None:
+            store = await stack.enter_async_context(open_store(settings))
         manager = ContainerManager(settings, store)
         await manager.start()
         stack.push_async_callback(manager.close)
@@ -33,12 +123,17 @@ async def open_containers(settings: Settings) -> AsyncIterator[ContainerManager]
 
 
 @asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    if not settings.upstream_url:
-        raise ConfigurationError("no upstream: pass --upstream URL (an OpenAI-compatible base URL)")
+async def open_services(settings: Settings, target: UpstreamTarget | None = None) -> AsyncIterator[Services]:
+    """Everything ``serve`` runs on; ``target`` when the caller resolved the upstream already."""
     async with AsyncExitStack() as stack:
-        containers = await stack.enter_async_context(open_containers(settings))
-        upstream = OpenAIChatUpstream.from_settings(settings)
-        stack.push_async_callback(upstream.aclose)
-        engine = Engine(upstream, containers, settings)
-        yield Services(settings=settings, engine=engine, containers=containers)
+        store = await stack.enter_async_context(open_store(settings))
+        gate = await key_gate(settings, store.keys)
+        target = target or await resolve_upstream(settings)
+        containers = await stack.enter_async_context(open_containers(settings, store))
+        files = FileService(store.files, settings.files_dir, max_bytes=settings.max_file_bytes)
+        files.prepare()
+        upstream = await stack.enter_async_context(open_upstream(settings, target))
+        engine = Engine(upstream, containers, settings, files=files)
+        yield Services(
+            settings=settings, engine=engine, containers=containers, files=files, models=upstream, key_gate=gate
+        )

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from execbridge.upstream.fake import FakeUpstream
 
 CLIENT_KEY = "dapi-test-token-alice"
 OTHER_KEY = "dapi-test-token-bob"
+# Small enough for a test to cross quickly, big enough for the CSVs and charts the tests make.
+MAX_FILE_BYTES = 256 << 10
+OUTPUT_FILE_LIMIT_BYTES = 512 << 10
 
 
 @dataclass
@@ -40,26 +44,29 @@ def fake_upstream() -> Iterator[FakeUpstream]:
         yield fake
 
 
-@pytest.fixture(scope="session")
-def gateway(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    data_dir = tmp_path_factory.mktemp("gateway-data")
+@contextmanager
+def serve(fake_upstream: FakeUpstream, data_dir: Path, **extra_env: str) -> Iterator[Gateway]:
+    """``execbridge serve`` on ``data_dir`` until the block ends (a second one may reopen the same dir)."""
     log = data_dir / "serve.log"
     port = _free_port()
     env = {
         **os.environ,
         "EXECBRIDGE_DATA_DIR": str(data_dir),
         "EXECBRIDGE_MAX_ITERATIONS": "3",
+        "EXECBRIDGE_MAX_FILE_BYTES": str(MAX_FILE_BYTES),
         "EXECBRIDGE_SANDBOX__MEMORY_MB": "512",
         "EXECBRIDGE_SANDBOX__DISK_MB": "64",
         "EXECBRIDGE_SANDBOX__PIDS": "128",
         "EXECBRIDGE_SANDBOX__COMMAND_TIMEOUT_S": "20",
         "EXECBRIDGE_SANDBOX__SPARE_CONTAINERS": "1",
+        "EXECBRIDGE_SANDBOX__OUTPUT_FILE_LIMIT_BYTES": str(OUTPUT_FILE_LIMIT_BYTES),
+        **extra_env,
     }
     command = [
         sys.executable, "-m", "execbridge", "serve",
         "--host", "127.0.0.1", "--port", str(port), "--upstream", fake_upstream.databricks_url,
     ]  # fmt: skip
-    with log.open("wb") as sink:
+    with log.open("ab") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -80,6 +87,12 @@ def gateway(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactor
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def gateway(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    with serve(fake_upstream, tmp_path_factory.mktemp("gateway-data")) as running:
+        yield running
 
 
 @pytest.fixture

@@ -344,12 +344,14 @@ async def test_output_file_over_the_size_limit(ex: Running) -> None:
     assert result.error_code == "output_file_too_large"
     assert result.stdout == "done\n" and result.return_code == 0
     assert result.files == (CapturedFile("small.txt", b"small\n"),)
+    assert result.files_too_large == ("big.bin",)
 
 
 async def test_output_file_count_limit(ex: Running) -> None:
     result = await ex.client.run_bash('for n in c a d b e; do echo $n > "$OUTPUT_DIR/$n"; done', file_count=2)
     assert [f.name for f in result.files] == ["a", "b"]
     assert result.error_code is None
+    assert result.files_omitted == 3
 
 
 async def test_output_dir_swapped_for_a_symlink_is_not_followed(ex: Running) -> None:

@@ -269,6 +269,49 @@ async def test_the_executor_runs_from_bytecode(tmp_path: Path) -> None:
     assert await r.proc.wait() == 0
 
 
+def test_the_bytecode_carries_every_module_of_the_package() -> None:
+    import marshal
+
+    script = marshal.loads(executor_bytecode()[16:])
+    (modules,) = [c for c in script.co_consts if type(c) is tuple and c and type(c[0]) is tuple]
+    names = {name for name, _code, _is_package in modules}
+    stems = {p.stem for p in EXECUTOR_SCRIPT.parent.glob("*.py")} - {"__main__"}
+    assert names == {"executor" if stem == "__init__" else f"executor.{stem}" for stem in stems}
+
+
+SEES_NOTHING = """
+import sys
+assert not [m for m in sys.modules if m == "executor" or m.startswith("executor.")], sorted(sys.modules)
+assert not [f for f in sys.meta_path if type(f).__name__ == "_Bundle"], sys.meta_path
+assert not [p for p in sys.path if "sandbox" in p or p.endswith(".pyc")], sys.path
+try:
+    import executor
+except ModuleNotFoundError:
+    print("no executor")
+open("executor.py", "w").write("X = 42\\n")
+"""
+
+
+@pytest.mark.parametrize("form", ["source", "bytecode"])
+async def test_user_code_sees_nothing_of_the_executor(tmp_path: Path, form: str) -> None:
+    """Its modules, finder and path are gone before user code runs: ``import executor`` is the user's."""
+    script = EXECUTOR_SCRIPT
+    if form == "bytecode":
+        if _python_version(EXECUTOR_PYTHON) != _python_version(sys.executable):
+            pytest.skip("bytecode needs the same Python")
+        script = tmp_path / "executor.pyc"
+        script.write_bytes(executor_bytecode())
+    (tmp_path / "ws").mkdir()
+    r = await spawn(executor_argv(EXECUTOR_PYTHON, script, workspace=tmp_path / "ws", output_root=tmp_path / "out"))
+    await r.recv()
+    first = await r.call({"op": "python", "id": 1, "code": SEES_NOTHING, **LIMITS})
+    assert (first["stdout"], first["stderr"]) == (b"no executor\n", b"")
+    second = await r.call({"op": "python", "id": 2, "code": "import executor; print(executor.X)", **LIMITS})
+    assert second["stdout"] == b"42\n", second["stderr"]
+    r.stdin.close()
+    assert await r.proc.wait() == 0
+
+
 # ---------------------------------------------------------------- --kill-all in a PID namespace
 
 

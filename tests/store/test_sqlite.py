@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from execbridge.store import migrations
-from execbridge.store.base import ContainerRecord
+from execbridge.store.base import ContainerRecord, FileRecord
 from execbridge.store.memory import MemoryStore
 from execbridge.store.sqlite import SqliteStore
 
@@ -96,3 +96,52 @@ def test_failed_migration_rolls_back(tmp_path):
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert "half" not in tables
     assert not list(db.execute("SELECT * FROM migrations"))
+
+
+# ---------------------------------------------------------------- files
+
+
+def file_record(fid: str, owner: str = "alice", at: datetime = T0, downloadable: bool = False) -> FileRecord:
+    return FileRecord(fid, owner, f"{fid}.csv", "text/csv", 3, at, downloadable)
+
+
+async def test_file_round_trip_keeps_microseconds_and_owner(store):
+    f = store.files
+    exact = T0 + timedelta(microseconds=123457)
+    await f.insert(file_record("file_a", at=exact, downloadable=True))
+    got = await f.get("file_a", "alice")
+    assert got == file_record("file_a", at=exact, downloadable=True) and got.created_at.tzinfo is not None
+    assert await f.get("file_a", "bob") is None
+    assert await f.delete("file_a", "bob") is False
+    assert await f.delete("file_a", "alice") is True
+    assert await f.get("file_a", "alice") is None
+
+
+async def test_file_listing_is_newest_first_with_ties_broken_by_id(store):
+    f = store.files
+    for fid, at in [("file_b", T0), ("file_a", T0), ("file_c", T0 + timedelta(seconds=1))]:
+        await f.insert(file_record(fid, at=at))
+    await f.insert(file_record("file_z", owner="bob", at=T0 + timedelta(hours=1)))
+    assert [r.id for r in await f.list("alice", limit=10)] == ["file_c", "file_b", "file_a"]
+    c, _b, a = await f.list("alice", limit=10)
+    assert [r.id for r in await f.list("alice", limit=10, after=c.cursor)] == ["file_b", "file_a"]
+    assert [r.id for r in await f.list("alice", limit=1, after=c.cursor)] == ["file_b"]
+    assert [r.id for r in await f.list("alice", limit=10, before=a.cursor)] == ["file_c", "file_b"]
+    assert [r.id for r in await f.list("alice", limit=1, before=a.cursor)] == ["file_b"]
+    assert [r.id for r in await f.get_many(["file_a", "file_c", "file_z", "nope"], "alice")] == ["file_c", "file_a"]
+    assert await f.get_many([], "alice") == []
+
+
+async def test_upload_placements_go_with_their_container(tmp_path):
+    s = await SqliteStore.open(tmp_path / "db.sqlite3")
+    try:
+        await s.containers.insert(record("container_a"))
+        await s.files.add_placement("container_a", "file_1", "/workspace/a.csv")
+        await s.files.add_placement("container_a", "file_1", "/workspace/again.csv")  # first one stays
+        assert await s.files.placements("container_a") == {"file_1": "/workspace/a.csv"}
+        await s.containers.delete("container_a")
+        assert await s.files.placements("container_a") == {}
+        with pytest.raises(sqlite3.IntegrityError):  # never a placement for a container that is gone
+            await s.files.add_placement("container_gone", "file_1", "/workspace/a.csv")
+    finally:
+        await s.close()

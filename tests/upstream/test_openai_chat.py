@@ -244,8 +244,6 @@ async def test_keys_that_could_forge_headers_are_refused(fake, make, key):
         (Turn.raw_error(422, "Unprocessable: bad field"), UpstreamError, 422, None, "Unprocessable: bad field"),
         (Turn.raw_error(400, {"detail": "fastapi says no"}), UpstreamError, 400, None, "fastapi says no"),
         (Turn.raw_error(400, {"error": "ollama says no"}), UpstreamError, 400, None, "ollama says no"),
-        (Turn.error(401, "Invalid access token."), UpstreamError, 401, "UNAUTHENTICATED", "Invalid access token."),
-        (Turn.error(403, "Forbidden"), UpstreamError, 403, "PERMISSION_DENIED", "Forbidden"),
         (
             Turn.error(429, "QPS limit exceeded"),
             UpstreamRateLimited,
@@ -271,6 +269,32 @@ async def test_error_envelopes_mapped_with_message_kept(fake, make, error, cls, 
         await collect(make(max_retries=0))
     assert type(caught.value) is cls
     assert (caught.value.status, caught.value.code, caught.value.message) == (status, code, message)
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code", "message"),
+    [
+        (Turn.error(401, "Invalid access token."), 401, "UNAUTHENTICATED", "Invalid access token."),
+        (Turn.error(403, "Forbidden"), 403, "PERMISSION_DENIED", "Forbidden"),
+    ],
+)
+async def test_client_key_refused_keeps_the_upstream_status(fake, make, error, status, code, message):
+    """Pass-through: the client's own key was refused, which is the client's authentication error."""
+    fake.add(error)
+    with pytest.raises(UpstreamError) as caught:
+        await collect(make(max_retries=0), replace(TURN, api_key="client-key"))
+    assert (caught.value.status, caught.value.code, caught.value.message) == (status, code, message)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_gateway_key_refused_is_a_bad_gateway(fake, make, status):
+    """The gateway's own key was refused: the operator must fix it, the client cannot (502, not 401)."""
+    fake.add(Turn.error(status, "Invalid access token."))
+    with pytest.raises(UpstreamError) as caught:
+        await collect(make(max_retries=0))
+    assert caught.value.status is None and caught.value.code == "upstream_credential_refused"
+    expected = f"the upstream refused the gateway's credential (HTTP {status}): Invalid access token."
+    assert caught.value.message == expected
 
 
 async def test_error_inside_stream_before_output_is_retried_by_its_code(fake, make):
@@ -599,7 +623,8 @@ async def test_from_settings_and_list_models(fake):
     try:
         assert client.base_url == fake.databricks_url
         assert client.dialect("databricks-gpt-oss-120b").one_tool_call_per_message
-        assert await client.list_models() == ["fake-model"]
+        assert [m.id for m in await client.list_models()] == ["fake-model"]
+        assert fake.requests[-1].path == "/api/2.0/serving-endpoints"  # Databricks lists its endpoints
         assert fake.requests[-1].headers["authorization"] == "Bearer dapi-x"
     finally:
         await client.aclose()

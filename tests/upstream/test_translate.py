@@ -24,9 +24,12 @@ from execbridge.types import (
 from execbridge.upstream.base import ChatTurn, FunctionChoice
 from execbridge.upstream.fake import check_request
 from execbridge.upstream.translate import (
+    AZURE,
     DATABRICKS,
     DATABRICKS_GPT_OSS,
     GENERIC,
+    LITELLM,
+    OLLAMA,
     OPENAI,
     VLLM,
     Dialect,
@@ -422,8 +425,18 @@ def test_payload(turn, dialect, expected):
         ("https://adb-1.azuredatabricks.net/serving-endpoints", "databricks-claude-sonnet-4-5", DATABRICKS),
         ("https://adb-1.azuredatabricks.net/serving-endpoints", "databricks-gpt-oss-120b", DATABRICKS_GPT_OSS),
         ("https://api.openai.com/v1", "gpt-4.1", OPENAI),
-        ("http://127.0.0.1:8000/v1", "Qwen/Qwen3-8B", GENERIC),
-        ("http://localhost:11434/v1", "llama3.2", GENERIC),
+        ("http://127.0.0.1:8000/v1", "Qwen/Qwen3-8B", VLLM),
+        ("http://localhost:11434/v1", "llama3.2", OLLAMA),
+        ("http://ollama.internal/v1", "qwen3", OLLAMA),
+        ("http://litellm:4000", "claude-sonnet-4-5", LITELLM),
+        ("https://acme.openai.azure.com/openai/v1", "gpt-4.1", AZURE),
+        ("http://gpu-box:9000/v1", "some-model", GENERIC),
+        # OpenAI reasoning models want max_completion_tokens wherever they are served OpenAI-style…
+        ("http://litellm:4000", "o3-mini", replace(LITELLM, max_tokens_field="max_completion_tokens")),
+        ("http://gpu-box:9000/v1", "openai/gpt-5", replace(GENERIC, max_tokens_field="max_completion_tokens")),
+        # …but not on Databricks, whose endpoints take max_tokens.
+        ("https://adb-1.azuredatabricks.net/serving-endpoints", "databricks-gpt-5", DATABRICKS),
+        ("http://gpu-box:9000/v1", "gpt-oss-20b", GENERIC),
     ],
 )
 def test_dialect_for(base_url, model, dialect):

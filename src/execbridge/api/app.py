@@ -18,6 +18,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execbridge import ids
+from execbridge.api import files, models
+from execbridge.api.auth import GatewayKeyMiddleware
 from execbridge.api.errors import error_response
 from execbridge.api.messages import create_message
 from execbridge.api.services import Services
@@ -88,7 +90,17 @@ def create_app(
             app.state.services = services
             yield
 
-    routes = [Route("/v1/messages", create_message, methods=["POST"])]
+    routes = [
+        Route("/v1/messages", create_message, methods=["POST"]),
+        # Files API (§2.10); same path, one route per method, so a wrong method is a 405.
+        Route("/v1/files", files.upload_file, methods=["POST"]),
+        Route("/v1/files", files.list_files, methods=["GET"]),
+        Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),
+        Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
+        Route("/v1/files/{file_id}/content", files.download_file, methods=["GET"]),
+        Route("/v1/models", models.list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
+    ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -98,5 +110,6 @@ def create_app(
             Exception: _unexpected,
         },
     )
+    app.add_middleware(GatewayKeyMiddleware)  # added first, so it runs inside RequestIdMiddleware
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -1,22 +1,32 @@
 """Who is calling: the client's key, the owner it maps to, and the key passed to the upstream.
 
 Anthropic clients send their key as ``x-api-key`` (SDK < 2.0, curl) or ``Authorization: Bearer``
-(SDK ≥ 2.0); both are accepted. Without a gateway-held upstream key, the client's own key goes to the
-upstream (how a Databricks user brings their token) and also scopes their containers and files.
+(SDK ≥ 2.0); both are accepted. Two modes, decided by configuration:
 
-Must not: log or store raw keys. Owners are a SHA-256 digest of the key, so a database leak gives
-away no credential.
+- pass-through (the gateway holds no upstream credential): the client's own key goes to the upstream
+  (how a Databricks user brings their token) and also scopes their containers and files;
+- gateway-held (``upstream_api_key``, or Databricks unified auth): clients must present one of the
+  gateway's own keys (``execbridge keys create``), checked by ``GatewayKeyMiddleware`` before any
+  ``/v1/`` route runs; the key's id owns what it makes. Only a gateway bound to loopback may run with
+  no keys at all (``wiring`` refuses anything else at start-up), and then it admits every request
+  until the first key is created. An open proxy to a paid model is a security bug.
+
+Must not: log or store raw keys. Owners are a SHA-256 digest of the key (``keys.key_id``), so a
+database leak gives away no credential.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from execbridge import ids
+from execbridge.api.errors import error_response
 from execbridge.config import Settings
 from execbridge.engine.loop import Caller
 from execbridge.errors import AuthenticationFailed
+from execbridge.keys import GatewayKeys, key_id
 
 ANONYMOUS_OWNER = "anonymous"
 
@@ -33,13 +43,14 @@ def client_key(headers: Headers) -> str | None:
 
 
 def owner_of(key: str) -> str:
-    return "key_" + hashlib.sha256(key.encode()).hexdigest()[:40]
+    return key_id(key)
 
 
 def caller_for(headers: Headers, settings: Settings) -> Caller:
     key = client_key(headers)
-    if settings.upstream_api_key is not None:
-        # The gateway holds the upstream credential; the client's key only scopes its resources.
+    if settings.gateway_holds_credentials:
+        # The gateway holds the upstream credential; the client's key (already admitted by the
+        # middleware) only scopes its resources: for a gateway key, its owner is the key's id.
         return Caller(owner=owner_of(key) if key else ANONYMOUS_OWNER, upstream_api_key=None)
     if key is None:
         raise AuthenticationFailed(
@@ -47,3 +58,52 @@ def caller_for(headers: Headers, settings: Settings) -> Caller:
             "`x-api-key` or `Authorization: Bearer`"
         )
     return Caller(owner=owner_of(key), upstream_api_key=key)
+
+
+class KeyGate:
+    """Admission to a gateway that holds the upstream credential: an active gateway key, or nothing
+    at all on a loopback-only gateway that has no key yet (``open_without_keys``)."""
+
+    def __init__(self, keys: GatewayKeys, *, open_without_keys: bool) -> None:
+        self.keys = keys
+        self.open_without_keys = open_without_keys
+
+    async def admit(self, headers: Headers) -> None:
+        key = client_key(headers)
+        if key is not None and await self.keys.verify(key) is not None:
+            return
+        # Checked on each refusal, not cached: a key created meanwhile closes the loopback gateway for
+        # good (revoked keys still count, so revoking the last one does not reopen it).
+        if self.open_without_keys and not await self.keys.any_ever():
+            return
+        if key is None:
+            raise AuthenticationFailed(
+                "x-api-key header is required: this gateway holds the upstream credential, so send one of "
+                "its own API keys (created with `execbridge keys create`)"
+            )
+        raise AuthenticationFailed("invalid x-api-key: not an active API key of this gateway")
+
+
+class GatewayKeyMiddleware:
+    """Runs ``KeyGate.admit`` before every ``/v1/`` route when the services carry a gate.
+
+    Must sit inside ``RequestIdMiddleware`` (added before it), so refusals carry the request id.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            services = getattr(scope["app"].state, "services", None)
+            gate: KeyGate | None = getattr(services, "key_gate", None)
+            if gate is not None:
+                try:
+                    await gate.admit(Headers(scope=scope))
+                except AuthenticationFailed as exc:
+                    request_id = scope.get("state", {}).get("request_id") or ids.request_id()
+                    status, body, headers = error_response(exc, request_id)
+                    response = Response(body, status_code=status, headers=headers, media_type="application/json")
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)

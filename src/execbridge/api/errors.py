@@ -29,6 +29,7 @@ from execbridge.errors import (
     PermissionDenied,
     RequestTooLarge,
     SandboxError,
+    StorageError,
     UpstreamError,
     UpstreamOverloaded,
     UpstreamRateLimited,
@@ -51,6 +52,7 @@ _TABLE: Final[tuple[tuple[type[ExecbridgeError], int, str], ...]] = (
     (UpstreamOverloaded, 529, "overloaded_error"),
     (UpstreamTimeout, 504, "timeout_error"),
     (SandboxError, 500, "api_error"),
+    (StorageError, 500, "api_error"),
 )
 
 # A plain ``UpstreamError`` by the upstream's status; anything else is a bad gateway (502).

@@ -19,6 +19,7 @@ from execbridge.cli._context import CliContext
 # One module per subcommand, each exporting ``command``. ``serve`` joins as "execbridge.cli.serve".
 COMMAND_MODULES: tuple[str, ...] = (
     "execbridge.cli.doctor",
+    "execbridge.cli.keys",
     "execbridge.cli.sandbox",
     "execbridge.cli.serve",
 )

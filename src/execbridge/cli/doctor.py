@@ -1,4 +1,9 @@
-"""``execbridge doctor``: one line per sandbox protection, ok or MISSING; exits 1 if any is missing."""
+"""``execbridge doctor``: one line per sandbox protection, ok or MISSING; exits 1 if any is missing.
+
+When an upstream is configured (``--upstream``/``--provider`` or settings), it is checked too
+(``upstream/doctor.py``): reachable, authenticated, which models, and with ``--check-tools`` one tiny
+tool-calling request.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,53 @@ import asyncio
 import click
 
 from execbridge.cli._context import CliContext
+from execbridge.config import Settings
+from execbridge.errors import ConfigurationError
 from execbridge.sandbox.doctor import diagnose
+from execbridge.upstream.doctor import AUTHENTICATED, UpstreamCheck, UpstreamReport, diagnose_upstream
+from execbridge.wiring import open_upstream, resolve_upstream
 
 
 @click.command("doctor")
+@click.option("--upstream", "upstream_url", default=None, help="Check this OpenAI-compatible base URL.")
+@click.option("--provider", type=click.Choice(["openai", "databricks"]), default=None, help="As for serve.")
+@click.option("--upstream-api-key", default=None, help="Key to check the upstream with (pass-through mode).")
+@click.option("--check-tools", is_flag=True, help="Also send one tiny tool-calling request (costs a model call).")
+@click.option("--model", default=None, help="Model for --check-tools (default: a listed Claude model, or the first).")
 @click.pass_obj
-def command(obj: CliContext) -> None:
-    """Check that every sandbox protection works on this machine."""
-    report = asyncio.run(diagnose(obj.settings()))
+def command(
+    obj: CliContext,
+    upstream_url: str | None,
+    provider: str | None,
+    upstream_api_key: str | None,
+    check_tools: bool,
+    model: str | None,
+) -> None:
+    """Check that every sandbox protection works on this machine, and the upstream if one is set."""
+    settings = obj.settings(upstream_url=upstream_url, provider=provider)
+    report = asyncio.run(diagnose(settings))
     click.echo(report.render())
+    upstream = asyncio.run(_upstream_report(settings, upstream_api_key, check_tools, model))
+    if upstream is not None:
+        click.echo(upstream.render())
     if not report.ok:
         click.echo(
             f"\n{len(report.missing)} protection(s) missing: the gateway refuses to run containers unless "
             "sandbox.allow_weak_isolation is set (EXECBRIDGE_SANDBOX__ALLOW_WEAK_ISOLATION=true).",
             err=True,
         )
+    if not report.ok or (upstream is not None and not upstream.ok):
         raise SystemExit(1)
+
+
+async def _upstream_report(
+    settings: Settings, api_key: str | None, check_tools: bool, model: str | None
+) -> UpstreamReport | None:
+    if not settings.upstream_url and settings.provider != "databricks":
+        return None
+    try:
+        target = await resolve_upstream(settings)
+    except ConfigurationError as exc:
+        return UpstreamReport((UpstreamCheck(AUTHENTICATED, False, exc.message),))
+    async with open_upstream(settings, target) as upstream:
+        return await diagnose_upstream(upstream, api_key=api_key, check_tools=check_tools, model=model)

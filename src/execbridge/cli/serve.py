@@ -1,7 +1,13 @@
-"""``execbridge serve``: run the gateway (uvicorn, one process) until interrupted."""
+"""``execbridge serve``: run the gateway (uvicorn, one process) until interrupted.
+
+Before the server starts, a preflight resolves the upstream (Databricks auth within its bound) and
+checks the key policy, so a misconfiguration is one clear line and exit status 1, not a traceback
+from inside the server's start-up.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import click
@@ -9,7 +15,9 @@ import uvicorn
 
 from execbridge.api.app import create_app
 from execbridge.cli._context import CliContext
-from execbridge.wiring import open_services
+from execbridge.config import Settings
+from execbridge.errors import ConfigurationError
+from execbridge.wiring import UpstreamTarget, key_gate, open_services, open_store, resolve_upstream
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +26,13 @@ log = logging.getLogger(__name__)
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8787).")
 @click.option("--upstream", "upstream_url", default=None, help="OpenAI-compatible base URL of the model server.")
+@click.option(
+    "--provider",
+    type=click.Choice(["openai", "databricks"]),
+    default=None,
+    help="databricks: workspace and credentials from Databricks unified auth (DATABRICKS_HOST/TOKEN, "
+    "DATABRICKS_CONFIG_PROFILE, OAuth M2M). Default openai: any OpenAI-compatible --upstream.",
+)
 @click.option(
     "--upstream-api-key",
     default=None,
@@ -31,6 +46,7 @@ def command(
     host: str | None,
     port: int | None,
     upstream_url: str | None,
+    provider: str | None,
     upstream_api_key: str | None,
     max_iterations: int | None,
     allow_weak_isolation: bool | None,
@@ -40,13 +56,18 @@ def command(
         host=host,
         port=port,
         upstream_url=upstream_url,
+        provider=provider,
         upstream_api_key=upstream_api_key,
         max_iterations=max_iterations,
         sandbox={"allow_weak_isolation": allow_weak_isolation},
     )
-    if not settings.upstream_url:
-        raise click.UsageError("no upstream: pass --upstream URL or set EXECBRIDGE_UPSTREAM_URL")
-    app = create_app(lambda: open_services(settings))
+    if not settings.upstream_url and settings.provider != "databricks":
+        raise click.UsageError("no upstream: pass --upstream URL (or --provider databricks)")
+    try:
+        target = asyncio.run(_preflight(settings))
+    except ConfigurationError as exc:
+        raise click.ClickException(exc.message) from None
+    app = create_app(lambda: open_services(settings, target))
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -57,5 +78,11 @@ def command(
         log_level=logging.getLevelName(logging.getLogger().level).lower(),
         timeout_graceful_shutdown=5,
     )
-    click.echo(f"execbridge listening on http://{settings.host}:{settings.port} → {settings.upstream_url}", err=True)
+    click.echo(f"execbridge listening on http://{settings.host}:{settings.port} → {target.base_url}", err=True)
     uvicorn.Server(config).run()
+
+
+async def _preflight(settings: Settings) -> UpstreamTarget:
+    async with open_store(settings) as store:
+        await key_gate(settings, store.keys, announce=False)  # the server itself announces at start-up
+    return await resolve_upstream(settings)

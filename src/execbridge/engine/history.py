@@ -3,17 +3,21 @@
 Pure functions. Server tool results in the client's history become the text the model read when the
 call first ran (``render_for_model``); server calls that have no result yet (a ``pause_turn``
 continuation, or calls deferred because a client tool was called in the same batch) are found so the
-loop can run them before asking the model again.
+loop can run them before asking the model again. A ``container_upload`` in a user turn becomes a line
+telling the model where that file is in the container.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from execbridge.tools.code_execution import render_for_model
 from execbridge.types import (
+    CommandOutcome,
     ContainerUpload,
     Message,
+    OutputFile,
     Part,
     ServerToolResult,
     Text,
@@ -21,6 +25,9 @@ from execbridge.types import (
     ToolFailure,
     ToolResult,
 )
+
+_NO_UPLOADS: Mapping[str, str] = {}
+_NO_OUTPUTS: Mapping[str, OutputFile] = {}
 
 
 def as_model_result(result: ServerToolResult) -> ToolResult:
@@ -31,21 +38,45 @@ def as_model_result(result: ServerToolResult) -> ToolResult:
     )
 
 
-def _upstream_part(part: Part) -> Part | None:
+def upload_note(path: str) -> str:
+    return f"[The user uploaded a file into the code execution container: {path}]"
+
+
+def _named_outputs(result: ServerToolResult, outputs: Mapping[str, OutputFile]) -> ServerToolResult:
+    """Give output files from the client's history (ids only on the wire) their names and sizes back."""
+    outcome = result.outcome
+    if not isinstance(outcome, CommandOutcome) or not outcome.files or not outputs:
+        return result
+    files = tuple(outputs.get(f.file_id, f) if not f.filename else f for f in outcome.files)
+    return replace(result, outcome=replace(outcome, files=files))
+
+
+def _upstream_part(part: Part, role: str, uploads: Mapping[str, str], outputs: Mapping[str, OutputFile]) -> Part | None:
     match part:
         case ServerToolResult():
-            return as_model_result(part)
-        case ContainerUpload():
-            return None  # the file is placed in the container; the system note says where
+            return as_model_result(_named_outputs(part, outputs))
+        case ContainerUpload(file_id=file_id):
+            # Where the file was put; without a container (no code execution tool) it is nowhere.
+            path = uploads.get(file_id)
+            return Text(upload_note(path)) if path is not None and role == "user" else None
         case _:
             return part
 
 
-def for_upstream(messages: Iterable[Message]) -> list[Message]:
-    """The conversation with server results rendered as model-readable tool results."""
+def for_upstream(
+    messages: Iterable[Message],
+    uploads: Mapping[str, str] = _NO_UPLOADS,
+    outputs: Mapping[str, OutputFile] = _NO_OUTPUTS,
+) -> list[Message]:
+    """The conversation with server results rendered as model-readable tool results.
+
+    ``uploads`` maps uploaded file ids to their path in the container; ``outputs`` maps output file
+    ids to what the Files API knows of them (name, size).
+    """
     converted: list[Message] = []
     for message in messages:
-        parts = tuple(p for p in map(_upstream_part, message.parts) if p is not None)
+        rendered = (_upstream_part(p, message.role, uploads, outputs) for p in message.parts)
+        parts = tuple(p for p in rendered if p is not None)
         if parts:
             converted.append(Message(message.role, parts))
     return converted

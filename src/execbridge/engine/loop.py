@@ -1,9 +1,11 @@
 """The tool loop: one async generator of events, used by streaming and non-streaming surfaces alike.
 
-For a request it (1) resolves the container, (2) runs server calls left unanswered by the client's
-history (``pause_turn`` continuations and deferred calls), then (3) alternates upstream model turns
-and server tool runs until the model ends its turn, calls a client tool, or the iteration cap is hit
-(``pause_turn``).
+For a request it (1) resolves the container and puts the request's ``container_upload`` files into
+it (``engine/uploads.py``), (2) runs server calls left unanswered by the client's history
+(``pause_turn`` continuations and deferred calls), then (3) alternates upstream model turns and
+server tool runs until the model ends its turn, calls a client tool, or the iteration cap is hit
+(``pause_turn``). Files a command leaves in ``$OUTPUT_DIR`` are published through the Files API as
+the caller's.
 
 Must not: parse or render any wire format; hold settings other than those passed in.
 Invariants: events follow the order documented in ``engine/events.py``; a cancelled consumer
@@ -19,6 +21,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from datetime import UTC
+from functools import partial
 from typing import Any
 
 from execbridge import ids
@@ -26,15 +29,19 @@ from execbridge.config import Settings
 from execbridge.engine.events import EngineEvent, Heartbeat, MessageFinished, MessageStarted, ServerToolResultReady
 from execbridge.engine.history import for_upstream, unanswered_server_calls, with_results
 from execbridge.engine.turn import TurnAssembler, replay
+from execbridge.engine.uploads import put_uploads, records_to_put, upload_ids
 from execbridge.errors import ExecbridgeError, InvalidRequest
+from execbridge.files import FileService
 from execbridge.sandbox.base import ContainerInfo, ContainerService
 from execbridge.tools import code_execution as ce
 from execbridge.types import (
     CodeExecutionTool,
+    CommandOutcome,
     ContainerRef,
     FunctionDef,
     GenerationRequest,
     Message,
+    OutputFile,
     ServerToolResult,
     StopReason,
     ToolCall,
@@ -83,24 +90,31 @@ class Engine:
     """Runs requests. One instance serves the whole process; it holds no per-request state."""
 
     def __init__(
-        self, upstream: Upstream, containers: ContainerService, settings: Settings, *, heartbeat_s: float = 5.0
+        self,
+        upstream: Upstream,
+        containers: ContainerService,
+        settings: Settings,
+        *,
+        files: FileService | None = None,
+        heartbeat_s: float = 5.0,
     ) -> None:
         self._upstream = upstream
         self._containers = containers
         self._settings = settings
+        self._files = files  # None: no Files API (container_upload refused, outputs dropped)
         self._heartbeat_s = heartbeat_s
 
     async def run(self, request: GenerationRequest, caller: Caller) -> AsyncGenerator[EngineEvent, None]:
         tool = request.code_execution
         functions = self._functions(request, tool)
         server_names = frozenset(f.name for f in ce.functions_for(tool)) if tool else frozenset()
-        container = await self._resolve_container(request, caller, needed=tool is not None)
+        container, uploads = await self._prepare_container(request, caller, tool)
 
         ref = _container_ref(container) if container else None
         yield MessageStarted(ids.message_id(), request.model, Usage(), ref)
 
         usage = Usage()
-        history = for_upstream(request.messages)
+        history = for_upstream(request.messages, uploads, await self._known_outputs(request, caller))
         pending = unanswered_server_calls(request.messages)
         if pending and container is not None:
             results: list[ServerToolResult] = []
@@ -187,14 +201,44 @@ class Engine:
         note = ce.system_note(tool, self._settings.sandbox)
         return f"{request.system}\n\n{note}" if request.system else note
 
-    async def _resolve_container(
-        self, request: GenerationRequest, caller: Caller, *, needed: bool
-    ) -> ContainerInfo | None:
+    async def _prepare_container(
+        self, request: GenerationRequest, caller: Caller, tool: CodeExecutionTool | None
+    ) -> tuple[ContainerInfo | None, dict[str, str]]:
+        """The request's container, with its uploads put in; also every upload's path there.
+
+        Upload ids are checked before a container is created, so a bad id leaves nothing behind.
+        Without the code execution tool there is no container to put anything in: uploads are ignored.
+        """
+        container = None
         if request.container_id:
-            return await self._containers.get(request.container_id, caller.owner)
-        if needed:
-            return await self._containers.create(caller.owner)
-        return None
+            container = await self._containers.get(request.container_id, caller.owner)
+        wanted = upload_ids(request.messages) if tool is not None else ()
+        placed: dict[str, str] = {}
+        if wanted and container is not None and self._files is not None:
+            placed = await self._files.placements(container.id)
+        records = await records_to_put(self._files, caller.owner, [i for i in wanted if i not in placed])
+        if container is None and tool is not None:
+            container = await self._containers.create(caller.owner)
+        if records and container is not None and self._files is not None:
+            placed = await put_uploads(self._files, self._containers, container, caller.owner, records, placed)
+        return container, placed
+
+    async def _known_outputs(self, request: GenerationRequest, caller: Caller) -> dict[str, OutputFile]:
+        """Names and sizes of the output files in the client's history (the wire carries only ids)."""
+        if self._files is None:
+            return {}
+        file_ids = [
+            f.file_id
+            for m in request.messages
+            for p in m.parts
+            if isinstance(p, ServerToolResult) and isinstance(p.outcome, CommandOutcome)
+            for f in p.outcome.files
+            if not f.filename
+        ]
+        if not file_ids:
+            return {}
+        found = await self._files.find(caller.owner, file_ids)
+        return {i: OutputFile(r.id, r.filename, r.size_bytes) for i, r in found.items()}
 
     async def _run_calls(
         self,
@@ -207,6 +251,7 @@ class Engine:
     ) -> AsyncIterator[EngineEvent]:
         """Run server calls in order, each result right after its call; held-back blocks interleave."""
         held = list(held_back)
+        publish = partial(self._files.publish, caller.owner) if self._files is not None else None
         async with self._containers.lease(container.id, caller.owner) as session:
             for call in calls:
                 if call in held:
@@ -216,7 +261,9 @@ class Engine:
                 if call.id in invalid:
                     outcome: ToolOutcome = ToolFailure("invalid_tool_input", "arguments were not a JSON object")
                 else:
-                    task = asyncio.ensure_future(ce.run_call(session, call.name, call.input, self._settings.sandbox))
+                    task = asyncio.ensure_future(
+                        ce.run_call(session, call.name, call.input, self._settings.sandbox, publish)
+                    )
                     try:
                         while True:
                             done, _ = await asyncio.wait({task}, timeout=self._heartbeat_s)

@@ -40,6 +40,10 @@ class ExecutionResult:
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     files: tuple[CapturedFile, ...] = ()
+    # Left out of ``files``: names over the per-file size limit (``error_code`` says so too), and how
+    # many more were past the count limit.
+    files_too_large: tuple[str, ...] = ()
+    files_omitted: int = 0
 
 
 @dataclass(frozen=True, slots=True)

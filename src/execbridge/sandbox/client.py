@@ -1,4 +1,4 @@
-"""``ExecutorClient``: the gateway's end of one warm executor (``executor.py``) inside one sandbox.
+"""``ExecutorClient``: the gateway's end of one warm executor (``executor/``) inside one sandbox.
 
 Job: send one command at a time over the executor's stdin/stdout, wait for its answer with a safety
 timeout, and turn the answer into the neutral result types (``ExecutionResult``, ``ViewOutcome``, …).
@@ -47,8 +47,11 @@ from execbridge.types import CreateOutcome, StrReplaceOutcome, ToolErrorCode, To
 if TYPE_CHECKING:
     from execbridge.config import SandboxSettings
 
-EXECUTOR_SCRIPT = Path(__file__).with_name("executor.py")
-"""The executor's source; the launcher makes it visible inside the sandbox (read-only)."""
+EXECUTOR_PACKAGE = Path(__file__).with_name("executor")
+"""The executor's source: a stdlib-only package that runs inside the sandbox (``executor/__init__.py``)."""
+EXECUTOR_SCRIPT = EXECUTOR_PACKAGE / "__main__.py"
+"""The script that starts it from this source tree (the tests); a sandbox gets ``executor_bytecode()``."""
+_MODULES_SLOT = "<executor modules>"  # the placeholder constant of ``_MODULES`` in executor/__main__.py
 
 _TOOL_ERROR_CODES = frozenset(get_args(ToolErrorCode))
 _T = TypeVar("_T")
@@ -82,17 +85,32 @@ def executor_argv(
 
 
 def executor_bytecode() -> bytes:
-    """``executor.py`` as a ``.pyc`` image, for ``python3 -I -S /opt/execbridge/executor.pyc``.
+    """The executor as one ``.pyc`` image, for ``python3 -I -S /opt/execbridge/executor.py``.
 
-    A script given as source is compiled at every start: ~8 ms here, as much as the interpreter's own
-    start-up, and nothing can cache it in a read-only sandbox. The image only runs on a Python with
-    this interpreter's bytecode version (same major.minor); any other refuses it at start ("Bad magic
-    number"), so ship the source when the sandbox's Python differs from the gateway's.
+    The image is ``executor/__main__.py`` compiled, with every other module of the package compiled
+    into its ``_MODULES`` constant (served by its own meta-path finder): one file to bind into the
+    sandbox, nothing to compile at start-up. Sources would be compiled at every start (~8 ms here, as
+    much as the interpreter's own start-up), and nothing can cache them in a read-only sandbox.
+
+    The image only runs on a Python with this interpreter's bytecode version (same major.minor); any
+    other refuses it at start ("Bad magic number").
     """
-    code = compile(EXECUTOR_SCRIPT.read_bytes(), "executor.py", "exec", dont_inherit=True, optimize=0)
+    modules = []
+    for source in sorted(EXECUTOR_PACKAGE.glob("*.py")):
+        if source != EXECUTOR_SCRIPT:
+            name = "executor" if source.stem == "__init__" else f"executor.{source.stem}"
+            code = compile(source.read_bytes(), f"executor/{source.name}", "exec", dont_inherit=True, optimize=0)
+            modules.append((name, code, source.stem == "__init__"))
+    script = compile(EXECUTOR_SCRIPT.read_bytes(), "executor/__main__.py", "exec", dont_inherit=True, optimize=0)
+    slot = [i for i, c in enumerate(script.co_consts) if type(c) is str and c == _MODULES_SLOT]
+    if len(slot) != 1:
+        raise RuntimeError(f"executor/__main__.py has no single {_MODULES_SLOT!r} constant to fill")
+    consts = list(script.co_consts)
+    consts[slot[0]] = tuple(modules)
+    script = script.replace(co_consts=tuple(consts))
     # .pyc header: magic, flags (0: timestamp-based), mtime, source size; running a .pyc directly
     # checks only the magic.
-    return importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code)
+    return importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(script)
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,8 +443,8 @@ def _execution_result(frame: dict[str, Any]) -> ExecutionResult:
     stdout_truncated = _bool(frame, "stdout_truncated")
     stderr_truncated = _bool(frame, "stderr_truncated")
     too_large = frame.get("files_too_large")
-    if not isinstance(too_large, list):
-        raise ProtocolError("'files_too_large' must be a list")
+    if not isinstance(too_large, list) or not all(isinstance(name, str) for name in too_large):
+        raise ProtocolError("'files_too_large' must be a list of names")
     error_code: Literal["execution_time_exceeded", "output_file_too_large"] | None = None
     if _bool(frame, "timed_out"):
         error_code = "execution_time_exceeded"
@@ -441,6 +459,8 @@ def _execution_result(frame: dict[str, Any]) -> ExecutionResult:
         stdout_truncated=stdout_truncated,
         stderr_truncated=stderr_truncated,
         files=_captured_files(frame.get("files")),
+        files_too_large=tuple(too_large),
+        files_omitted=_int(frame, "files_omitted") if "files_omitted" in frame else 0,
     )
 
 

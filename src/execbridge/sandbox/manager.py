@@ -44,7 +44,7 @@ from execbridge.sandbox import doctor
 from execbridge.sandbox.base import ContainerInfo
 from execbridge.sandbox.bwrap import Payloads
 from execbridge.sandbox.cgroups import Cgroups, detect
-from execbridge.sandbox.client import EXECUTOR_SCRIPT
+from execbridge.sandbox.client import executor_bytecode
 from execbridge.sandbox.disk import WorkspaceDisks
 from execbridge.sandbox.launch import LaunchOptions
 from execbridge.sandbox.live import LiveSandbox
@@ -156,7 +156,7 @@ class ContainerManager:
         workspaces.prepare()
         use_seccomp = report.has(doctor.SECCOMP)
         payloads = Payloads(
-            executor=EXECUTOR_SCRIPT.read_bytes(),
+            executor=executor_bytecode(),
             seccomp=build_program().bpf if use_seccomp else b"",
         )
         options = LaunchOptions(switch_uid=report.has(doctor.UID), seccomp=use_seccomp)

@@ -1,7 +1,7 @@
 """What the gateway keeps between restarts, as small protocols: one per kind of record.
 
-``Store`` groups them (containers now; files and API keys join as ``store.files`` / ``store.keys``
-when those features land), so a server database can replace SQLite without touching callers.
+``Store`` groups them (``store.containers``, ``store.files``, ``store.keys``), so a server database
+can replace SQLite without touching callers.
 Records are frozen dataclasses with UTC-aware datetimes; nothing here knows SQL or wire formats.
 
 Invariants: every method is async and safe to call from the event loop (implementations keep
@@ -10,6 +10,7 @@ blocking I/O off it); a missing record is ``None`` or a no-op, never an exceptio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -45,8 +46,107 @@ class ContainerStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """A Files-API file's metadata; its bytes live beside the store (``files.py`` owns them).
+
+    ``downloadable`` is true only for files the sandbox produced; client uploads are never served back
+    (wire-format §2.10). ``created_at`` keeps microseconds exactly: with ``id`` it is the list order.
+    """
+
+    id: str
+    owner: str
+    filename: str
+    mime_type: str
+    size_bytes: int
+    created_at: datetime
+    downloadable: bool
+
+    @property
+    def cursor(self) -> tuple[datetime, str]:
+        """The record's place in a listing (newest first; ``id`` breaks ties)."""
+        return (self.created_at, self.id)
+
+
+class FileStore(Protocol):
+    """File metadata scoped by owner (another owner's file is ``None``), and where uploads were put.
+
+    Listings are newest first. ``after`` returns the records that come after a cursor in that order
+    (older ones); ``before`` the ones that come before it (newer), the ``limit`` nearest, still newest
+    first.
+    """
+
+    async def insert(self, record: FileRecord) -> None: ...
+
+    async def get(self, file_id: str, owner: str) -> FileRecord | None: ...
+
+    async def get_many(self, file_ids: Sequence[str], owner: str) -> list[FileRecord]:
+        """The owner's records among ``file_ids`` (unknown ids are left out), newest first."""
+        ...
+
+    async def list(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        after: tuple[datetime, str] | None = None,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[FileRecord]: ...
+
+    async def delete(self, file_id: str, owner: str) -> bool:
+        """Remove the record; False when the owner has no such file."""
+        ...
+
+    async def placements(self, container_id: str) -> dict[str, str]:
+        """``file_id → path`` of the uploads already put into a container (gone with the container)."""
+        ...
+
+    async def add_placement(self, container_id: str, file_id: str, path: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """A gateway API key. The secret itself is never stored: only its SHA-256 (``secret_hash``), and
+    ``id``, which ``keys.key_id`` derives from the secret (it is also the owner of what the key makes)."""
+
+    id: str
+    name: str | None
+    secret_hash: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class KeyStore(Protocol):
+    async def insert(self, record: ApiKeyRecord) -> None: ...
+
+    async def get(self, key_id: str) -> ApiKeyRecord | None: ...
+
+    async def list(self) -> list[ApiKeyRecord]:
+        """Every key, revoked ones included, newest first."""
+        ...
+
+    async def revoke(self, key_id: str, revoked_at: datetime) -> bool:
+        """Mark the key revoked; False when there is no such active key."""
+        ...
+
+    async def touch(self, key_id: str, last_used_at: datetime) -> None: ...
+
+    async def count(self, *, include_revoked: bool = False) -> int: ...
+
+
 class Store(Protocol):
     @property
     def containers(self) -> ContainerStore: ...
+
+    @property
+    def files(self) -> FileStore: ...
+
+    @property
+    def keys(self) -> KeyStore: ...
 
     async def close(self) -> None: ...

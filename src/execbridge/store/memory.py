@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from execbridge.store.base import ContainerRecord
+from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord
 
 
 class MemoryContainerStore:
@@ -35,13 +36,103 @@ class MemoryContainerStore:
         return sorted((r for r in self.records.values() if r.last_used_at < cutoff), key=lambda r: r.last_used_at)
 
 
+class MemoryFileStore:
+    def __init__(self) -> None:
+        self.records: dict[str, FileRecord] = {}
+        self.placed: dict[str, dict[str, str]] = {}
+
+    async def insert(self, record: FileRecord) -> None:
+        if record.id in self.records:
+            raise ValueError(f"duplicate file id: {record.id}")
+        self.records[record.id] = record
+
+    async def get(self, file_id: str, owner: str) -> FileRecord | None:
+        record = self.records.get(file_id)
+        return record if record is not None and record.owner == owner else None
+
+    def _newest_first(self, owner: str) -> list[FileRecord]:
+        mine = (r for r in self.records.values() if r.owner == owner)
+        return sorted(mine, key=lambda r: r.cursor, reverse=True)
+
+    async def get_many(self, file_ids: Sequence[str], owner: str) -> list[FileRecord]:
+        wanted = set(file_ids)
+        return [r for r in self._newest_first(owner) if r.id in wanted]
+
+    async def list(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        after: tuple[datetime, str] | None = None,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[FileRecord]:
+        found = self._newest_first(owner)
+        if after is not None:
+            found = [r for r in found if r.cursor < after]
+        if before is not None:
+            return [r for r in found if r.cursor > before][-limit:]
+        return found[:limit]
+
+    async def delete(self, file_id: str, owner: str) -> bool:
+        if await self.get(file_id, owner) is None:
+            return False
+        del self.records[file_id]
+        return True
+
+    async def placements(self, container_id: str) -> dict[str, str]:
+        return dict(self.placed.get(container_id, {}))
+
+    async def add_placement(self, container_id: str, file_id: str, path: str) -> None:
+        self.placed.setdefault(container_id, {}).setdefault(file_id, path)
+
+
+class MemoryKeyStore:
+    def __init__(self) -> None:
+        self.records: dict[str, ApiKeyRecord] = {}
+
+    async def insert(self, record: ApiKeyRecord) -> None:
+        if record.id in self.records:
+            raise ValueError(f"duplicate key id: {record.id}")
+        self.records[record.id] = record
+
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        return self.records.get(key_id)
+
+    async def list(self) -> list[ApiKeyRecord]:
+        return sorted(self.records.values(), key=lambda r: r.created_at, reverse=True)
+
+    async def revoke(self, key_id: str, revoked_at: datetime) -> bool:
+        record = self.records.get(key_id)
+        if record is None or not record.active:
+            return False
+        self.records[key_id] = replace(record, revoked_at=revoked_at)
+        return True
+
+    async def touch(self, key_id: str, last_used_at: datetime) -> None:
+        if key_id in self.records:
+            self.records[key_id] = replace(self.records[key_id], last_used_at=last_used_at)
+
+    async def count(self, *, include_revoked: bool = False) -> int:
+        return sum(1 for r in self.records.values() if include_revoked or r.active)
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self._containers = MemoryContainerStore()
+        self._files = MemoryFileStore()
+        self._keys = MemoryKeyStore()
 
     @property
     def containers(self) -> MemoryContainerStore:
         return self._containers
+
+    @property
+    def files(self) -> MemoryFileStore:
+        return self._files
+
+    @property
+    def keys(self) -> MemoryKeyStore:
+        return self._keys
 
     async def close(self) -> None:
         return None

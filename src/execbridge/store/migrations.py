@@ -30,8 +30,57 @@ def _containers(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX containers_last_used ON containers (last_used_at)")
 
 
+def _files(db: sqlite3.Connection) -> None:
+    # created_us: integer microseconds, so list cursors compare exactly (a REAL would round).
+    db.execute(
+        """
+        CREATE TABLE files (
+            id           TEXT PRIMARY KEY,
+            owner        TEXT NOT NULL,
+            filename     TEXT NOT NULL,
+            mime_type    TEXT NOT NULL,
+            size_bytes   INTEGER NOT NULL,
+            created_us   INTEGER NOT NULL,
+            downloadable INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX files_owner_created ON files (owner, created_us, id)")
+    # Which uploads were put into which container, and where: an upload is put once, so a later
+    # request never overwrites what the model did to it. Rows go with their container.
+    db.execute(
+        """
+        CREATE TABLE container_uploads (
+            container_id TEXT NOT NULL REFERENCES containers (id) ON DELETE CASCADE,
+            file_id      TEXT NOT NULL,
+            path         TEXT NOT NULL,
+            PRIMARY KEY (container_id, file_id)
+        )
+        """
+    )
+
+
+def _api_keys(db: sqlite3.Connection) -> None:
+    # Gateway keys: the secret's SHA-256 only. Revoked keys stay (revoked_at set) so ``keys ls`` can
+    # show them and an id is never reused for another secret.
+    db.execute(
+        """
+        CREATE TABLE api_keys (
+            id           TEXT PRIMARY KEY,
+            name         TEXT,
+            secret_hash  TEXT NOT NULL,
+            created_at   REAL NOT NULL,
+            last_used_at REAL,
+            revoked_at   REAL
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_containers", _containers),
+    ("0002_files", _files),
+    ("0003_api_keys", _api_keys),
 ]
 
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
 from execbridge.store import migrations
-from execbridge.store.base import ContainerRecord
+from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord
 
 T = TypeVar("T")
 
@@ -78,6 +78,162 @@ class SqliteContainerStore:
         return [_record(r) for r in rows]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _us(value: datetime) -> int:
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def _from_us(value: int) -> datetime:
+    return _EPOCH + value * _MICROSECOND
+
+
+_FILE_COLUMNS = "id, owner, filename, mime_type, size_bytes, created_us, downloadable"
+_NEWEST_FIRST = "ORDER BY created_us DESC, id DESC"
+
+
+def _file(row: tuple[str, str, str, str, int, int, int]) -> FileRecord:
+    return FileRecord(
+        id=row[0],
+        owner=row[1],
+        filename=row[2],
+        mime_type=row[3],
+        size_bytes=row[4],
+        created_at=_from_us(row[5]),
+        downloadable=bool(row[6]),
+    )
+
+
+class SqliteFileStore:
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def insert(self, record: FileRecord) -> None:
+        await self._store.execute(
+            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.id,
+                record.owner,
+                record.filename,
+                record.mime_type,
+                record.size_bytes,
+                _us(record.created_at),
+                int(record.downloadable),
+            ),
+        )
+
+    async def get(self, file_id: str, owner: str) -> FileRecord | None:
+        rows = await self._store.query(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ? AND owner = ?", (file_id, owner)
+        )
+        return _file(rows[0]) if rows else None
+
+    async def get_many(self, file_ids: Sequence[str], owner: str) -> list[FileRecord]:
+        if not file_ids:
+            return []
+        # One parameter per id; callers bound the count (the list route allows 100).
+        marks = ", ".join("?" * len(file_ids))
+        rows = await self._store.query(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE owner = ? AND id IN ({marks}) {_NEWEST_FIRST}",
+            (owner, *file_ids),
+        )
+        return [_file(r) for r in rows]
+
+    async def list(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        after: tuple[datetime, str] | None = None,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[FileRecord]:
+        sql = f"SELECT {_FILE_COLUMNS} FROM files WHERE owner = ?"
+        params: list[object] = [owner]
+        if after is not None:
+            sql += " AND (created_us, id) < (?, ?)"
+            params += [_us(after[0]), after[1]]
+        if before is not None:
+            sql += " AND (created_us, id) > (?, ?)"
+            params += [_us(before[0]), before[1]]
+            # the nearest newer ones: walk upwards, then turn the page back to newest first
+            rows = await self._store.query(f"{sql} ORDER BY created_us, id LIMIT ?", (*params, limit))
+            return [_file(r) for r in reversed(rows)]
+        rows = await self._store.query(f"{sql} {_NEWEST_FIRST} LIMIT ?", (*params, limit))
+        return [_file(r) for r in rows]
+
+    async def delete(self, file_id: str, owner: str) -> bool:
+        return await self._store.execute_count("DELETE FROM files WHERE id = ? AND owner = ?", (file_id, owner)) > 0
+
+    async def placements(self, container_id: str) -> dict[str, str]:
+        rows = await self._store.query(
+            "SELECT file_id, path FROM container_uploads WHERE container_id = ?", (container_id,)
+        )
+        return {file_id: path for file_id, path in rows}
+
+    async def add_placement(self, container_id: str, file_id: str, path: str) -> None:
+        # Two requests racing on one container may both put the same upload; the first row stays.
+        await self._store.execute(
+            "INSERT OR IGNORE INTO container_uploads (container_id, file_id, path) VALUES (?, ?, ?)",
+            (container_id, file_id, path),
+        )
+
+
+def _key(row: tuple[str, str | None, str, float, float | None, float | None]) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row[0],
+        name=row[1],
+        secret_hash=row[2],
+        created_at=_dt(row[3]),
+        last_used_at=None if row[4] is None else _dt(row[4]),
+        revoked_at=None if row[5] is None else _dt(row[5]),
+    )
+
+
+_KEY_COLUMNS = "id, name, secret_hash, created_at, last_used_at, revoked_at"
+
+
+class SqliteKeyStore:
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    async def insert(self, record: ApiKeyRecord) -> None:
+        await self._store.execute(
+            f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.id,
+                record.name,
+                record.secret_hash,
+                _ts(record.created_at),
+                None if record.last_used_at is None else _ts(record.last_used_at),
+                None if record.revoked_at is None else _ts(record.revoked_at),
+            ),
+        )
+
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        rows = await self._store.query(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        return _key(rows[0]) if rows else None
+
+    async def list(self) -> list[ApiKeyRecord]:
+        rows = await self._store.query(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at DESC, id", ())
+        return [_key(r) for r in rows]
+
+    async def revoke(self, key_id: str, revoked_at: datetime) -> bool:
+        changed = await self._store.execute_count(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (_ts(revoked_at), key_id)
+        )
+        return changed > 0
+
+    async def touch(self, key_id: str, last_used_at: datetime) -> None:
+        await self._store.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (_ts(last_used_at), key_id))
+
+    async def count(self, *, include_revoked: bool = False) -> int:
+        where = "" if include_revoked else " WHERE revoked_at IS NULL"
+        rows = await self._store.query(f"SELECT COUNT(*) FROM api_keys{where}", ())
+        return int(rows[0][0])
+
+
 class SqliteStore:
     """Open with ``await SqliteStore.open(path)``; close with ``await store.close()``."""
 
@@ -86,6 +242,8 @@ class SqliteStore:
         self._executor = executor
         self._db = db
         self._containers = SqliteContainerStore(self)
+        self._files = SqliteFileStore(self)
+        self._keys = SqliteKeyStore(self)
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
@@ -102,11 +260,31 @@ class SqliteStore:
     def containers(self) -> SqliteContainerStore:
         return self._containers
 
+    @property
+    def files(self) -> SqliteFileStore:
+        return self._files
+
+    @property
+    def keys(self) -> SqliteKeyStore:
+        return self._keys
+
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     async def execute(self, sql: str, params: tuple[object, ...]) -> None:
         await self._run(lambda: self._db.execute(sql, params).close())
+
+    async def execute_count(self, sql: str, params: tuple[object, ...]) -> int:
+        """Run one statement; the number of rows it changed."""
+
+        def run() -> int:
+            cursor = self._db.execute(sql, params)
+            try:
+                return cursor.rowcount
+            finally:
+                cursor.close()
+
+        return await self._run(run)
 
     async def query(self, sql: str, params: tuple[object, ...]) -> list[tuple]:  # type: ignore[type-arg]
         return await self._run(lambda: self._db.execute(sql, params).fetchall())

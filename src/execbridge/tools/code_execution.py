@@ -5,14 +5,23 @@ Anthropic's sub-tool inputs one to one, so the model's arguments become ``server
 unchanged), the note that tells the model what the sandbox is, validation of the model's arguments,
 dispatch of a call to a ``ContainerSession``, and the bounded text the model reads back.
 
-Must not: know any wire format (Anthropic blocks live in ``api/``, Chat Completions in ``upstream/``).
+Must not: know any wire format (Anthropic blocks live in ``api/``, Chat Completions in ``upstream/``),
+or read files itself: ``$OUTPUT_DIR`` files arrive as bytes the executor read inside the sandbox, and
+are handed to a ``Publisher`` (the Files API) as they are.
 Invariant: a bad argument from the model is a ``ToolFailure("invalid_tool_input")`` it can recover
 from, never an exception.
+
+Generated files (wire-format §2.6, §2.9): a bash command that left a file over the size limit is the
+``output_file_too_large`` error block (the only block with that code; an error block has no room for
+the other files or the output, so none of its files are published). The Python tool's error block
+has no such code, so there the files under the limit are returned and a note on stderr names the
+rest. Files past the count limit are never an error: the others are returned and stderr says how
+many were left out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, assert_never
 
 from execbridge.config import SandboxSettings
@@ -36,6 +45,8 @@ PYTHON = "code_execution"
 SERVER_TOOL_NAMES = frozenset({BASH, EDITOR, PYTHON})
 
 WORKSPACE = "/workspace"
+# Publishes a command's captured ``$OUTPUT_DIR`` files (name, bytes) and says under which file ids.
+Publisher = Callable[[Sequence[tuple[str, bytes]]], Awaitable[tuple[OutputFile, ...]]]
 # What the model reads back is bounded: a flood of output must not flood the context window.
 MODEL_OUTPUT_CHARS = 20_000
 
@@ -129,9 +140,16 @@ def _str_arg(args: Mapping[str, Any], name: str, *, required: bool = True) -> st
 
 
 async def run_call(
-    session: ContainerSession, name: str, args: Mapping[str, Any], limits: SandboxSettings
+    session: ContainerSession,
+    name: str,
+    args: Mapping[str, Any],
+    limits: SandboxSettings,
+    publish: Publisher | None = None,
 ) -> ToolOutcome:
-    """Run one server tool call; every problem with ``args`` becomes ``invalid_tool_input``."""
+    """Run one server tool call; every problem with ``args`` becomes ``invalid_tool_input``.
+
+    Without ``publish`` captured files are dropped (nothing could serve them).
+    """
     match name:
         case "bash_code_execution":
             command = _str_arg(args, "command")
@@ -139,12 +157,14 @@ async def run_call(
                 return command or ToolFailure("invalid_tool_input", "missing `command`")
             if not command.strip():
                 return ToolFailure("invalid_tool_input", "`command` is empty")
-            return command_outcome(await session.run_bash(command, timeout=limits.command_timeout_s))
+            result = await session.run_bash(command, timeout=limits.command_timeout_s)
+            return await _published(BASH, result, publish, limits)
         case "code_execution":
             code = _str_arg(args, "code")
             if not isinstance(code, str):
                 return code or ToolFailure("invalid_tool_input", "missing `code`")
-            return command_outcome(await session.run_python(code, timeout=limits.command_timeout_s))
+            result = await session.run_python(code, timeout=limits.command_timeout_s)
+            return await _published(PYTHON, result, publish, limits)
         case "text_editor_code_execution":
             return await _run_editor(session, args)
         case _:
@@ -182,13 +202,56 @@ async def _run_editor(session: ContainerSession, args: Mapping[str, Any]) -> Too
             return ToolFailure("invalid_tool_input", f"unknown command `{command}`; use view, create or str_replace")
 
 
-def command_outcome(result: ExecutionResult, files: tuple[OutputFile, ...] = ()) -> ToolOutcome:
-    """A sandbox result as the client sees it: a time-out is an error block, a failed program is not."""
+async def _published(
+    tool_name: str, result: ExecutionResult, publish: Publisher | None, limits: SandboxSettings
+) -> ToolOutcome:
+    """The outcome of a finished command, its ``$OUTPUT_DIR`` files published first when it keeps them."""
+    outcome = command_outcome(result, tool_name=tool_name, file_limit=limits.output_file_limit_bytes)
+    if not isinstance(outcome, CommandOutcome) or not result.files or publish is None:
+        return outcome
+    files = await publish([(f.name, f.data) for f in result.files])
+    return CommandOutcome(outcome.stdout, outcome.stderr, outcome.return_code, files)
+
+
+def command_outcome(
+    result: ExecutionResult,
+    files: tuple[OutputFile, ...] = (),
+    *,
+    tool_name: str = BASH,
+    file_limit: int | None = None,
+) -> ToolOutcome:
+    """A sandbox result as the client sees it: a time-out is an error block, a failed program is not.
+
+    Files left out of the result are named in a note appended to stderr (see the module docstring),
+    except where bash reports them with ``output_file_too_large``.
+    """
     if result.error_code == "execution_time_exceeded" or result.error_code == "unavailable":
         return ToolFailure(result.error_code)
-    if result.error_code == "output_file_too_large":
-        return ToolFailure("output_file_too_large")
-    return CommandOutcome(result.stdout, result.stderr, result.return_code, files)
+    too_large = result.error_code == "output_file_too_large" or bool(result.files_too_large)
+    limit = f"the {file_limit}-byte limit" if file_limit else "the size limit"
+    if too_large and tool_name == BASH:
+        names = _names(result.files_too_large)
+        detail = f"{names} in $OUTPUT_DIR over {limit}" if names else f"a file in $OUTPUT_DIR over {limit}"
+        return ToolFailure("output_file_too_large", f"{detail}; no file of this command was returned")
+    notes = []
+    if too_large:
+        notes.append(f"not returned from $OUTPUT_DIR, over {limit}: {_names(result.files_too_large) or '?'}")
+    if result.files_omitted:
+        notes.append(
+            f"{result.files_omitted} more file(s) in $OUTPUT_DIR not returned: too many, or too much in total "
+            "(put them in an archive to return them together)"
+        )
+    stderr = result.stderr
+    if notes:
+        separator = "\n" if stderr and not stderr.endswith("\n") else ""
+        stderr += separator + "".join(f"[execbridge] {note}\n" for note in notes)
+    return CommandOutcome(result.stdout, stderr, result.return_code, files)
+
+
+def _names(names: Sequence[str], shown: int = 10) -> str:
+    # A command can leave thousands of sparse files; the note stays short.
+    listed = ", ".join(names[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _clip(text: str, limit: int = MODEL_OUTPUT_CHARS) -> str:
@@ -203,7 +266,7 @@ def _clip(text: str, limit: int = MODEL_OUTPUT_CHARS) -> str:
 _FAILURE_HINTS = {
     "execution_time_exceeded": "the command ran past its time limit and was stopped",
     "unavailable": "the sandbox was unavailable; try again",
-    "output_file_too_large": "a file in $OUTPUT_DIR was larger than the limit and was not returned",
+    "output_file_too_large": "a file in $OUTPUT_DIR was over the size limit; no file of that command was returned",
     "file_not_found": "the file does not exist",
     "too_many_requests": "too many requests to the tool",
     "invalid_tool_input": "the tool input was invalid",
@@ -223,7 +286,10 @@ def render_for_model(result: ServerToolResult) -> str:
             if not outcome.stdout and not outcome.stderr:
                 parts.append("(no output)")
             if outcome.files:
-                listed = ", ".join(f"{f.filename} ({f.size_bytes} bytes)" for f in outcome.files)
+                # Files from a client's history may carry only their id (the wire block has no name).
+                listed = ", ".join(
+                    f"{f.filename} ({f.size_bytes} bytes)" if f.filename else f.file_id for f in outcome.files
+                )
                 parts.append(f"files returned to the user from $OUTPUT_DIR: {listed}")
             return "\n".join(parts)
         case ViewOutcome():

@@ -96,3 +96,37 @@ class Upstream(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """One model (or Databricks serving endpoint) the upstream offers, under its upstream name."""
+
+    id: str
+    created: int | None = None  # epoch seconds, when the upstream says
+
+
+class ModelCatalog(Protocol):
+    """What the upstream offers; ``api_key`` is the client's own key when the gateway passes it through."""
+
+    async def list_models(self, api_key: str | None = None) -> list[ModelInfo]: ...
+
+    def upstream_model(self, name: str) -> str:
+        """The upstream's name for what a client calls ``name``."""
+        ...
+
+
+class Credentials(Protocol):
+    """A credential the gateway holds for the upstream (a fixed key, or Databricks' unified auth).
+
+    ``authorization()`` is called once per upstream request: it must be cheap when nothing needs
+    refreshing and must never block the event loop (refreshes run on a thread, within a bound).
+    """
+
+    async def authorization(self) -> str:
+        """The ``Authorization`` header value to send now; raises ``UpstreamError`` if none can be had."""
+        ...
+
+    def invalidate(self) -> None:
+        """The upstream refused the current value: the next ``authorization()`` fetches a fresh one."""
+        ...

@@ -16,7 +16,12 @@ bug fails a test here instead of in a customer's workspace::
 
 Each chat request that passes the rules consumes one turn: a ``Reply``, an ``ErrorReply`` or a
 callable ``(request_json) -> Reply | ErrorReply | str``. Requests that break a rule get Databricks'
-400 envelope and consume nothing. Streaming follows the chunking of wire-format §4.5. ``instant=True``
+400 envelope and consume nothing. Options make it behave like particular servers: one call per
+assistant message (gpt-oss on Databricks), parameters it refuses (``reject_params``: an o-series
+model refusing ``max_tokens``, a server refusing ``stream_options``), a required key or any
+``authorize`` check (tokens that expire), extra routes (an OAuth server on the same host, see
+``fake_databricks``). Models are listed at ``GET …/models`` and, Databricks-style, at
+``GET /api/2.0/serving-endpoints``. Streaming follows the chunking of wire-format §4.5. ``instant=True``
 answers every chat request with a canned completion without parsing it (for benchmarks);
 ``python -m execbridge.upstream.fake --instant`` runs that in its own process.
 
@@ -36,7 +41,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,7 +50,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 __all__ = [
@@ -370,15 +375,22 @@ class FakeApp:
         models: Sequence[str] = ("fake-model",),
         enforce_models: bool = False,
         require_api_key: str | None = None,
+        authorize: Callable[[str], bool] | None = None,
         reject_multiple_tool_calls: bool = False,
+        reject_params: Collection[str] = (),
+        error_envelope: Literal["databricks", "openai"] = "databricks",
         require_tool_results: bool = True,
         chunk_delay: float = 0.0,
         instant: bool = False,
         instant_text: str = _INSTANT_TEXT,
+        extra_routes: Sequence[BaseRoute] = (),
     ) -> None:
         self.models = tuple(models)
         self.enforce_models = enforce_models
         self.require_api_key = require_api_key
+        self.authorize = authorize  # called with the Authorization header's value (may be "")
+        self.reject_params = frozenset(reject_params)
+        self.error_envelope = error_envelope
         self.reject_multiple_tool_calls = reject_multiple_tool_calls
         self.require_tool_results = require_tool_results
         self.chunk_delay = chunk_delay
@@ -395,6 +407,8 @@ class FakeApp:
         self._instant_json, self._instant_stream = _instant_bodies(instant_text, self.models[0])
         self._router = Starlette(
             routes=[
+                *extra_routes,
+                Route("/api/2.0/serving-endpoints", self._endpoints, methods=["GET"]),
                 Route("/chat/completions", self._chat, methods=["POST"]),
                 Route("/{prefix:path}/chat/completions", self._chat, methods=["POST"]),
                 Route("/models", self._models, methods=["GET"]),
@@ -451,8 +465,55 @@ class FakeApp:
 
     async def _models(self, request: Request) -> Response:
         self._record(request, b"", None)
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "execbridge-fake"} for m in self.models]
+        refused = self._refuse_credentials(request)
+        if refused is not None:
+            return refused
+        data = [
+            {"id": m, "object": "model", "created": _MODELS_CREATED + i, "owned_by": "execbridge-fake"}
+            for i, m in enumerate(self.models)
+        ]
         return _json_response(200, {"object": "list", "data": data})
+
+    async def _endpoints(self, request: Request) -> Response:
+        """Databricks' ``GET /api/2.0/serving-endpoints`` (creation times in milliseconds)."""
+        self._record(request, b"", None)
+        refused = self._refuse_credentials(request)
+        if refused is not None:
+            return refused
+        endpoints = [
+            {
+                "name": m,
+                "creator": "fake@example.com",
+                "creation_timestamp": (_MODELS_CREATED + i) * 1000,
+                "task": "llm/v1/chat",
+                "state": {"ready": "READY", "config_update": "NOT_UPDATING"},
+            }
+            for i, m in enumerate(self.models)
+        ]
+        endpoints.append({"name": "fake-embeddings", "creation_timestamp": 0, "task": "llm/v1/embeddings"})
+        return _json_response(200, {"endpoints": endpoints})
+
+    def _refuse_credentials(self, request: Request) -> Response | None:
+        auth = request.headers.get("authorization", "")
+        if self.require_api_key is not None and auth != f"Bearer {self.require_api_key}":
+            return self._reject(401, {"error_code": "UNAUTHENTICATED", "message": _BAD_CREDENTIALS})
+        if self.authorize is not None and not self.authorize(auth):
+            return self._reject(401, {"error_code": "UNAUTHENTICATED", "message": _BAD_CREDENTIALS})
+        return None
+
+    def _refuse_params(self, body: Any) -> Response | None:
+        """400 for the first refused parameter present, worded as OpenAI and others word it."""
+        if not isinstance(body, dict):
+            return None
+        for param in sorted(self.reject_params & body.keys()):
+            message = f"Unsupported parameter: '{param}' is not supported with this model."
+            if param == "max_tokens":
+                message += " Use 'max_completion_tokens' instead."
+            if self.error_envelope == "openai":
+                error = {"message": message, "type": "invalid_request_error", "param": param}
+                return self._reject(400, {"error": {**error, "code": "unsupported_parameter"}})
+            return self._reject(400, {"error_code": "BAD_REQUEST", "message": message})
+        return None
 
     async def _chat(self, request: Request) -> Response:
         raw = await request.body()
@@ -461,10 +522,9 @@ class FakeApp:
         except orjson.JSONDecodeError:
             body = None
         self._record(request, raw, body)
-        if self.require_api_key is not None:
-            auth = request.headers.get("authorization", "")
-            if auth != f"Bearer {self.require_api_key}":
-                return self._reject(401, {"error_code": "UNAUTHENTICATED", "message": _BAD_CREDENTIALS})
+        refused = self._refuse_credentials(request) or self._refuse_params(body)
+        if refused is not None:
+            return refused
         rejected = check_request(
             body,
             reject_multiple_tool_calls=self.reject_multiple_tool_calls,
@@ -603,6 +663,7 @@ def _deltas(turn: Reply, call_ids: Sequence[str]) -> Iterable[tuple[JSON, str | 
 
 
 _BAD_CREDENTIALS = "Credential was not sent or was of an unsupported type for this API."
+_MODELS_CREATED = 1_735_689_600  # 2025-01-01T00:00:00Z, then one second per listed model
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 

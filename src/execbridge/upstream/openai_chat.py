@@ -1,10 +1,20 @@
 """``OpenAIChatUpstream``: the ``Upstream`` for OpenAI-compatible Chat Completions servers.
 
 Job: send one ``ChatTurn`` to ``POST {base}/chat/completions`` (Databricks ``/serving-endpoints``,
-OpenAI, vLLM, Ollama, …) and yield neutral ``UpstreamEvent``s, whether the upstream streamed (SSE) or
-answered in one JSON body. Failures become ``errors.UpstreamError`` subclasses that keep the
-upstream's status and its own message, whichever envelope it used (OpenAI ``{"error":{…}}`` or
-Databricks ``{"error_code","message"}``).
+OpenAI, Azure, vLLM, Ollama, LiteLLM, …) and yield neutral ``UpstreamEvent``s, whether the upstream
+streamed (SSE) or answered in one JSON body. Failures become ``errors.UpstreamError`` subclasses that
+keep the upstream's status and its own message, whichever envelope it used (OpenAI ``{"error":{…}}``
+or Databricks ``{"error_code","message"}``). Also lists the upstream's models (``list_models``).
+
+Who authenticates: the client's own key when the turn carries one (pass-through), else the gateway's
+``Credentials`` (Databricks unified auth, refreshed) or fixed ``api_key``. A 401 with refreshable
+credentials is retried once with a fresh token; a gateway credential the upstream refuses is the
+operator's problem, so it is reported as a bad gateway, not as the client's authentication error.
+
+Quirks are learnt: a 400 that names a parameter the endpoint does not support (``max_tokens`` vs
+``max_completion_tokens``, ``stream_options``, ``parallel_tool_calls``, ``top_k``) or refuses several
+tool calls per assistant message switches that model's ``Dialect`` and resends at once (nothing was
+processed), and the model keeps the adapted dialect from then on.
 
 Must not: leak HTTP or JSON shapes to callers, retry once an event has been yielded, or keep a
 connection open after the consumer stops iterating (the ``async with client.stream`` scope closes it
@@ -28,8 +38,9 @@ import time
 import urllib.request
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
@@ -46,15 +57,18 @@ from execbridge.ids import random_token
 from execbridge.upstream._http11 import Http11Endpoint, default_ssl_context
 from execbridge.upstream.base import (
     ChatTurn,
+    Credentials,
     Finished,
     FinishReason,
+    ModelInfo,
     ReasoningDelta,
     TextDelta,
     TokenUsage,
     ToolCallDelta,
     UpstreamEvent,
 )
-from execbridge.upstream.translate import Dialect, build_payload, dialect_for
+from execbridge.upstream.models import ModelNames
+from execbridge.upstream.translate import DATABRICKS, DATABRICKS_GPT_OSS, PRESETS, Dialect, build_payload, dialect_for
 
 __all__ = ["OpenAIChatUpstream", "error_from_response", "events_from_completion", "parse_retry_after"]
 
@@ -74,6 +88,17 @@ _FINISH: dict[str, FinishReason] = {
     "refusal": "content_filter",
 }
 _ERROR_BODY_LIMIT = 64 << 10  # an error page bigger than this is not worth reading whole
+# Words with which servers say a parameter is not accepted (OpenAI "Unsupported parameter",
+# "Unrecognized request argument", vLLM/pydantic "Extra inputs are not permitted", Databricks "not
+# supported"). A value error ("max_tokens must be at most …") carries none of them.
+_UNSUPPORTED = ("unsupported", "not supported", "unrecognized", "unknown", "not permitted", "extra input")
+_MAX_ADAPTATIONS = 4  # each one flips a different dialect flag, so this bounds the resends
+
+
+def _url(base_url: str, path: str) -> str:
+    """``base_url`` + ``path``, keeping a query string (Azure's ``?api-version=…``) at the end."""
+    parts = urlsplit(base_url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))
 
 
 class _Response(Protocol):
@@ -107,10 +132,26 @@ class OpenAIChatUpstream:
         transport: httpx.AsyncBaseTransport | None = None,
         trust_env: bool = True,
         http: Literal["auto", "fast", "httpx"] = "auto",
+        credentials: Credentials | None = None,
+        model_names: ModelNames | None = None,
+        auth_header: Literal["auto", "authorization", "api-key"] = "auto",
+        model_listing: Literal["auto", "openai", "databricks"] = "auto",
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._url = httpx.URL(self.base_url + "/chat/completions")
+        self._url = httpx.URL(_url(self.base_url, "/chat/completions"))
         self._api_key = api_key
+        self._credentials = credentials
+        self._names = model_names
+        host = (urlsplit(self.base_url).hostname or "").lower()
+        if auth_header == "auto":
+            # Azure OpenAI wants its keys in ``api-key`` (Bearer is for Entra ID tokens).
+            azure = host.endswith((".openai.azure.com", ".cognitiveservices.azure.com"))
+            auth_header = "api-key" if azure and credentials is None else "authorization"
+        self._auth_header = auth_header
+        if model_listing == "auto":
+            model_listing = "databricks" if urlsplit(self.base_url).path.endswith("/serving-endpoints") else "openai"
+        self._model_listing = model_listing
+        self._auth_cache: tuple[str, bytes] = ("", b"")  # last credential value and its header line
         self._total_timeout_s = total_timeout_s
         self._max_retries = max_retries
         self._backoff_base_s = backoff_base_s
@@ -149,8 +190,10 @@ class OpenAIChatUpstream:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> OpenAIChatUpstream:
-        if not settings.upstream_url:
+    def from_settings(cls, settings: Settings, *, base_url: str | None = None, **overrides: Any) -> OpenAIChatUpstream:
+        """The client ``settings`` describe; ``base_url`` (e.g. from Databricks auth) wins over theirs."""
+        url = base_url or settings.upstream_url
+        if not url:
             raise ValueError("settings.upstream_url is not set")
         key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
         kwargs: dict[str, Any] = {
@@ -158,9 +201,13 @@ class OpenAIChatUpstream:
             "read_timeout_s": settings.upstream_read_timeout_s,
             "total_timeout_s": settings.upstream_total_timeout_s,
             "max_retries": settings.upstream_max_retries,
+            "model_names": ModelNames(settings.model_map, provider=settings.provider),
+            "dialect": _forced_dialect(settings.upstream_dialect),
         }
+        if settings.upstream_dialect == "azure":
+            kwargs["auth_header"] = "api-key"
         kwargs.update(overrides)
-        return cls(settings.upstream_url, key, **kwargs)
+        return cls(url, key, **kwargs)
 
     async def aclose(self) -> None:
         if self._fast is not None:
@@ -179,28 +226,56 @@ class OpenAIChatUpstream:
             self._dialects[model] = found
         return found
 
-    async def list_models(self, api_key: str | None = None) -> list[str]:
-        """Model ids from ``GET {base}/models`` (for diagnostics, not the hot path)."""
-        headers = self._headers if api_key is None else self._make_headers(api_key)
+    def upstream_model(self, name: str) -> str:
+        """The upstream's name for what a client calls ``name`` (the configured map and defaults)."""
+        return self._names.upstream(name) if self._names is not None else name
+
+    async def list_models(self, api_key: str | None = None) -> list[ModelInfo]:
+        """What the upstream offers: ``GET {base}/models``, or on Databricks the serving endpoints
+        (``GET {host}/api/2.0/serving-endpoints``, chat endpoints only). Not the hot path."""
+        if self._model_listing == "databricks":
+            url = _url(self.base_url.removesuffix("/serving-endpoints"), "/api/2.0/serving-endpoints")
+        else:
+            url = _url(self.base_url, "/models")
+        auth = await self._auth_value(api_key)
+        headers = self._make_headers(auth) if auth else {"content-type": "application/json"}
         try:
-            response = await self._client.get(self.base_url + "/models", headers=headers)
+            response = await self._client.get(url, headers=headers)
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, str(self._url))[0] from exc
+            raise _transport_error(exc, url)[0] from exc
         if response.status_code >= 400:
-            raise error_from_response(response.status_code, response.content, response.headers)
-        return [m["id"] for m in orjson.loads(response.content).get("data", []) if "id" in m]
+            error = error_from_response(response.status_code, response.content, response.headers)
+            raise self._credential_refused(error) if api_key is None else error
+        data = _loads(response.content)
+        if self._model_listing == "databricks":
+            return [
+                ModelInfo(e["name"], _epoch_s(e.get("creation_timestamp"), millis=True))
+                for e in data.get("endpoints") or ()
+                if isinstance(e, dict) and e.get("name") and "chat" in str(e.get("task") or "chat")
+            ]
+        return [
+            ModelInfo(m["id"], _epoch_s(m.get("created")))
+            for m in data.get("data") or ()
+            if isinstance(m, dict) and m.get("id")
+        ]
 
     # ------------------------------------------------------------ one turn
 
     async def stream_turn(self, turn: ChatTurn) -> AsyncIterator[UpstreamEvent]:
-        body = orjson.dumps(build_payload(turn, self.dialect(turn.model)))
+        model = self.upstream_model(turn.model)
+        if model != turn.model:
+            turn = replace(turn, model=model)
+        dialect = self.dialect(model)
+        body = orjson.dumps(build_payload(turn, dialect))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._total_timeout_s
-        attempt = 0
+        attempt = adaptations = 0
+        reauthenticated = False
         while True:
             yielded = False
             try:
-                async with self._post(body, turn.api_key) as response:
+                auth = await self._auth_line(turn.api_key)
+                async with self._post(body, auth) as response:
                     if response.status_code >= 400:
                         raw = await _read_capped(response)
                         raise error_from_response(response.status_code, raw, response.headers)
@@ -220,7 +295,23 @@ class OpenAIChatUpstream:
             except httpx.HTTPError as exc:
                 error, retryable = _transport_error(exc, str(self._url))
                 error.__cause__ = exc
-            if yielded or not retryable or attempt >= self._max_retries:
+            if yielded:
+                raise error
+            if error.status == 400 and adaptations < _MAX_ADAPTATIONS:
+                adapted = _adapt(dialect, error, turn)
+                if adapted is not None:
+                    # Refused before any processing: resend at once, and remember for this model.
+                    dialect = self._dialects[model] = adapted
+                    body = orjson.dumps(build_payload(turn, dialect))
+                    adaptations += 1
+                    continue
+            if error.status in (401, 403) and turn.api_key is None:
+                if error.status == 401 and self._credentials is not None and not reauthenticated:
+                    self._credentials.invalidate()  # maybe revoked or expired early: one fresh token
+                    reauthenticated = True
+                    continue
+                raise self._credential_refused(error)
+            if not retryable or attempt >= self._max_retries:
                 raise error
             delay = self._retry_delay(attempt, error.retry_after)
             if delay is None or loop.time() + delay > deadline:
@@ -228,12 +319,54 @@ class OpenAIChatUpstream:
             attempt += 1
             await asyncio.sleep(delay)
 
-    def _post(self, body: bytes, api_key: str | None) -> AbstractAsyncContextManager[_Response]:
+    async def _auth_value(self, api_key: str | None) -> str | None:
+        """The credential for one request: the client's key, else the gateway's (fresh), else none."""
+        if api_key is not None:
+            return api_key
+        if self._credentials is not None:
+            return await self._credentials.authorization()
+        return self._api_key
+
+    async def _auth_line(self, api_key: str | None) -> bytes | str | None:
+        """What ``_post`` sends: ``None`` for the configured key, a client key, or a credential's header
+        line (kept while the credential does not change, so the fast path encodes it once)."""
+        if api_key is not None:
+            return api_key
+        if self._credentials is None:
+            return None
+        value = await self._credentials.authorization()
+        cached_value, line = self._auth_cache
+        if value != cached_value:
+            line = f"authorization: {_checked_key(value)}\r\n".encode("ascii")
+            self._auth_cache = (value, line)
+        return line
+
+    def _post(self, body: bytes, auth: bytes | str | None) -> AbstractAsyncContextManager[_Response]:
+        """POST ``body``; ``auth`` is ``None`` (configured key), a bare key, or a whole header line."""
         if self._fast is not None:
-            headers = self._header_bytes if api_key is None else self._make_header_bytes(api_key)
+            if auth is None:
+                headers = self._header_bytes
+            elif isinstance(auth, bytes):
+                headers = auth
+            else:
+                headers = self._make_header_bytes(auth)
             return self._fast.post(body, headers)
-        http_headers = self._headers if api_key is None else self._make_headers(api_key)
+        if auth is None:
+            http_headers = self._headers
+        elif isinstance(auth, bytes):
+            http_headers = {"content-type": "application/json", "authorization": self._auth_cache[0]}
+        else:
+            http_headers = self._make_headers(auth)
         return self._client.stream("POST", self._url, content=body, headers=http_headers)
+
+    def _credential_refused(self, error: UpstreamError) -> UpstreamError:
+        """A 401/403 to the gateway's own credential: not the client's fault, so a bad gateway (502)."""
+        if error.status not in (401, 403) or (self._credentials is None and self._api_key is None):
+            return error
+        return UpstreamError(
+            f"the upstream refused the gateway's credential (HTTP {error.status}): {error.message}",
+            code="upstream_credential_refused",
+        )
 
     def _retry_delay(self, attempt: int, retry_after: float | None) -> float | None:
         """Seconds to wait before retry number ``attempt + 1``; ``None`` means give up now."""
@@ -244,16 +377,64 @@ class OpenAIChatUpstream:
         ceiling = min(self._backoff_max_s, self._backoff_base_s * (2.0**attempt))
         return ceiling * (0.5 + random.random() / 2)  # jitter so that retrying clients spread out
 
-    @staticmethod
-    def _make_header_bytes(api_key: str | None) -> bytes:
-        return f"authorization: Bearer {_checked_key(api_key)}\r\n".encode("ascii") if api_key else b""
+    def _make_header_bytes(self, api_key: str | None) -> bytes:
+        if not api_key:
+            return b""
+        if self._auth_header == "api-key":
+            return f"api-key: {_checked_key(api_key)}\r\n".encode("ascii")
+        return f"authorization: {_bearer(api_key)}\r\n".encode("ascii")
 
-    @staticmethod
-    def _make_headers(api_key: str | None) -> dict[str, str]:
+    def _make_headers(self, api_key: str | None) -> dict[str, str]:
         headers = {"content-type": "application/json"}
         if api_key:
-            headers["authorization"] = f"Bearer {_checked_key(api_key)}"
+            if self._auth_header == "api-key":
+                headers["api-key"] = _checked_key(api_key)
+            else:
+                headers["authorization"] = _bearer(api_key)
         return headers
+
+
+def _bearer(key: str) -> str:
+    # Credentials hand over whole header values ("Bearer …"); keys get the scheme added.
+    return _checked_key(key) if key.startswith("Bearer ") else f"Bearer {_checked_key(key)}"
+
+
+def _forced_dialect(name: str) -> Dialect | Callable[[str], Dialect] | None:
+    """The ``upstream_dialect`` setting: ``auto`` guesses per model; Databricks keeps its gpt-oss rule."""
+    if name == "auto":
+        return None
+    if name == "databricks":
+        return lambda model: DATABRICKS_GPT_OSS if "gpt-oss" in model.lower() else DATABRICKS
+    return PRESETS[name]
+
+
+def _adapt(dialect: Dialect, error: UpstreamError, turn: ChatTurn) -> Dialect | None:
+    """The dialect that avoids what a 400 complains about, or ``None`` if it is about something else."""
+    message = error.message.lower()
+    if "multiple tool calls" in message and not dialect.one_tool_call_per_message:
+        return replace(dialect, one_tool_call_per_message=True)
+    # Optional extras we only ever send with valid values: a 400 naming one, however worded, means
+    # the endpoint does not take it, and leaving it out loses little.
+    if "stream_options" in message and turn.stream and dialect.stream_options_supported:
+        return replace(dialect, stream_options_supported=False)
+    if "parallel_tool_calls" in message and dialect.send_parallel_tool_calls and turn.parallel_calls is False:
+        return replace(dialect, send_parallel_tool_calls=False)
+    if "top_k" in message and dialect.supports_top_k and turn.sampling.top_k is not None:
+        return replace(dialect, supports_top_k=False)
+    # The token limit carries a client's value: switch fields only when the field itself is refused.
+    if not any(word in message for word in _UNSUPPORTED):
+        return None
+    if "max_completion_tokens" in message and dialect.max_tokens_field == "max_completion_tokens":
+        return replace(dialect, max_tokens_field="max_tokens")
+    if "max_tokens" in message and dialect.max_tokens_field == "max_tokens":
+        return replace(dialect, max_tokens_field="max_completion_tokens")
+    return None
+
+
+def _epoch_s(value: Any, *, millis: bool = False) -> int | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return int(value / 1000 if millis else value)
+    return None
 
 
 def _checked_key(api_key: str) -> str:

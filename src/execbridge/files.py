@@ -1,0 +1,292 @@
+"""The Files API's backend: file bytes under ``<data_dir>/files/``, metadata in the store.
+
+Job: create files from an upload stream (size-capped while it streams) or from bytes the sandbox
+produced, and get, list, read and delete them for their owner; remember which uploads were put into
+which container. HTTP lives in ``api/files.py``; this module is what it and the engine call.
+
+Must not: know any wire format or HTTP; read anything but its own directory. Sandbox outputs arrive
+as bytes the executor already read inside the sandbox; the gateway never opens a workspace path.
+
+Invariants:
+- Every call is scoped by owner: another owner's file is ``NotFound``, like an id that never existed.
+- Bytes are written to a temporary file in the same directory and renamed into place before the
+  metadata row exists, so a listed file always has its bytes; a delete removes the row, then the
+  bytes. Temporaries left by a crash are swept by ``prepare``.
+- The on-disk name is the file id (``file_`` + base62, made here), never a client-supplied name.
+- Uploads are ``downloadable=False``; sandbox outputs ``downloadable=True`` (wire-format §2.10).
+- Blocking disk work runs in a thread; disk failures become ``StorageError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import mimetypes
+import os
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from execbridge import ids
+from execbridge.errors import InvalidRequest, NotFound, RequestTooLarge, StorageError
+from execbridge.store.base import FileRecord, FileStore
+from execbridge.types import OutputFile
+
+__all__ = ["DEFAULT_MIME_TYPE", "FilePage", "FileService", "UploadSink", "mime_type_for", "upload_filename"]
+
+DEFAULT_MIME_TYPE = "application/octet-stream"
+MAX_LIST_LIMIT = 1000
+_FLUSH_BYTES = 1 << 20  # upload bytes are buffered up to this much between thread hops
+_TEMP_PREFIX = ".tmp-"
+_FILE_ID = re.compile(r"file_[0-9A-Za-z]+")
+_MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+
+
+def mime_type_for(filename: str, content_type: str | None) -> str:
+    """The declared type when it says something; else a guess from the name; else octet-stream.
+
+    Clients that do not know a type send ``application/octet-stream`` (httpx does), so that is no
+    better than no type at all. Parameters (``; charset=…``) are dropped: the file object has none.
+    """
+    declared = (content_type or "").split(";", 1)[0].strip().lower()
+    if declared and declared != DEFAULT_MIME_TYPE and _MIME.fullmatch(declared):
+        return declared
+    guessed, _ = mimetypes.guess_type(filename, strict=False)
+    return guessed or DEFAULT_MIME_TYPE
+
+
+def upload_filename(raw: str | None, mime_type: str) -> str:
+    """What the file object keeps as ``filename``: the final path component of the client's name.
+
+    The SDK documents exactly this: an absent or empty name becomes ``unnamed`` plus the extension of
+    the stored type, when one is known.
+    """
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1].replace("\x00", "")
+    if name.strip() and name not in (".", ".."):
+        return name
+    return "unnamed" + (mimetypes.guess_extension(mime_type, strict=False) or "")
+
+
+@dataclass(frozen=True, slots=True)
+class FilePage:
+    records: tuple[FileRecord, ...]
+    has_more: bool
+
+
+class UploadSink:
+    """One upload on its way to disk. ``write`` streams (refusing bytes past the limit); ``commit``
+    makes it a file. Obtained from ``FileService.upload``, which removes it unless committed."""
+
+    def __init__(self, service: FileService, owner: str, temp: Path, handle: BinaryIO, limit: int) -> None:
+        self._service = service
+        self._owner = owner
+        self._temp = temp
+        self._handle = handle
+        self._limit = limit
+        self._buffer = bytearray()
+        self.size = 0
+        self.committed: FileRecord | None = None
+
+    async def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self._limit:
+            raise RequestTooLarge(f"file is larger than the limit of {self._limit} bytes")
+        self._buffer += chunk
+        if len(self._buffer) >= _FLUSH_BYTES:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        data, self._buffer = bytes(self._buffer), bytearray()
+        try:
+            await asyncio.to_thread(self._handle.write, data)
+        except OSError as exc:
+            raise StorageError(f"could not store the file: {exc.strerror}") from None
+
+    async def commit(self, filename: str | None, content_type: str | None) -> FileRecord:
+        await self._flush()
+        try:
+            await asyncio.to_thread(self._handle.close)
+        except OSError as exc:
+            raise StorageError(f"could not store the file: {exc.strerror}") from None
+        mime_type = mime_type_for(filename or "", content_type)
+        self.committed = await self._service._commit(
+            self._temp, self._owner, upload_filename(filename, mime_type), mime_type, self.size, downloadable=False
+        )
+        return self.committed
+
+
+class FileService:
+    """Files of every owner, kept in ``root`` (bytes) and ``store`` (metadata)."""
+
+    def __init__(self, store: FileStore, root: Path, *, max_bytes: int) -> None:
+        self._store = store
+        self.root = root
+        self.max_bytes = max_bytes
+
+    def prepare(self) -> None:
+        """Create the directory (0700) and drop temporaries a crash left behind. Call once at start."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        for leftover in self.root.glob(f"{_TEMP_PREFIX}*"):
+            leftover.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ creating
+
+    @asynccontextmanager
+    async def upload(self, owner: str) -> AsyncIterator[UploadSink]:
+        """A sink for one streamed upload; its bytes are removed unless ``commit`` was called."""
+        temp = self.root / f"{_TEMP_PREFIX}{ids.random_token()}"
+        try:
+            handle = await asyncio.to_thread(_open_new, temp)
+        except OSError as exc:
+            raise StorageError(f"could not store the file: {exc.strerror}") from None
+        sink = UploadSink(self, owner, temp, handle, self.max_bytes)
+        try:
+            yield sink
+        finally:
+            if sink.committed is None:
+                with contextlib.suppress(OSError):
+                    handle.close()
+                temp.unlink(missing_ok=True)
+
+    async def create(
+        self, owner: str, filename: str, data: bytes, *, content_type: str | None = None, downloadable: bool
+    ) -> FileRecord:
+        """A file from bytes in hand (sandbox outputs, tests)."""
+        temp = self.root / f"{_TEMP_PREFIX}{ids.random_token()}"
+        try:
+            await asyncio.to_thread(_write_new, temp, data)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise StorageError(f"could not store the file: {exc.strerror}") from None
+        mime_type = mime_type_for(filename, content_type)
+        return await self._commit(temp, owner, filename, mime_type, len(data), downloadable=downloadable)
+
+    async def publish(self, owner: str, outputs: Sequence[tuple[str, bytes]]) -> tuple[OutputFile, ...]:
+        """Register files a command left in ``$OUTPUT_DIR`` (name, bytes) as downloadable files."""
+        published = []
+        for name, data in outputs:
+            record = await self.create(owner, name, data, downloadable=True)
+            published.append(OutputFile(record.id, record.filename, record.size_bytes))
+        return tuple(published)
+
+    async def _commit(
+        self, temp: Path, owner: str, filename: str, mime_type: str, size: int, *, downloadable: bool
+    ) -> FileRecord:
+        record = FileRecord(
+            id=ids.file_id(),
+            owner=owner,
+            filename=filename,
+            mime_type=mime_type,
+            size_bytes=size,
+            created_at=datetime.now(UTC),
+            downloadable=downloadable,
+        )
+        final = self.path_of(record)
+        try:
+            await asyncio.to_thread(os.replace, temp, final)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise StorageError(f"could not store the file: {exc.strerror}") from None
+        try:
+            await self._store.insert(record)
+        except BaseException:
+            final.unlink(missing_ok=True)
+            raise
+        return record
+
+    # ------------------------------------------------------------ reading
+
+    def path_of(self, record: FileRecord) -> Path:
+        # Ids are made by ``ids.file_id``; the check keeps a corrupted row from naming another path.
+        if not _FILE_ID.fullmatch(record.id):
+            raise StorageError("malformed file id in the store")
+        return self.root / record.id
+
+    async def get(self, owner: str, file_id: str) -> FileRecord:
+        record = await self._store.get(file_id, owner)
+        if record is None:
+            raise NotFound(f"file '{file_id}' not found")
+        return record
+
+    async def find(self, owner: str, file_ids: Sequence[str]) -> dict[str, FileRecord]:
+        """The owner's files among ``file_ids``; unknown ids are simply absent."""
+        unique = list(dict.fromkeys(file_ids))
+        found: dict[str, FileRecord] = {}
+        for start in range(0, len(unique), 500):  # stay far below SQLite's parameter limit
+            for record in await self._store.get_many(unique[start : start + 500], owner):
+                found[record.id] = record
+        return found
+
+    async def read(self, record: FileRecord) -> bytes:
+        """All bytes of a file (for putting it into a container, which takes them in one frame)."""
+        try:
+            return await asyncio.to_thread(self.path_of(record).read_bytes)
+        except FileNotFoundError:
+            raise NotFound(f"file '{record.id}' not found") from None
+        except OSError as exc:
+            raise StorageError(f"could not read file '{record.id}': {exc.strerror}") from None
+
+    async def list(
+        self,
+        owner: str,
+        *,
+        limit: int = 20,
+        after_id: str | None = None,
+        before_id: str | None = None,
+        after: tuple[datetime, str] | None = None,
+    ) -> FilePage:
+        """A page of the owner's files, newest first.
+
+        ``after_id``/``before_id`` are the old beta cursors (ids on the previous page); ``after`` is a
+        position (from a GA ``page`` token), which stays valid even if that file was deleted since.
+        """
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidRequest(f"limit: must be between 1 and {MAX_LIST_LIMIT}")
+        if after_id is not None:
+            after = (await self._cursor_of(owner, after_id, "after_id")).cursor
+        before = (await self._cursor_of(owner, before_id, "before_id")).cursor if before_id is not None else None
+        # One more than asked says whether there is a next page without a second query.
+        rows = await self._store.list(owner, limit=limit + 1, after=after, before=before)
+        if before is not None:
+            return FilePage(tuple(rows[-limit:]), len(rows) > limit)
+        return FilePage(tuple(rows[:limit]), len(rows) > limit)
+
+    async def _cursor_of(self, owner: str, file_id: str, name: str) -> FileRecord:
+        record = await self._store.get(file_id, owner)
+        if record is None:
+            raise InvalidRequest(f"{name}: no file '{file_id}'")
+        return record
+
+    # ------------------------------------------------------------ deleting
+
+    async def delete(self, owner: str, file_id: str) -> None:
+        record = await self.get(owner, file_id)
+        if not await self._store.delete(file_id, owner):
+            raise NotFound(f"file '{file_id}' not found")  # deleted concurrently
+        try:
+            await asyncio.to_thread(self.path_of(record).unlink, missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"could not delete the bytes of '{file_id}': {exc.strerror}") from None
+
+    # ------------------------------------------------------------ uploads in containers
+
+    async def placements(self, container_id: str) -> dict[str, str]:
+        return await self._store.placements(container_id)
+
+    async def add_placement(self, container_id: str, file_id: str, path: str) -> None:
+        await self._store.add_placement(container_id, file_id, path)
+
+
+def _open_new(path: Path) -> BinaryIO:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    with _open_new(path) as handle:
+        handle.write(data)

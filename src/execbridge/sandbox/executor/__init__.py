@@ -1,0 +1,50 @@
+"""The warm executor: runs inside each sandbox and forks one child per command.
+
+Started by the launcher as ``python3 -I -S -c '<import executor from /opt/execbridge/executor.zip,
+run server.main>' [options]`` (see ``client.executor_argv``; the zip of this package's bytecode and
+sources is ``client.executor_bytecode()``), with the protocol on stdin (requests) and stdout
+(responses); stderr is its log. It also runs directly from this source directory, without any
+sandbox, as the tests do.
+
+Job: answer framed requests from the gateway one at a time: run bash or Python (fork per command,
+output captured, time limit enforced, ``$OUTPUT_DIR`` collected), and the text-editor commands.
+
+    server.py   entry point and main loop: argv, protocol fds, ready, dispatch, answers
+    framing.py  the frame format (the executor's copy of ``sandbox/protocol.py``)
+    runner.py   one bash/Python command: spawn or fork, output capture, time limit, cancel
+    pymain.py   in the forked child: run the code as ``python -c`` would, then exit
+    reaper.py   subreaper, and killing everything a command left behind
+    outputs.py  each command's fresh ``$OUTPUT_DIR``, read and removed afterwards
+    editor.py   view / create / str_replace / put_file
+    common.py   log, exceptions, request fields, bounded reads
+
+Must not (every module):
+- import execbridge or anything outside the standard library (it runs under the sandbox's Python);
+  modules of this package import each other only relatively (it is ``executor`` inside the
+  sandbox and ``execbridge.sandbox.executor`` in the gateway's tests);
+- import anything heavy at start-up: it is on the "new container to first result" path. ``json``
+  (it pulls in ``re`` and ``enum``), ``ctypes``, ``signal``, ``typing`` and ``site`` each cost 3-8 ms
+  here, so the executor uses ``_json``, ``_ctypes`` and ``_signal`` directly, imports ``typing``
+  only for type checkers, and runs ``site.main()`` only when idle or before the first Python command.
+  Every module of the package is imported at start-up (none lazily: the bootstrap takes the zip off
+  ``sys.path`` once ``server`` is imported);
+- write anything but frames to the protocol fd, or log user code or program output;
+- die because of user code: every command runs in a forked child that always ends in ``os._exit``.
+
+Invariants:
+- exactly one response per request, in order; ``cancel`` frames never get a response of their own;
+- when a bash/python command's main process exits (or its time runs out, or it is cancelled), every
+  other process it started is killed before the answer is sent, so nothing runs between commands
+  (``reaper.py``);
+- user code sees neither the executor's modules nor its ``sys.path`` entry nor its ``-I -S`` flags.
+
+This module only re-exports, for the gateway-side tests, the pure pieces they check: the framing
+(which must interoperate with ``protocol.py``) and two editor helpers.
+"""
+
+from __future__ import annotations
+
+from .editor import _replacement_diff, _trim_partial_utf8
+from .framing import PROTOCOL_VERSION, decode_frame, encode_frame
+
+__all__ = ["PROTOCOL_VERSION", "_replacement_diff", "_trim_partial_utf8", "decode_frame", "encode_frame"]

@@ -1,0 +1,75 @@
+"""The tool layer's handling of captured files: what is published, what is an error, what the model reads."""
+
+from __future__ import annotations
+
+from execbridge.config import SandboxSettings
+from execbridge.sandbox.base import CapturedFile, ExecutionResult
+from execbridge.sandbox.fake import FakeContainerService
+from execbridge.tools.code_execution import BASH, PYTHON, command_outcome, render_for_model, run_call
+from execbridge.types import CommandOutcome, OutputFile, ServerToolResult, ToolFailure
+
+TOO_LARGE = ExecutionResult(
+    "out\n",
+    "",
+    0,
+    1.0,
+    error_code="output_file_too_large",
+    files=(CapturedFile("ok.txt", b"ok"),),
+    files_too_large=("big.bin",),
+)
+
+
+def test_bash_file_over_the_limit_is_the_reference_error():
+    outcome = command_outcome(TOO_LARGE, tool_name=BASH, file_limit=1000)
+    assert outcome == ToolFailure(
+        "output_file_too_large", "big.bin in $OUTPUT_DIR over the 1000-byte limit; no file of this command was returned"
+    )
+
+
+def test_python_has_no_such_error_code_so_the_rest_is_returned_with_a_note():
+    files = (OutputFile("file_1", "ok.txt", 2),)
+    outcome = command_outcome(TOO_LARGE, files, tool_name=PYTHON, file_limit=1000)
+    assert isinstance(outcome, CommandOutcome) and outcome.files == files and outcome.stdout == "out\n"
+    assert outcome.stderr == "[execbridge] not returned from $OUTPUT_DIR, over the 1000-byte limit: big.bin\n"
+
+
+def test_files_past_the_count_are_a_note_not_an_error():
+    result = ExecutionResult("", "warning", 0, 1.0, files_omitted=3)
+    outcome = command_outcome(result)
+    assert isinstance(outcome, CommandOutcome)
+    assert outcome.stderr.startswith("warning\n[execbridge] 3 more file(s) in $OUTPUT_DIR not returned")
+
+
+def test_many_too_large_names_are_cut_short():
+    result = ExecutionResult("", "", 0, 1.0, files_too_large=tuple(f"f{i}" for i in range(25)))
+    outcome = command_outcome(result, tool_name=BASH)
+    assert isinstance(outcome, ToolFailure) and "f9 and 15 more" in outcome.message
+
+
+async def test_run_call_publishes_only_what_it_keeps():
+    published: list[list[tuple[str, bytes]]] = []
+
+    async def publish(outputs):
+        published.append(list(outputs))
+        return tuple(OutputFile(f"file_{name}", name, len(data)) for name, data in outputs)
+
+    def respond(kind: str, source: str) -> ExecutionResult:
+        if source == "big":
+            return TOO_LARGE
+        return ExecutionResult("", "", 0, 1.0, files=(CapturedFile("a.txt", b"abc"),))
+
+    sandbox = FakeContainerService(respond)
+    info = await sandbox.create("k")
+    session = sandbox.sessions[info.id]
+    limits = SandboxSettings()
+    ok = await run_call(session, BASH, {"command": "fine"}, limits, publish)
+    assert ok == CommandOutcome("", "", 0, (OutputFile("file_a.txt", "a.txt", 3),))
+    assert isinstance(await run_call(session, BASH, {"command": "big"}, limits, publish), ToolFailure)
+    unpublished = await run_call(session, BASH, {"command": "fine"}, limits)  # no Files API: dropped
+    assert unpublished == CommandOutcome("", "", 0)
+    assert published == [[("a.txt", b"abc")]]
+
+
+def test_model_sees_file_ids_when_names_are_unknown():
+    result = ServerToolResult("s", BASH, CommandOutcome("", "", 0, (OutputFile("file_x", "", 0),)))
+    assert render_for_model(result).endswith("files returned to the user from $OUTPUT_DIR: file_x")
