@@ -236,11 +236,12 @@ async def test_silent_server_read_timeout_is_clear(upstream_for, http):
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-        upstream = upstream_for(url, http=http, read_timeout_s=0.2, max_retries=2)
+        upstream = upstream_for(url, http=http, read_timeout_s=0.5, max_retries=2)
         start = time.monotonic()
         with pytest.raises(UpstreamTimeout, match="did not answer in time"):
             await run(upstream)
-        assert time.monotonic() - start < 1.0  # a request that may be half-processed is not retried
+        # One attempt only: the request may be half-processed, so it is not sent again.
+        assert 0.5 <= time.monotonic() - start < 0.95
 
 
 async def test_stream_options_refused_in_other_words(upstream_for):
