@@ -27,10 +27,12 @@ Invariants:
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import codecs
 import contextlib
+import graphlib
 import importlib.util
 import marshal
 import time
@@ -88,19 +90,27 @@ def executor_bytecode() -> bytes:
     """The executor as one ``.pyc`` image, for ``python3 -I -S /opt/execbridge/executor.py``.
 
     The image is ``executor/__main__.py`` compiled, with every other module of the package compiled
-    into its ``_MODULES`` constant (served by its own meta-path finder): one file to bind into the
+    into its ``_MODULES`` constant, each after the siblings it imports: one file to bind into the
     sandbox, nothing to compile at start-up. Sources would be compiled at every start (~8 ms here, as
     much as the interpreter's own start-up), and nothing can cache them in a read-only sandbox.
 
     The image only runs on a Python with this interpreter's bytecode version (same major.minor); any
     other refuses it at start ("Bad magic number").
     """
+    paths = {
+        "executor" if path.stem == "__init__" else f"executor.{path.stem}": path
+        for path in EXECUTOR_PACKAGE.glob("*.py")
+        if path != EXECUTOR_SCRIPT
+    }
+    sources = {name: path.read_bytes() for name, path in paths.items()}
+    needs: dict[str, set[str]] = {}  # the siblings each module imports as it runs: top-level ``from .x import``
+    for name, source in sources.items():
+        imports = [node for node in ast.parse(source).body if isinstance(node, ast.ImportFrom) and node.level == 1]
+        needs[name] = {f"executor.{node.module or alias.name}" for node in imports for alias in node.names}
     modules = []
-    for source in sorted(EXECUTOR_PACKAGE.glob("*.py")):
-        if source != EXECUTOR_SCRIPT:
-            name = "executor" if source.stem == "__init__" else f"executor.{source.stem}"
-            code = compile(source.read_bytes(), f"executor/{source.name}", "exec", dont_inherit=True, optimize=0)
-            modules.append((name, code, source.stem == "__init__"))
+    for name in graphlib.TopologicalSorter(needs).static_order():  # CycleError on an import cycle
+        code = compile(sources[name], f"executor/{paths[name].name}", "exec", dont_inherit=True, optimize=0)
+        modules.append((name, code, name == "executor"))
     script = compile(EXECUTOR_SCRIPT.read_bytes(), "executor/__main__.py", "exec", dont_inherit=True, optimize=0)
     slot = [i for i, c in enumerate(script.co_consts) if type(c) is str and c == _MODULES_SLOT]
     if len(slot) != 1:

@@ -13,8 +13,6 @@ Invariants: exactly one response per request, in order; ``cancel`` frames never 
 their own; the first frame is ``ready`` with id 0.
 """
 
-from __future__ import annotations
-
 import os
 import select
 import sys
@@ -26,7 +24,9 @@ from .outputs import OutputDirs
 from .reaper import Reaper
 from .runner import Runner
 
-TYPE_CHECKING = False  # typing costs ~8 ms to import here
+# Names for type checkers only: ``typing`` costs ~8 ms to import here and ``from __future__ import
+# annotations`` ~0.1 ms, so the annotations that use them are quoted.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
@@ -59,7 +59,7 @@ class Executor:
             "put_file": editor.put_file,
         }
 
-    def hello(self) -> dict[str, Any]:
+    def hello(self) -> "dict[str, Any]":
         return {
             "id": 0,
             "status": "ok",
@@ -88,7 +88,7 @@ class Executor:
                 write_frame(self.proto_out, response)
                 served = True
 
-    def handle(self, request: dict[str, Any]) -> dict[str, Any] | None:
+    def handle(self, request: "dict[str, Any]") -> "dict[str, Any] | None":
         op = request.get("op")
         rid = request.get("id")
         if op == "cancel":
@@ -109,7 +109,7 @@ class Executor:
             log(f"internal error in {op!r}:\n{traceback.format_exc()}")
             return {"id": rid, "status": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
 
-    def op_ping(self, request: dict[str, Any]) -> dict[str, Any]:
+    def op_ping(self, request: "dict[str, Any]") -> "dict[str, Any]":
         return {"op": "pong", "warm": self.runner.warm}
 
 
@@ -130,7 +130,7 @@ _USAGE = """usage: executor [--workspace DIR] [--output-root DIR] [--kill-all] [
 """
 
 
-def _parse_args(argv: list[str]) -> dict[str, Any]:
+def _parse_args(argv: list[str]) -> "dict[str, Any]":
     options: dict[str, Any] = {"workspace": "/workspace", "output_root": "/tmp/outputs", "kill_all": False,
                                "extra_env": {}}  # fmt: skip
     args = iter(argv)
