@@ -97,7 +97,7 @@ async def test_idle_eviction_keeps_files_and_revives(workdir: Path, doctor_repor
         info = await m.create("o")
         async with m.lease(info.id, "o") as s:
             await s.run_bash("echo kept > f; sleep 1000 &")
-        for _ in range(100):
+        for _ in range(400):  # the janitor's pace depends on how busy the machine is
             await asyncio.sleep(0.05)
             if not (await m.get(info.id, "o")).active:
                 break

@@ -63,8 +63,8 @@ async def test_oauth_m2m_tokens_are_refreshed_before_they_expire():
             assert await text_of(upstream) == "0"
             await asyncio.sleep(1.1)  # past half the lifetime: still valid, refreshed in the background
             assert await text_of(upstream) == "1"
-            for _ in range(100):
-                if len(ws.oauth.issued) == 2:
+            for _ in range(500):  # the refresh runs in the background; a busy machine may be slow
+                if len(ws.oauth.issued) >= 2:
                     break
                 await asyncio.sleep(0.01)
             assert await text_of(upstream) == "2"
@@ -73,7 +73,9 @@ async def test_oauth_m2m_tokens_are_refreshed_before_they_expire():
         finally:
             await upstream.aclose()
         used = [r.headers["authorization"] for r in ws.requests if r.path.endswith("/chat/completions")]
-        assert used == ["Bearer fake-oauth-1", "Bearer fake-oauth-1", "Bearer fake-oauth-2", "Bearer fake-oauth-3"]
+        assert used[:2] == ["Bearer fake-oauth-1", "Bearer fake-oauth-1"]
+        assert used[2] != used[1]  # the background refresh replaced the token before it expired
+        assert used[3] not in used[:3]  # after every token expired, a fresh one was fetched
         assert ws.rejections == []  # the fake upstream refuses expired tokens: none was ever sent
 
 

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,7 @@ CG_PIDS = "cgroup pids"
 CG_CPU = "cgroup cpu"
 DISK = "workspace disk cap"
 RUNTIME = "runtime interpreter"
+RUNTIME_VERSION = "runtime python version"
 
 
 async def diagnose(settings: Settings) -> DoctorReport:
@@ -151,6 +153,18 @@ async def diagnose(settings: Settings) -> DoctorReport:
             else seccomp_error or f"filter not active (Seccomp: {facts.get('seccomp')})"
         )
         checks.append(Check(SECCOMP, sec_ok, sec_detail, "the kernel's whole syscall surface is exposed"))
+        # The executor ships as bytecode compiled by the gateway's interpreter (fast start-up), so
+        # the sandbox's interpreter must be the same major.minor version.
+        runtime_version = str(facts.get("python", "?"))
+        gateway_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        checks.append(
+            Check(
+                RUNTIME_VERSION,
+                runtime_version.split(".")[:2] == gateway_version.split("."),
+                f"sandbox {runtime_version}, gateway {sys.version.split()[0]}",
+                f"the executor's bytecode is for Python {gateway_version}; run the gateway on that version",
+            )
+        )
         capeff = facts.get("capeff", "")
         checks.append(
             Check(CAPS, capeff and int(capeff, 16) == 0, f"CapEff {capeff}", "sandboxed code holds capabilities")

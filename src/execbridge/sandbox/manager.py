@@ -59,7 +59,8 @@ from execbridge.store.base import ContainerRecord, Store
 log = logging.getLogger(__name__)
 
 _PERSIST_EVERY_S = 1.0  # last_used_at is written at most this often per container (it is a retention clock)
-_REQUIRED = (doctor.BWRAP, doctor.USERNS, doctor.RUNTIME)  # without these no sandbox can start at all
+# Without these no sandbox can start at all.
+_REQUIRED = (doctor.BWRAP, doctor.USERNS, doctor.RUNTIME, doctor.RUNTIME_VERSION)
 
 
 @dataclass(eq=False)
