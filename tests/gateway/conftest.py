@@ -45,27 +45,14 @@ def fake_upstream() -> Iterator[FakeUpstream]:
 
 
 @contextmanager
-def serve(fake_upstream: FakeUpstream, data_dir: Path, **extra_env: str) -> Iterator[Gateway]:
-    """``execbridge serve`` on ``data_dir`` until the block ends (a second one may reopen the same dir)."""
+def serve_process(env: dict[str, str], data_dir: Path, *args: str) -> Iterator[str]:
+    """``execbridge serve --host 127.0.0.1 --port <free> *args`` until the block ends; yields its URL.
+
+    The process's output goes to ``data_dir/serve.log`` (appended, so a restart keeps the history).
+    """
     log = data_dir / "serve.log"
     port = _free_port()
-    env = {
-        **os.environ,
-        "EXECBRIDGE_DATA_DIR": str(data_dir),
-        "EXECBRIDGE_MAX_ITERATIONS": "3",
-        "EXECBRIDGE_MAX_FILE_BYTES": str(MAX_FILE_BYTES),
-        "EXECBRIDGE_SANDBOX__MEMORY_MB": "512",
-        "EXECBRIDGE_SANDBOX__DISK_MB": "64",
-        "EXECBRIDGE_SANDBOX__PIDS": "128",
-        "EXECBRIDGE_SANDBOX__COMMAND_TIMEOUT_S": "20",
-        "EXECBRIDGE_SANDBOX__SPARE_CONTAINERS": "1",
-        "EXECBRIDGE_SANDBOX__OUTPUT_FILE_LIMIT_BYTES": str(OUTPUT_FILE_LIMIT_BYTES),
-        **extra_env,
-    }
-    command = [
-        sys.executable, "-m", "execbridge", "serve",
-        "--host", "127.0.0.1", "--port", str(port), "--upstream", fake_upstream.databricks_url,
-    ]  # fmt: skip
+    command = [sys.executable, "-m", "execbridge", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     with log.open("ab") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -80,13 +67,33 @@ def serve(fake_upstream: FakeUpstream, data_dir: Path, **extra_env: str) -> Iter
                 raise RuntimeError(f"execbridge serve did not start:\n{log.read_text()}") from None
             time.sleep(0.05)
     try:
-        yield Gateway(url, fake_upstream, data_dir, log)
+        yield url
     finally:
         process.terminate()
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@contextmanager
+def serve(fake_upstream: FakeUpstream, data_dir: Path, **extra_env: str) -> Iterator[Gateway]:
+    """``execbridge serve`` on ``data_dir`` until the block ends (a second one may reopen the same dir)."""
+    env = {
+        **os.environ,
+        "EXECBRIDGE_DATA_DIR": str(data_dir),
+        "EXECBRIDGE_MAX_ITERATIONS": "3",
+        "EXECBRIDGE_MAX_FILE_BYTES": str(MAX_FILE_BYTES),
+        "EXECBRIDGE_SANDBOX__MEMORY_MB": "512",
+        "EXECBRIDGE_SANDBOX__DISK_MB": "64",
+        "EXECBRIDGE_SANDBOX__PIDS": "128",
+        "EXECBRIDGE_SANDBOX__COMMAND_TIMEOUT_S": "20",
+        "EXECBRIDGE_SANDBOX__SPARE_CONTAINERS": "1",
+        "EXECBRIDGE_SANDBOX__OUTPUT_FILE_LIMIT_BYTES": str(OUTPUT_FILE_LIMIT_BYTES),
+        **extra_env,
+    }
+    with serve_process(env, data_dir, "--upstream", fake_upstream.databricks_url) as url:
+        yield Gateway(url, fake_upstream, data_dir, data_dir / "serve.log")
 
 
 @pytest.fixture(scope="session")

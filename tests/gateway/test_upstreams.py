@@ -23,6 +23,8 @@ from execbridge.cli import main
 from execbridge.upstream.fake import Turn
 from execbridge.upstream.fake_databricks import FakeDatabricks
 
+from .conftest import serve_process
+
 # The SDK warns that the 4.5 names are deprecated; they are what Databricks serves.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -44,12 +46,6 @@ class Running:
     env: dict[str, str]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _env(data_dir: Path, **extra: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("DATABRICKS_")}
     return {
@@ -69,30 +65,8 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 @contextmanager
 def serve(data_dir: Path, env: dict[str, str], *args: str) -> Iterator[Running]:
-    port = _free_port()
-    log = data_dir / "serve.log"
-    command = [sys.executable, "-m", "execbridge", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
-    with log.open("ab") as sink:
-        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{url}/health-probe", timeout=1)
-            break
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"execbridge serve did not start:\n{log.read_text()}") from None
-            time.sleep(0.05)
-    try:
-        yield Running(url, data_dir, log, env)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with serve_process(env, data_dir, *args) as url:
+        yield Running(url, data_dir, data_dir / "serve.log", env)
 
 
 @pytest.fixture(scope="module")
