@@ -27,7 +27,7 @@ executor's first frame is ``{"id": 0, "op": "ready", "protocol", "pid", "python"
 
 Must not: trust the executor. User code shares the sandbox with it, so every frame is bounded
 (``max_header``/``max_body``) and checked before use; nothing here can be made to allocate more than
-the caller allowed. The executor (``executor.py``) keeps its own copy of this framing because it
+the caller allowed. The executor (``executor/framing.py``) keeps its own copy of this framing because it
 cannot import the package; ``tests/sandbox/test_executor.py`` checks that the two interoperate.
 """
 
