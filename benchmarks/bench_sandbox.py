@@ -34,6 +34,9 @@ from execbridge.store.sqlite import SqliteStore
 GIB24 = 24 << 30
 
 
+CONCURRENT = 64  # DESIGN.md §3: 64 concurrent executing requests with no errors
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -154,6 +157,20 @@ async def run(n: int, idle: int, data_root: Path) -> None:
             assert live is not None and live.alive
             per_container.append(sum(pss_kib(pid) for pid in live.pids()) / 1024)
         gateway_mib = (rss_kib() - rss_before) / 1024 / idle
+
+        # ---- many containers executing at once (target: 64 with no errors)
+        while len(ids) < CONCURRENT:
+            ids.append((await m.create("idle")).id)
+
+        async def busy(cid: str) -> bool:
+            async with m.lease(cid, "idle") as s6:
+                r = await s6.run_python("print(sum(i * i for i in range(200_000)))")
+            return r.error_code is None and r.return_code == 0 and r.stdout.strip() == "2666646666700000"
+
+        t0 = time.perf_counter()
+        outcomes = await asyncio.gather(*(busy(cid) for cid in ids[:CONCURRENT]), return_exceptions=True)
+        concurrent_s = time.perf_counter() - t0
+        concurrent_errors = sum(o is not True for o in outcomes)
     await store.close()
 
     # ---- print
@@ -169,6 +186,10 @@ async def run(n: int, idle: int, data_root: Path) -> None:
         f"max {max(per_container):.2f} MiB → {int(GIB24 / (avg * (1 << 20)))} containers in 24 GiB (target ≥ 1000)"
     )
     print(f"gateway-side memory per live container (RSS growth of this process): {gateway_mib:.2f} MiB")
+    print(
+        f"{CONCURRENT} containers executing at once: {concurrent_errors} errors, all done in "
+        f"{concurrent_s * 1000:.0f} ms (target: no errors)"
+    )
 
 
 def main() -> None:
