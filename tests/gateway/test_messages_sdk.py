@@ -331,3 +331,21 @@ def test_streaming_error_after_output_is_an_error_event(gateway: Gateway, fake):
     ):
         s.get_final_message()
     assert "boom" in str(error.value)
+
+
+def test_streamed_invalid_arguments_never_break_the_sdk(gateway: Gateway, fake):
+    fake.reset(
+        [
+            Turn.tool_call("bash_code_execution", '{"command": "echo hi", oops}').but(chunk_chars=4),
+            Turn.text("let me fix that"),
+        ]
+    )
+    with client(gateway).messages.stream(
+        model="m", max_tokens=100, tools=CODE_EXECUTION, messages=[{"role": "user", "content": "go"}]
+    ) as stream:
+        final = stream.get_final_message()  # the SDK parses every input_json_delta; none may be invalid
+    call, result, text = final.content
+    assert isinstance(call, ServerToolUseBlock)
+    assert result.content.type == "bash_code_execution_tool_result_error"
+    assert result.content.error_code == "invalid_tool_input"
+    assert text.text == "let me fix that"

@@ -27,6 +27,7 @@ from execbridge.engine.events import (
     TextDelta,
     ThinkingDelta,
 )
+from execbridge.engine.json_prefix import JsonPrefix
 from execbridge.types import StopReason, Text, Thinking, ToolCall, Usage
 from execbridge.upstream import base as up
 
@@ -39,6 +40,8 @@ class _OpenCall:
     fragments: list[str] = field(default_factory=list)
     # Databricks may send a literal "{}" before the real arguments; hold it until we know.
     held_placeholder: bool = False
+    # What has been forwarded must stay a valid JSON prefix (the SDK parses it after every delta).
+    forwarded: JsonPrefix = field(default_factory=JsonPrefix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +139,9 @@ class TurnAssembler:
             call.fragments.append(piece)
             return
         call.fragments.append(piece)
-        yield from self._live_only(InputJsonDelta(piece))
+        if call.forwarded.valid and call.forwarded.feed(piece):
+            yield from self._live_only(InputJsonDelta(piece))
+        # Past the first invalid piece nothing more is forwarded; the call becomes invalid_tool_input.
 
     def _live_only(self, event: EngineEvent) -> Iterator[EngineEvent]:
         if self._live:
