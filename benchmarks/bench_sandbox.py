@@ -202,7 +202,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="execbridge-bench-", dir="/tmp"))
     os.chmod(root, 0o711)
     try:
-        asyncio.run(asyncio.wait_for(run(args.n, args.idle, root), timeout=110))
+        # Bounded: about 110 s for the default sizes, plus the time to create each idle container.
+        asyncio.run(asyncio.wait_for(run(args.n, args.idle, root), timeout=110 + 0.3 * max(0, args.idle - 50)))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
