@@ -18,7 +18,7 @@ from execbridge.engine.events import (
     TextDelta,
 )
 from execbridge.engine.loop import Caller, Engine, _function_choice
-from execbridge.errors import InvalidRequest, NotFound
+from execbridge.errors import InvalidRequest, NotFound, UpstreamError
 from execbridge.sandbox.base import ExecutionResult
 from execbridge.sandbox.fake import FakeContainerService
 from execbridge.types import (
@@ -298,3 +298,25 @@ async def test_forced_choice_applies_to_the_first_round_only():
     upstream = ScriptedUpstream(call(0, "bash_code_execution", '{"command": "x"}') + done("tool_calls"), done())
     await collect(engine_with(upstream), request(user("go"), tool_choice=ToolChoice("any")))
     assert [t.function_choice for t in upstream.seen] == [FunctionChoice("required"), None]
+
+
+class RefusingUpstream(ScriptedUpstream):
+    async def stream_turn(self, turn: up.ChatTurn) -> AsyncIterator[up.UpstreamEvent]:
+        self.seen.append(turn)
+        raise UpstreamError("invalid token", status=401)
+        yield  # an async generator that fails before its first event
+
+
+async def test_a_request_the_upstream_refuses_builds_no_container():
+    sandbox = FakeContainerService()
+    with pytest.raises(UpstreamError):
+        await collect(engine_with(RefusingUpstream(), sandbox), request(user("go")))
+    assert sandbox.sessions == {}
+
+
+async def test_the_container_is_announced_when_the_message_starts():
+    sandbox = FakeContainerService()
+    events = await collect(engine_with(ScriptedUpstream(text("hi") + done()), sandbox), request(user("go")))
+    started, finished = events[0], events[-1]
+    assert started.container is not None and list(sandbox.sessions) == [started.container.id]
+    assert finished.container.id == started.container.id

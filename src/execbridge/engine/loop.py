@@ -108,15 +108,25 @@ class Engine:
         tool = request.code_execution
         functions = self._functions(request, tool)
         server_names = frozenset(f.name for f in ce.functions_for(tool)) if tool else frozenset()
-        container, uploads = await self._prepare_container(request, caller, tool)
+        pending = unanswered_server_calls(request.messages) if tool is not None else ()
+        container, uploads = await self._prepare_container(request, caller, tool, needed_now=bool(pending))
 
-        ref = _container_ref(container) if container else None
-        yield MessageStarted(ids.message_id(), request.model, Usage(), ref)
+        message_id = ids.message_id()
 
+        async def opening() -> MessageStarted:
+            # The message starts with the upstream's first output, and a new container is made only
+            # then: a request the upstream refuses (a stranger's key, a bad model) builds nothing.
+            nonlocal container
+            if container is None and tool is not None:
+                container = await self._containers.create(caller.owner)
+            return MessageStarted(message_id, request.model, Usage(), _container_ref(container) if container else None)
+
+        started = False
         usage = Usage()
         history = for_upstream(request.messages, uploads, await self._known_outputs(request, caller))
-        pending = unanswered_server_calls(request.messages)
         if pending and container is not None:
+            yield await opening()
+            started = True
             results: list[ServerToolResult] = []
             async for event in self._run_calls(pending, container, caller):
                 if isinstance(event, ServerToolResultReady):
@@ -146,8 +156,14 @@ class Engine:
             assembler = TurnAssembler(lambda name: name in server_names)
             async with aclosing(self._upstream.stream_turn(turn)) as upstream_events:
                 async for upstream_event in upstream_events:
+                    if not started:
+                        yield await opening()
+                        started = True
                     for event in assembler.feed(upstream_event):
                         yield event
+            if not started:  # an upstream turn with no events at all
+                yield await opening()
+                started = True
             closing, outcome = assembler.finish()
             for event in closing:
                 yield event
@@ -155,7 +171,7 @@ class Engine:
             stop_reason, stop_sequence = outcome.stop_reason, outcome.stop_sequence
 
             calls = [b for b in outcome.blocks if isinstance(b, ToolCall)]
-            if not calls or any(not c.server for c in calls) or container is None:
+            if not calls or any(not c.server for c in calls):
                 for block in outcome.held_back:  # client calls wait for the client; server calls defer
                     for event in replay(block):
                         yield event
@@ -163,6 +179,7 @@ class Engine:
                     stop_reason = "tool_use"
                 break
 
+            assert container is not None  # created when the message started (the tool is present)
             results = []
             async for event in self._run_calls(
                 calls, container, caller, held_back=outcome.held_back, invalid=outcome.invalid_inputs
@@ -180,8 +197,7 @@ class Engine:
                 break
             stop_reason = "pause_turn"  # if the cap ends the loop here, the client continues the turn
 
-        if container is not None:
-            ref = _container_ref(await self._containers.get(container.id, caller.owner))
+        ref = _container_ref(await self._containers.get(container.id, caller.owner)) if container else None
         yield MessageFinished(stop_reason, stop_sequence if stop_reason == "stop_sequence" else None, usage, ref)
 
     # ------------------------------------------------------------------ helpers
@@ -202,10 +218,13 @@ class Engine:
         return f"{request.system}\n\n{note}" if request.system else note
 
     async def _prepare_container(
-        self, request: GenerationRequest, caller: Caller, tool: CodeExecutionTool | None
+        self, request: GenerationRequest, caller: Caller, tool: CodeExecutionTool | None, *, needed_now: bool
     ) -> tuple[ContainerInfo | None, dict[str, str]]:
         """The request's container, with its uploads put in; also every upload's path there.
 
+        A named container is looked up; a new one is created here only when something must go into
+        it before the model runs (uploads, or ``needed_now`` for unanswered calls). Otherwise the loop
+        creates it at the model's first server call, and a request that never runs code has none.
         Upload ids are checked before a container is created, so a bad id leaves nothing behind.
         Without the code execution tool there is no container to put anything in: uploads are ignored.
         """
@@ -217,7 +236,7 @@ class Engine:
         if wanted and container is not None and self._files is not None:
             placed = await self._files.placements(container.id)
         records = await records_to_put(self._files, caller.owner, [i for i in wanted if i not in placed])
-        if container is None and tool is not None:
+        if container is None and tool is not None and (records or needed_now):
             container = await self._containers.create(caller.owner)
         if records and container is not None and self._files is not None:
             placed = await put_uploads(self._files, self._containers, container, caller.owner, records, placed)
