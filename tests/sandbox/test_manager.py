@@ -99,7 +99,8 @@ async def test_idle_eviction_keeps_files_and_revives(workdir: Path, doctor_repor
             await s.run_bash("echo kept > f; sleep 1000 &")
         for _ in range(400):  # the janitor's pace depends on how busy the machine is
             await asyncio.sleep(0.05)
-            if not (await m.get(info.id, "o")).active:
+            # Eviction stops the processes first, then unmounts: wait until it has done both.
+            if not (await m.get(info.id, "o")).active and mounts_under(m.run_dir) == []:
                 break
         assert not (await m.get(info.id, "o")).active
         assert mounts_under(m.run_dir) == []  # workspace unmounted, processes gone
