@@ -57,13 +57,15 @@ async def m2m(ws: FakeDatabricks, timeout_s: float = 5.0) -> DatabricksCredentia
 async def test_oauth_m2m_tokens_are_refreshed_before_they_expire():
     with FakeDatabricks([Turn.text(str(n)) for n in range(5)], token_ttl_s=6.0) as ws:
         credentials = await m2m(ws)
+        issued_at = time.monotonic()  # the first token was issued just before this
         assert (credentials.auth_type, credentials.base_url) == ("oauth-m2m", f"{ws.url}/serving-endpoints")
         upstream = OpenAIChatUpstream(credentials.base_url, credentials=credentials, trust_env=False)
         try:
             assert await text_of(upstream) == "0"
             # A 6 s token is due for refresh after 3 s and must be replaced by 4.5 s: sleep into that window,
             # with room to spare on a busy machine.
-            await asyncio.sleep(3.3)  # past half the lifetime: still valid, refreshed in the background
+            # Measured from the token's issue, not from now: a slow first request must not eat the window.
+            await asyncio.sleep(max(0.0, issued_at + 3.3 - time.monotonic()))  # due for refresh, still valid
             assert await text_of(upstream) == "1"
             for _ in range(500):  # the refresh runs in the background; a busy machine may be slow
                 if len(ws.oauth.issued) >= 2:
