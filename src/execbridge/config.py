@@ -41,6 +41,12 @@ class SandboxSettings(BaseModel):
     idle_evict_s: float = Field(300.0, gt=0, description="Stop a container's processes after this idle time.")
     retention_s: float = Field(30 * 86400.0, gt=0, description="Delete a container this long after last use.")
     spare_containers: int = Field(2, ge=0, description="Ready-made containers kept warm for new requests.")
+    total_memory_mb: int | None = Field(
+        None, ge=64, description="RAM for all containers together (default: 80% of the host's RAM)."
+    )
+    total_pids: int | None = Field(
+        None, ge=64, description="Processes for all containers together (default: half the kernel's threads-max)."
+    )
     python: Path = Field(
         Path("/opt/execbridge/runtime/bin/python3"),
         description="Interpreter that runs the executor inside the sandbox (a path valid inside: under "

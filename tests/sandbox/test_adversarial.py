@@ -230,6 +230,34 @@ async def test_memory_bomb_is_killed_and_the_container_recovers(m: ContainerMana
         assert (after.stdout, after.error_code) == ("45\n", None)
 
 
+async def test_containers_together_cannot_take_more_memory_than_their_total(
+    base_dir: Path, doctor_report: DoctorReport
+):
+    # Each container stays under its own 256 MiB limit; three of them at once would need ~600 MiB.
+    data = Path(tempfile.mkdtemp(prefix="adversarial-total-", dir=base_dir))
+    os.chmod(data, 0o711)
+    hog = (  # 200 MiB, every page touched so it is really resident, held while the others run
+        "import time\nheld = bytearray(200 << 20)\nheld[::4096] = b'x' * (len(held) // 4096)\n"
+        "time.sleep(2)\nprint('held')"
+    )
+    async with open_manager(data, doctor_report, spare_containers=0, total_memory_mb=400) as mm:
+        parent = Path("/sys/fs/cgroup/memory/execbridge") / mm.instance / "memory.limit_in_bytes"
+        assert int(parent.read_text()) == 400 << 20
+        infos = [await mm.create("attacker") for _ in range(3)]
+
+        async def run(container_id: str):
+            async with mm.lease(container_id, "attacker") as s:
+                return await s.run_python(hog)
+
+        results = await asyncio.gather(*(run(i.id) for i in infos))
+        killed = [r for r in results if r.return_code == 137]
+        assert killed, [(r.return_code, r.stdout, r.stderr[-200:]) for r in results]
+        assert all(r.stdout == "held\n" for r in results if r not in killed)
+        for info in infos:  # every container is still usable afterwards
+            async with mm.lease(info.id, "attacker") as s:
+                assert (await s.run_python("print(1)")).stdout == "1\n"
+
+
 async def test_disk_fill_hits_the_cap_and_spares_the_host(m: ContainerManager):
     free_before = shutil.disk_usage(m.root).free
     cap = m.settings.sandbox.disk_mb

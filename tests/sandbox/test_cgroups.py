@@ -74,3 +74,22 @@ async def test_clean_stale_kills_and_removes_everything():
     for p in procs:
         assert p.wait(timeout=5) == -9
     d.remove_parent()
+
+
+async def test_total_limits_cap_all_containers_together():
+    d = detect(f"execbridge/test-{os.getpid()}-total")
+    assert d is not None
+    d.prepare(CgroupLimits(512 << 20, 300, None))
+    try:
+        parents = [root / d.parent for root in d.roots]
+        if d.version == 1:
+            memory, pids, cpu = parents
+            assert int((memory / "memory.limit_in_bytes").read_text()) == 512 << 20
+            assert (pids / "pids.max").read_text().strip() == "300"
+            assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "-1"  # no CPU cap on the parent
+        else:
+            (group,) = parents
+            assert int((group / "memory.max").read_text()) == 512 << 20
+            assert (group / "pids.max").read_text().strip() == "300"
+    finally:
+        d.remove_parent()

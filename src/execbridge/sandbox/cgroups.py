@@ -43,7 +43,7 @@ _JOIN_SCRIPT = (
 class CgroupLimits:
     memory_bytes: int
     pids: int
-    cpus: float
+    cpus: float | None  # None: no CPU quota (the parent of all containers has none, so no child can exceed it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +143,12 @@ class Cgroups:
     def _parent_dirs(self) -> tuple[Path, ...]:
         return tuple(root / self.parent for root in self.roots)
 
-    def prepare(self) -> None:
-        """Create the parent directories (and, on v2, delegate the controllers down to them)."""
+    def prepare(self, total: CgroupLimits | None = None) -> None:
+        """Create the parent directories (and, on v2, delegate the controllers down to them).
+
+        ``total`` caps all containers together: per-container limits alone would let many busy
+        containers add up to more memory or processes than the host has.
+        """
         for d in self._parent_dirs():
             d.mkdir(parents=True, exist_ok=True)
         if self.version == 2:
@@ -155,6 +159,11 @@ class Cgroups:
                 _write(node / "cgroup.subtree_control", enable)
                 node = node / part
             _write(node / "cgroup.subtree_control", enable)
+        if total is not None:
+            if self.version == 1:
+                _set_v1_limits(self._parent_dirs(), total)
+            else:
+                _set_v2_limits(self._parent_dirs()[0], total, self.controllers)
 
     def create(self, name: str, limits: CgroupLimits) -> ContainerCgroup:
         """Make (or reuse) the cgroup ``name`` with ``limits``; costs ≈ 0.1 ms on v1."""
@@ -194,6 +203,19 @@ class Cgroups:
         return count
 
 
+def host_totals(memory_mb: int | None, pids: int | None) -> CgroupLimits:
+    """Limits for all containers together: the given values, or a share of what the host has."""
+    if memory_mb is None:
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        host_kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
+        memory_bytes = host_kib * 1024 * 4 // 5  # the rest is for the gateway and the host itself
+    else:
+        memory_bytes = memory_mb << 20
+    if pids is None:
+        pids = max(64, int(Path("/proc/sys/kernel/threads-max").read_text()) // 2)
+    return CgroupLimits(memory_bytes, pids, None)
+
+
 def _write(path: Path, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)
@@ -209,8 +231,9 @@ def _set_v1_limits(dirs: tuple[Path, ...], limits: CgroupLimits) -> None:
     with contextlib.suppress(OSError):
         _write(memory / "memory.swappiness", "0")
     _write(pids / "pids.max", str(limits.pids))
-    _write(cpu / "cpu.cfs_period_us", str(_CPU_PERIOD_US))
-    _write(cpu / "cpu.cfs_quota_us", str(max(1000, int(limits.cpus * _CPU_PERIOD_US))))
+    if limits.cpus is not None:
+        _write(cpu / "cpu.cfs_period_us", str(_CPU_PERIOD_US))
+        _write(cpu / "cpu.cfs_quota_us", str(max(1000, int(limits.cpus * _CPU_PERIOD_US))))
 
 
 def _set_v2_limits(d: Path, limits: CgroupLimits, controllers: frozenset[str]) -> None:
@@ -219,7 +242,7 @@ def _set_v2_limits(d: Path, limits: CgroupLimits, controllers: frozenset[str]) -
     if swap.exists():
         _write(swap, "0")
     _write(d / "pids.max", str(limits.pids))
-    if "cpu" in controllers:
+    if "cpu" in controllers and limits.cpus is not None:
         _write(d / "cpu.max", f"{max(1000, int(limits.cpus * _CPU_PERIOD_US))} {_CPU_PERIOD_US}")
 
 

@@ -43,7 +43,7 @@ from execbridge.errors import NotFound, SandboxError, SandboxUnavailable
 from execbridge.sandbox import doctor
 from execbridge.sandbox.base import ContainerInfo
 from execbridge.sandbox.bwrap import Payloads
-from execbridge.sandbox.cgroups import Cgroups, detect
+from execbridge.sandbox.cgroups import Cgroups, detect, host_totals
 from execbridge.sandbox.client import executor_bytecode
 from execbridge.sandbox.disk import WorkspaceDisks
 from execbridge.sandbox.launch import LaunchOptions
@@ -148,7 +148,7 @@ class ContainerManager:
         use_cgroups = all(report.has(n) for n in (doctor.CG_MEMORY, doctor.CG_PIDS, doctor.CG_CPU))
         self._cgroups = detect(f"execbridge/{self.instance}") if use_cgroups else None
         if self._cgroups is not None:
-            self._cgroups.prepare()
+            self._cgroups.prepare(host_totals(sb.total_memory_mb, sb.total_pids))
         workspaces: Workspaces = (
             WorkspaceDisks(self.root / "disks", self.run_dir / "mnt", sb.disk_mb << 20)
             if report.has(doctor.DISK)
