@@ -1,15 +1,14 @@
 """``POST /v1/messages``: parse, run the engine, answer as one JSON message or as SSE.
 
-For streams, the engine's first two events (message start, then the model's first output) are
-awaited before any byte is sent, so errors found before generation starts (bad container id, an
-upstream refusing or overloaded on its first call) are ordinary JSON error responses with the right
-status; errors after that are SSE ``error`` events.
+For streams, the engine's first event is awaited before any byte is sent. The engine starts the
+message only with the upstream's first output, so errors found before generation starts (bad
+container id, an upstream refusing or overloaded on its first call) are ordinary JSON error responses
+with the right status; errors after that are SSE ``error`` events.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import suppress
 
 import orjson
 from starlette.requests import Request
@@ -52,23 +51,20 @@ async def create_message(request: Request) -> Response:
         message = await render_message(events)
         return Response(orjson.dumps(message), media_type="application/json")
 
-    # Wait for the model's first output (or first tool result) before committing to a 200: an upstream
-    # that refuses the request, or is overloaded, then answers with its real status, and the SDK's own
-    # retry logic applies. Once the stream has started, errors become SSE ``error`` events.
-    head = [await anext(events)]
-    with suppress(StopAsyncIteration):
-        head.append(await anext(events))
+    # The message starts with the model's first output, so awaiting it before committing to a 200 lets
+    # an upstream that refuses the request, or is overloaded, answer with its real status (and the SDK's
+    # own retries apply). Once the stream has started, errors become SSE ``error`` events.
+    first = await anext(events)
     return StreamingResponse(
-        render_stream(_chained(head, events), request.state.request_id),
+        render_stream(_chained(first, events), request.state.request_id),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
 
 
-async def _chained(head: list[EngineEvent], rest: AsyncGenerator[EngineEvent, None]) -> AsyncIterator[EngineEvent]:
+async def _chained(first: EngineEvent, rest: AsyncGenerator[EngineEvent, None]) -> AsyncIterator[EngineEvent]:
     try:
-        for event in head:
-            yield event
+        yield first
         async for event in rest:
             yield event
     finally:

@@ -22,7 +22,6 @@ from contextlib import aclosing, suppress
 from dataclasses import dataclass
 from datetime import UTC
 from functools import partial
-from typing import Any
 
 from execbridge import ids
 from execbridge.config import Settings
@@ -44,6 +43,8 @@ from execbridge.types import (
     OutputFile,
     ServerToolResult,
     StopReason,
+    Text,
+    Thinking,
     ToolCall,
     ToolChoice,
     ToolFailure,
@@ -265,7 +266,7 @@ class Engine:
         container: ContainerInfo,
         caller: Caller,
         *,
-        held_back: Sequence[Any] = (),
+        held_back: Sequence[Text | Thinking | ToolCall] = (),
         invalid: frozenset[str] = frozenset(),
     ) -> AsyncIterator[EngineEvent]:
         """Run server calls in order, each result right after its call; held-back blocks interleave."""
