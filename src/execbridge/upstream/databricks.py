@@ -68,14 +68,16 @@ class _Fetched:
 class DatabricksCredentials:
     """Build with ``await DatabricksCredentials.connect(timeout_s=…)``; then one per gateway."""
 
-    def __init__(self, config: Config, *, timeout_s: float) -> None:
+    def __init__(self, config: Config, *, timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        # When tokens fall due is reckoned on this clock (tests pass one they move by hand).
+        self._clock = clock
         self.host: str = config.host
         self.base_url = f"{self.host.rstrip('/')}/serving-endpoints"
         self.auth_type: str = config.auth_type or "unknown"
         self._timeout_s = timeout_s
         self._value: str | None = None
-        self._refresh_at = 0.0  # time.monotonic() values
+        self._refresh_at = 0.0  # readings of self._clock
         self._required_at = 0.0
         self._reinit = False
         self._lock = threading.Lock()
@@ -83,7 +85,9 @@ class DatabricksCredentials:
         self._inflight_since = 0.0
 
     @classmethod
-    async def connect(cls, *, timeout_s: float, **config: Any) -> DatabricksCredentials:
+    async def connect(
+        cls, *, timeout_s: float, clock: Callable[[], float] = time.monotonic, **config: Any
+    ) -> DatabricksCredentials:
         """Resolve the workspace and fetch a first token, each within ``timeout_s``.
 
         ``config`` goes to the SDK's ``Config`` (``host``, ``token``, ``profile``, ``client_id``, …);
@@ -105,7 +109,7 @@ class DatabricksCredentials:
             raise ConfigurationError(f"Databricks authentication is not configured for {where}: {exc}") from exc
         if not resolved.host:
             raise ConfigurationError("Databricks: no workspace host (set DATABRICKS_HOST or a profile with host)")
-        credentials = cls(resolved, timeout_s=timeout_s)
+        credentials = cls(resolved, timeout_s=timeout_s, clock=clock)
         try:
             await credentials.authorization()
         except UpstreamError as exc:
@@ -116,7 +120,7 @@ class DatabricksCredentials:
 
     async def authorization(self) -> str:
         value = self._value
-        now = time.monotonic()
+        now = self._clock()
         if value is not None and now < self._refresh_at:
             return value
         if value is not None and now < self._required_at:
@@ -178,7 +182,7 @@ class DatabricksCredentials:
 
     def _apply(self, future: concurrent.futures.Future[_Fetched]) -> None:
         """Done callback (on the worker thread): install the new value and when to refresh it."""
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             if self._inflight is future:
                 self._inflight = None

@@ -22,7 +22,7 @@ import base64
 import itertools
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -45,8 +45,11 @@ DATABRICKS_MODELS = (
 class FakeOAuth:
     """The workspace's OIDC discovery and token endpoint, issuing ``fake-oauth-N`` tokens."""
 
-    def __init__(self, client_id: str, client_secret: str, token_ttl_s: float) -> None:
+    def __init__(
+        self, client_id: str, client_secret: str, token_ttl_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.client_id = client_id
+        self.clock = clock  # when tokens expire is reckoned on this clock
         self.client_secret = client_secret
         self.token_ttl_s = token_ttl_s
         self.token_delay = 0.0  # seconds the token endpoint waits before answering (a slow IdP)
@@ -59,7 +62,7 @@ class FakeOAuth:
         token = authorization.removeprefix("Bearer ")
         with self._lock:
             expiry = self._expiry.get(token)
-        return expiry is not None and time.monotonic() < expiry
+        return expiry is not None and self.clock() < expiry
 
     def revoke_all(self) -> None:
         with self._lock:
@@ -101,7 +104,7 @@ class FakeOAuth:
         token = f"fake-oauth-{next(self._numbers)}"
         with self._lock:
             self.issued.append(token)
-            self._expiry[token] = time.monotonic() + self.token_ttl_s
+            self._expiry[token] = self.clock() + self.token_ttl_s
         body: dict[str, Any] = {
             "access_token": token,
             "token_type": "Bearer",
@@ -122,9 +125,10 @@ class FakeDatabricks(FakeUpstream):
         client_secret: str = "fake-client-secret",
         token_ttl_s: float = 3600.0,
         pat: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
         **options: Any,
     ) -> None:
-        self.oauth = FakeOAuth(client_id, client_secret, token_ttl_s)
+        self.oauth = FakeOAuth(client_id, client_secret, token_ttl_s, clock)
         self.pat = pat
         options.setdefault("models", DATABRICKS_MODELS)
         super().__init__(script, authorize=self._authorized, extra_routes=self.oauth.routes(), **options)
