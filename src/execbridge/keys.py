@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import logging
 import secrets
 import time
 from datetime import UTC, datetime
 
+from execbridge.config import Settings
+from execbridge.errors import AuthenticationFailed, ConfigurationError
 from execbridge.store.base import ApiKeyRecord, KeyStore
 
-__all__ = ["GatewayKeys", "key_id", "secret_hash"]
+log = logging.getLogger(__name__)
+
+__all__ = ["GatewayKeys", "KeyGate", "is_loopback", "key_gate", "key_id", "secret_hash"]
 
 PREFIX = "ebk_"
 _TOUCH_EVERY_S = 60.0
@@ -73,3 +79,63 @@ class GatewayKeys:
             self._touched[record.id] = now
             await self._store.touch(record.id, datetime.now(UTC))
         return record
+
+
+class KeyGate:
+    """Admission to a gateway that holds the upstream credential: an active gateway key, or nothing
+    at all on a loopback-only gateway that has no key yet (``open_without_keys``)."""
+
+    def __init__(self, keys: GatewayKeys, *, open_without_keys: bool) -> None:
+        self.keys = keys
+        self.open_without_keys = open_without_keys
+
+    async def admit(self, key: str | None) -> None:
+        """Return if ``key`` (the client's, ``None`` when it sent none) may use the gateway; raise
+        ``AuthenticationFailed`` otherwise."""
+        if key is not None and await self.keys.verify(key) is not None:
+            return
+        # Checked on each refusal, not cached: a key created meanwhile closes the loopback gateway for
+        # good (revoked keys still count, so revoking the last one does not reopen it).
+        if self.open_without_keys and not await self.keys.any_ever():
+            return
+        if key is None:
+            raise AuthenticationFailed(
+                "x-api-key header is required: this gateway holds the upstream credential, so send one of "
+                "its own API keys (created with `execbridge keys create`)"
+            )
+        raise AuthenticationFailed("invalid x-api-key: not an active API key of this gateway")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def key_gate(settings: Settings, keys: KeyStore, *, announce: bool = True) -> KeyGate | None:
+    """The admission check for ``settings``: ``None`` in pass-through mode; refuses (``ConfigurationError``)
+    to expose the gateway's upstream credential beyond loopback without any gateway key."""
+    if not settings.gateway_holds_credentials:
+        return None
+    gateway_keys = GatewayKeys(keys)
+    loopback = is_loopback(settings.host)
+    if not await gateway_keys.any_active():
+        if not loopback:
+            raise ConfigurationError(
+                f"refusing to listen on {settings.host}: the gateway holds the upstream credential and has no "
+                "API keys, so anyone who can reach it would use the model at your expense. Create one with "
+                "`execbridge keys create`, or bind to 127.0.0.1."
+            )
+        if announce and not await gateway_keys.any_ever():
+            log.warning(
+                "no gateway API keys: any local process can use the upstream credential through "
+                "%s:%s (loopback only). Create one with `execbridge keys create` to require keys.",
+                settings.host,
+                settings.port,
+            )
+        elif announce:
+            log.warning("every gateway API key is revoked: requests are refused until `execbridge keys create`")
+    return KeyGate(gateway_keys, open_without_keys=loopback)

@@ -165,9 +165,6 @@ class Message:
 # ---------------------------------------------------------------- tools offered to the model
 
 
-CodeExecutionVersion = Literal["20250522", "20250825", "20260120", "20260521"]
-
-
 @dataclass(frozen=True, slots=True)
 class ClientTool:
     """A tool the client runs itself; it reaches the upstream as a plain function."""
@@ -179,9 +176,13 @@ class ClientTool:
 
 @dataclass(frozen=True, slots=True)
 class CodeExecutionTool:
-    """Anthropic's server-side code execution tool, in one of its published versions."""
+    """Anthropic's server-side code execution tool, in one of its published versions.
 
-    version: CodeExecutionVersion
+    ``version`` is the date of a row of ``tools.versions`` (``"20250825"``); that table, not this type,
+    knows which versions exist.
+    """
+
+    version: str
 
 
 ToolSpec = ClientTool | CodeExecutionTool
@@ -192,6 +193,14 @@ class ToolChoice:
     mode: Literal["auto", "any", "tool", "none"] = "auto"
     name: str | None = None
     disable_parallel_tool_use: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking: ``owner`` scopes containers and files; ``upstream_api_key`` is passed through."""
+
+    owner: str
+    upstream_api_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

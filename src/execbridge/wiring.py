@@ -1,5 +1,7 @@
 """The composition root: the one place that builds concrete objects from settings.
 
+Must not: import a surface (``api``, ``cli``); surfaces import it.
+
 Everything else receives its collaborators through constructors. Resources are opened and closed
 lexically (``async with open_services(settings)``), so a stopped server leaves no task, connection
 or sandbox process behind.
@@ -7,26 +9,35 @@ or sandbox process behind.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from execbridge.api.auth import KeyGate
-from execbridge.api.services import Services
 from execbridge.config import Settings
 from execbridge.engine.loop import Engine
 from execbridge.errors import ConfigurationError
 from execbridge.files import FileService
-from execbridge.keys import GatewayKeys
+from execbridge.keys import KeyGate, key_gate
+from execbridge.sandbox.base import ContainerService
 from execbridge.sandbox.manager import ContainerManager
-from execbridge.store.base import KeyStore
 from execbridge.store.sqlite import SqliteStore
-from execbridge.upstream.base import Credentials
+from execbridge.upstream.base import Credentials, ModelCatalog
 from execbridge.upstream.openai_chat import OpenAIChatUpstream
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The concrete objects a running gateway serves requests with; surfaces receive one."""
+
+    settings: Settings
+    engine: Engine
+    containers: ContainerService
+    files: FileService
+    models: ModelCatalog | None = None  # GET /v1/models; None: not offered
+    key_gate: KeyGate | None = None  # gateway keys required (the gateway holds the upstream credential)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,41 +73,6 @@ async def open_upstream(settings: Settings, target: UpstreamTarget | None = None
         yield upstream
     finally:
         await upstream.aclose()
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-async def key_gate(settings: Settings, keys: KeyStore, *, announce: bool = True) -> KeyGate | None:
-    """The admission check for ``settings``: ``None`` in pass-through mode; refuses (``ConfigurationError``)
-    to expose the gateway's upstream credential beyond loopback without any gateway key."""
-    if not settings.gateway_holds_credentials:
-        return None
-    gateway_keys = GatewayKeys(keys)
-    loopback = is_loopback(settings.host)
-    if not await gateway_keys.any_active():
-        if not loopback:
-            raise ConfigurationError(
-                f"refusing to listen on {settings.host}: the gateway holds the upstream credential and has no "
-                "API keys, so anyone who can reach it would use the model at your expense. Create one with "
-                "`execbridge keys create`, or bind to 127.0.0.1."
-            )
-        if announce and not await gateway_keys.any_ever():
-            log.warning(
-                "no gateway API keys: any local process can use the upstream credential through "
-                "%s:%s (loopback only). Create one with `execbridge keys create` to require keys.",
-                settings.host,
-                settings.port,
-            )
-        elif announce:
-            log.warning("every gateway API key is revoked: requests are refused until `execbridge keys create`")
-    return KeyGate(gateway_keys, open_without_keys=loopback)
 
 
 @asynccontextmanager

@@ -1,16 +1,27 @@
-"""Neutral → Anthropic block JSON: exact shapes, error-code clamping, and the SDK classes they become."""
+"""Neutral ↔ Anthropic block JSON: exact shapes, error-code clamping, the SDK classes they become, and
+parsing each result block back."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, get_args
 
+import anthropic.types
 import pytest
 from anthropic.types import ContentBlock
 from anthropic.types import Usage as SdkUsage
 from anthropic.types.beta import BetaContentBlock
 from pydantic import TypeAdapter
 
-from execbridge.api.blocks import render_block, render_container, render_start_block, render_usage
+from execbridge.api.blocks import (
+    RESULT_BLOCK_TYPES,
+    parse_result_block,
+    render_block,
+    render_container,
+    render_start_block,
+    render_usage,
+)
+from execbridge.tools.versions import SUB_TOOLS
 from execbridge.types import (
     CommandOutcome,
     ContainerRef,
@@ -22,6 +33,7 @@ from execbridge.types import (
     Text,
     Thinking,
     ToolCall,
+    ToolErrorCode,
     ToolFailure,
     Usage,
     ViewOutcome,
@@ -307,3 +319,42 @@ def test_container() -> None:
         "id": "container_1",
         "expires_at": "2026-01-01T00:00:00Z",
     }
+
+
+# ---------------------------------------------------------------- the inverse: history → neutral
+
+SERVER_RESULTS = [(c[0], c[1]) for c in CASES if isinstance(c[1], ServerToolResult)]
+
+
+def _as_parsed(result: ServerToolResult) -> ServerToolResult:
+    """What survives the wire: file ids only, an error message only where the block has room for it."""
+    outcome = result.outcome
+    if isinstance(outcome, CommandOutcome):
+        outcome = replace(outcome, files=tuple(OutputFile(f.file_id, "", 0) for f in outcome.files))
+    if isinstance(outcome, ToolFailure) and SUB_TOOLS[result.tool_name].kind != "editor":
+        outcome = replace(outcome, message=None)
+    return replace(result, outcome=outcome)
+
+
+@pytest.mark.parametrize("result", [r for _, r in SERVER_RESULTS], ids=[i for i, _ in SERVER_RESULTS])
+def test_every_rendered_result_parses_back(result: ServerToolResult) -> None:
+    assert parse_result_block(render_block(result), "content.0") == _as_parsed(result)
+
+
+def test_the_table_covers_every_sub_tool_and_result_block() -> None:
+    assert set(RESULT_BLOCK_TYPES.values()) == set(SUB_TOOLS)
+    rendered = {r.tool_name for _, r in SERVER_RESULTS}
+    assert rendered == set(SUB_TOOLS)  # every sub-tool has a rendered case above
+
+
+@pytest.mark.parametrize("name", sorted(SUB_TOOLS))
+def test_error_codes_per_sub_tool_are_the_sdk_enums(name: str) -> None:
+    """``tools.versions`` is the one owner of which codes a block can carry; the SDK agrees with it."""
+    sdk_class = {
+        "code_execution": "CodeExecutionToolResultError",
+        "bash_code_execution": "BashCodeExecutionToolResultError",
+        "text_editor_code_execution": "TextEditorCodeExecutionToolResultError",
+    }[name]
+    annotation = getattr(anthropic.types, sdk_class).model_fields["error_code"].annotation
+    assert SUB_TOOLS[name].error_codes == frozenset(get_args(annotation))
+    assert SUB_TOOLS[name].error_codes <= frozenset(get_args(ToolErrorCode))

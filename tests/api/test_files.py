@@ -15,11 +15,11 @@ from starlette.testclient import TestClient
 from execbridge.api.app import create_app
 from execbridge.api.auth import owner_of
 from execbridge.api.files import render_file
-from execbridge.api.services import Services
 from execbridge.config import Settings
 from execbridge.files import FileService
 from execbridge.store.base import FileRecord
 from execbridge.store.memory import MemoryStore
+from execbridge.wiring import Services
 
 LIMIT = 1000
 KEY = {"x-api-key": "key-alice"}

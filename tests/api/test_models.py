@@ -12,10 +12,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from execbridge.api.app import create_app
-from execbridge.api.services import Services
 from execbridge.config import Settings
 from execbridge.upstream.base import ModelInfo
 from execbridge.upstream.models import ModelNames
+from execbridge.wiring import Services
 
 
 class Catalog:

@@ -17,11 +17,13 @@ from execbridge.engine.events import (
     ServerToolResultReady,
     TextDelta,
 )
-from execbridge.engine.loop import Caller, Engine, _function_choice
+from execbridge.engine.loop import Engine, _function_choice
 from execbridge.errors import InvalidRequest, NotFound, UpstreamError
 from execbridge.sandbox.base import ExecutionResult
 from execbridge.sandbox.fake import FakeContainerService
+from execbridge.tools.versions import version_of
 from execbridge.types import (
+    Caller,
     ClientTool,
     CodeExecutionTool,
     CommandOutcome,
@@ -291,7 +293,7 @@ async def test_python_tool_for_legacy_version():
     ],
 )
 def test_tool_choice_maps_to_function_choice(choice, tool, expected):
-    assert _function_choice(choice, tool) == expected
+    assert _function_choice(choice, version_of(tool) if tool else None) == expected
 
 
 async def test_forced_choice_applies_to_the_first_round_only():

@@ -22,8 +22,8 @@ from execbridge.api import files, models
 from execbridge.api.auth import GatewayKeyMiddleware
 from execbridge.api.errors import error_response
 from execbridge.api.messages import create_message
-from execbridge.api.services import Services
 from execbridge.errors import ExecbridgeError, InvalidRequest, NotFound
+from execbridge.wiring import Services
 
 log = logging.getLogger(__name__)
 

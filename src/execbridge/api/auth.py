@@ -24,9 +24,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from execbridge import ids
 from execbridge.api.errors import error_response
 from execbridge.config import Settings
-from execbridge.engine.loop import Caller
 from execbridge.errors import AuthenticationFailed
-from execbridge.keys import GatewayKeys, key_id
+from execbridge.keys import KeyGate, key_id
+from execbridge.types import Caller
 
 ANONYMOUS_OWNER = "anonymous"
 
@@ -60,30 +60,6 @@ def caller_for(headers: Headers, settings: Settings) -> Caller:
     return Caller(owner=owner_of(key), upstream_api_key=key)
 
 
-class KeyGate:
-    """Admission to a gateway that holds the upstream credential: an active gateway key, or nothing
-    at all on a loopback-only gateway that has no key yet (``open_without_keys``)."""
-
-    def __init__(self, keys: GatewayKeys, *, open_without_keys: bool) -> None:
-        self.keys = keys
-        self.open_without_keys = open_without_keys
-
-    async def admit(self, headers: Headers) -> None:
-        key = client_key(headers)
-        if key is not None and await self.keys.verify(key) is not None:
-            return
-        # Checked on each refusal, not cached: a key created meanwhile closes the loopback gateway for
-        # good (revoked keys still count, so revoking the last one does not reopen it).
-        if self.open_without_keys and not await self.keys.any_ever():
-            return
-        if key is None:
-            raise AuthenticationFailed(
-                "x-api-key header is required: this gateway holds the upstream credential, so send one of "
-                "its own API keys (created with `execbridge keys create`)"
-            )
-        raise AuthenticationFailed("invalid x-api-key: not an active API key of this gateway")
-
-
 class GatewayKeyMiddleware:
     """Runs ``KeyGate.admit`` before every ``/v1/`` route when the services carry a gate.
 
@@ -99,7 +75,7 @@ class GatewayKeyMiddleware:
             gate: KeyGate | None = getattr(services, "key_gate", None)
             if gate is not None:
                 try:
-                    await gate.admit(Headers(scope=scope))
+                    await gate.admit(client_key(Headers(scope=scope)))
                 except AuthenticationFailed as exc:
                     request_id = scope.get("state", {}).get("request_id") or ids.request_id()
                     status, body, headers = error_response(exc, request_id)

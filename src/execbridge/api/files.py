@@ -30,10 +30,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, Response
 
 from execbridge.api.auth import caller_for
-from execbridge.api.services import Services
 from execbridge.errors import InvalidRequest, RequestTooLarge
 from execbridge.files import MAX_LIST_LIMIT, FileService, UploadSink
 from execbridge.store.base import FileRecord
+from execbridge.wiring import Services
 
 __all__ = ["delete_file", "download_file", "get_file", "list_files", "render_file", "upload_file"]
 

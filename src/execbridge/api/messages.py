@@ -17,10 +17,10 @@ from starlette.responses import Response, StreamingResponse
 from execbridge.api.auth import caller_for
 from execbridge.api.render_json import render_message
 from execbridge.api.render_sse import render_stream
-from execbridge.api.services import Services
 from execbridge.api.wire import parse_messages_request
 from execbridge.engine.events import EngineEvent
 from execbridge.errors import InvalidRequest, RequestTooLarge
+from execbridge.wiring import Services
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 

@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from execbridge.api.auth import caller_for
-from execbridge.api.services import Services
 from execbridge.errors import InvalidRequest, NotFound
 from execbridge.upstream.base import ModelCatalog, ModelInfo
+from execbridge.wiring import Services
 
 __all__ = ["get_model", "list_models"]
 

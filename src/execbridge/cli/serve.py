@@ -17,7 +17,8 @@ from execbridge.api.app import create_app
 from execbridge.cli._context import CliContext
 from execbridge.config import Settings
 from execbridge.errors import ConfigurationError
-from execbridge.wiring import UpstreamTarget, key_gate, open_services, open_store, resolve_upstream
+from execbridge.keys import key_gate
+from execbridge.wiring import UpstreamTarget, open_services, open_store, resolve_upstream
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,10 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from functools import partial
+from typing import Final
 
 from execbridge import ids
 from execbridge.config import Settings
@@ -32,9 +33,10 @@ from execbridge.engine.uploads import put_uploads, records_to_put, upload_ids
 from execbridge.errors import ExecbridgeError, InvalidRequest
 from execbridge.files import FileService
 from execbridge.sandbox.base import ContainerInfo, ContainerService
-from execbridge.tools import code_execution as ce
+from execbridge.tools.code_execution import run_call, system_note
+from execbridge.tools.versions import TOOL_NAME, ToolVersion, version_of
 from execbridge.types import (
-    CodeExecutionTool,
+    Caller,
     CommandOutcome,
     ContainerRef,
     FunctionDef,
@@ -56,12 +58,27 @@ from execbridge.upstream.base import ChatTurn, FunctionChoice, Upstream
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Who is asking: ``owner`` scopes containers and files; ``upstream_api_key`` is passed through."""
+@dataclass(slots=True)
+class _Run:
+    """One request as the loop goes: its container (made when the message starts), history and totals."""
 
-    owner: str
-    upstream_api_key: str | None = None
+    request: GenerationRequest
+    caller: Caller
+    version: ToolVersion | None
+    functions: tuple[FunctionDef, ...]
+    container: ContainerInfo | None
+    history: list[Message]
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: StopReason = "end_turn"
+    stop_sequence: str | None = None
+
+
+class _Began:
+    """Yielded by the loop's body when output exists (the model's first, or a resumed call's): the
+    message must have started by then. ``run`` turns the first one into ``MessageStarted``."""
+
+
+_BEGAN: Final = _Began()
 
 
 def _container_ref(info: ContainerInfo) -> ContainerRef:
@@ -69,7 +86,7 @@ def _container_ref(info: ContainerInfo) -> ContainerRef:
     return ContainerRef(info.id, expires)
 
 
-def _function_choice(choice: ToolChoice | None, tool: CodeExecutionTool | None) -> FunctionChoice | None:
+def _function_choice(choice: ToolChoice | None, version: ToolVersion | None) -> FunctionChoice | None:
     if choice is None:
         return None
     match choice.mode:
@@ -80,10 +97,11 @@ def _function_choice(choice: ToolChoice | None, tool: CodeExecutionTool | None) 
         case "none":
             return FunctionChoice("none")
         case "tool":
-            if choice.name == ce.PYTHON and tool is not None:
+            if choice.name == TOOL_NAME and version is not None:
                 # ``code_execution`` names the whole tool; with several sub-tools any of them will do.
-                functions = ce.functions_for(tool)
-                return FunctionChoice("function", ce.PYTHON) if len(functions) == 1 else FunctionChoice("required")
+                if len(version.sub_tools) == 1:
+                    return FunctionChoice("function", version.sub_tools[0].name)
+                return FunctionChoice("required")
             return FunctionChoice("function", choice.name)
 
 
@@ -106,138 +124,160 @@ class Engine:
         self._heartbeat_s = heartbeat_s
 
     async def run(self, request: GenerationRequest, caller: Caller) -> AsyncGenerator[EngineEvent, None]:
-        tool = request.code_execution
-        functions = self._functions(request, tool)
-        server_names = frozenset(f.name for f in ce.functions_for(tool)) if tool else frozenset()
-        pending = unanswered_server_calls(request.messages) if tool is not None else ()
-        container, uploads = await self._prepare_container(request, caller, tool, needed_now=bool(pending))
-
-        message_id = ids.message_id()
-
-        async def opening() -> MessageStarted:
-            # The message starts with the upstream's first output, and a new container is made only
-            # then: a request the upstream refuses (a stranger's key, a bad model) builds nothing.
-            nonlocal container
-            if container is None and tool is not None:
-                container = await self._containers.create(caller.owner)
-            return MessageStarted(message_id, request.model, Usage(), _container_ref(container) if container else None)
-
-        started = False
-        usage = Usage()
+        """The request's events, from ``MessageStarted`` to ``MessageFinished``."""
+        version = version_of(request.code_execution) if request.code_execution else None
+        functions = self._functions(request, version)
+        pending = unanswered_server_calls(request.messages) if version is not None else ()
+        container, uploads = await self._prepare_container(request, caller, version, needed_now=bool(pending))
         history = for_upstream(request.messages, uploads, await self._known_outputs(request, caller))
-        if pending and container is not None:
-            yield await opening()
-            started = True
-            results: list[ServerToolResult] = []
-            async for event in self._run_calls(pending, container, caller):
-                if isinstance(event, ServerToolResultReady):
-                    results.append(event.result)
-                yield event
-            usage += Usage(code_execution_requests=len(results))
-            history = with_results(history, results)
+        run = _Run(request, caller, version, functions, container, history)
+        message_id = ids.message_id()
+        started = False
+        async with aclosing(self._body(run, pending)) as body:
+            async for item in body:
+                if not started:
+                    started = True
+                    yield await self._message_started(run, message_id)
+                if not isinstance(item, _Began):
+                    yield item
+        container = run.container
+        ref = _container_ref(await self._containers.get(container.id, caller.owner)) if container else None
+        stop_sequence = run.stop_sequence if run.stop_reason == "stop_sequence" else None
+        yield MessageFinished(run.stop_reason, stop_sequence, run.usage, ref)
 
-        stop_reason: StopReason = "end_turn"
-        stop_sequence: str | None = None
-        system = self._system(request, tool)
+    async def _message_started(self, run: _Run, message_id: str) -> MessageStarted:
+        # The message starts with the first output, and a new container is made only then: a request
+        # the upstream refuses (a stranger's key, a bad model) builds nothing.
+        if run.container is None and run.version is not None:
+            run.container = await self._containers.create(run.caller.owner)
+        ref = _container_ref(run.container) if run.container else None
+        return MessageStarted(message_id, run.request.model, Usage(), ref)
+
+    async def _body(self, run: _Run, pending: Sequence[ToolCall]) -> AsyncIterator[EngineEvent | _Began]:
+        """Calls the client left unanswered first, then model turns and their server calls."""
+        if pending and run.container is not None:
+            yield _BEGAN
+            async for event in self._run_round(run, pending):
+                yield event
+        async for item in self._model_turns(run):
+            yield item
+
+    async def _model_turns(self, run: _Run) -> AsyncIterator[EngineEvent | _Began]:
+        """Model turn, server calls, model turn … until the model stops, calls a client tool, or the cap."""
+        request = run.request
+        system = self._system(request, run.version)
+        server_names = run.version.names if run.version else frozenset()
         for iteration in range(self._settings.max_iterations):
             turn = ChatTurn(
                 model=request.model,
-                messages=tuple(history),
+                messages=tuple(run.history),
                 max_tokens=request.max_tokens,
                 system=system,
-                functions=functions,
-                function_choice=_function_choice(request.tool_choice, tool) if iteration == 0 else None,
+                functions=run.functions,
+                function_choice=_function_choice(request.tool_choice, run.version) if iteration == 0 else None,
                 parallel_calls=False if request.tool_choice and request.tool_choice.disable_parallel_tool_use else None,
                 stop=request.stop_sequences,
                 sampling=request.sampling,
                 user=request.user_id,
                 stream=request.stream,
-                api_key=caller.upstream_api_key,
+                api_key=run.caller.upstream_api_key,
             )
-            assembler = TurnAssembler(lambda name: name in server_names)
+            assembler = TurnAssembler(server_names.__contains__)
+            began = False
             async with aclosing(self._upstream.stream_turn(turn)) as upstream_events:
                 async for upstream_event in upstream_events:
-                    if not started:
-                        yield await opening()
-                        started = True
+                    if not began:
+                        began = True
+                        yield _BEGAN
                     for event in assembler.feed(upstream_event):
                         yield event
-            if not started:  # an upstream turn with no events at all
-                yield await opening()
-                started = True
+            if not began:  # an upstream turn with no events at all
+                yield _BEGAN
             closing, outcome = assembler.finish()
             for event in closing:
                 yield event
-            usage += outcome.usage
-            stop_reason, stop_sequence = outcome.stop_reason, outcome.stop_sequence
+            run.usage += outcome.usage
+            run.stop_reason, run.stop_sequence = outcome.stop_reason, outcome.stop_sequence
 
             calls = [b for b in outcome.blocks if isinstance(b, ToolCall)]
             if not calls or any(not c.server for c in calls):
                 for block in outcome.held_back:  # client calls wait for the client; server calls defer
                     for event in replay(block):
                         yield event
-                if calls and stop_reason != "max_tokens":
-                    stop_reason = "tool_use"
-                break
+                if calls and run.stop_reason != "max_tokens":
+                    run.stop_reason = "tool_use"
+                return
 
-            assert container is not None  # created when the message started (the tool is present)
-            results = []
-            async for event in self._run_calls(
-                calls, container, caller, held_back=outcome.held_back, invalid=outcome.invalid_inputs
-            ):
-                if isinstance(event, ServerToolResultReady):
-                    results.append(event.result)
+            # The results go into a user turn of their own after the model's calls (``with_results``).
+            run.history += [Message("assistant", outcome.blocks), Message("user", ())]
+            async for event in self._run_round(run, calls, held_back=outcome.held_back, invalid=outcome.invalid_inputs):
                 yield event
-            usage += Usage(code_execution_requests=len(results))
-            history = [
-                *history,
-                Message("assistant", outcome.blocks),
-                *with_results([Message("user", ())], results),
-            ]
-            if stop_reason == "max_tokens":
-                break
-            stop_reason = "pause_turn"  # if the cap ends the loop here, the client continues the turn
+            if run.stop_reason == "max_tokens":
+                return
+            run.stop_reason = "pause_turn"  # if the cap ends the loop here, the client continues the turn
 
-        ref = _container_ref(await self._containers.get(container.id, caller.owner)) if container else None
-        yield MessageFinished(stop_reason, stop_sequence if stop_reason == "stop_sequence" else None, usage, ref)
+    async def _run_round(
+        self,
+        run: _Run,
+        calls: Sequence[ToolCall],
+        *,
+        held_back: Sequence[Text | Thinking | ToolCall] = (),
+        invalid: frozenset[str] = frozenset(),
+    ) -> AsyncIterator[EngineEvent]:
+        """One round of server calls: their events, then their results in the history and the usage."""
+        assert run.container is not None  # made when the message started (the tool is present)
+        results: list[ServerToolResult] = []
+        async for event in self._run_calls(calls, run.container, run.caller, held_back=held_back, invalid=invalid):
+            if isinstance(event, ServerToolResultReady):
+                results.append(event.result)
+            yield event
+        run.usage += Usage(code_execution_requests=len(results))
+        run.history = with_results(run.history, results)
 
     # ------------------------------------------------------------------ helpers
 
-    def _functions(self, request: GenerationRequest, tool: CodeExecutionTool | None) -> tuple[FunctionDef, ...]:
-        server = ce.functions_for(tool) if tool else ()
-        reserved = {f.name for f in server}
+    @staticmethod
+    def _functions(request: GenerationRequest, version: ToolVersion | None) -> tuple[FunctionDef, ...]:
+        """What the model is offered: the tool's sub-tools, then the client's tools.
+
+        ``api/wire.py`` refuses a clashing name with its field path; this check guards requests built
+        in code, which no parser has seen.
+        """
+        server = version.functions if version else ()
+        reserved = version.names if version else frozenset()
         clashes = [t.name for t in request.client_tools if t.name in reserved]
         if clashes:
             raise InvalidRequest(f"tools: client tool name '{clashes[0]}' is reserved by the code execution tool")
         client = tuple(FunctionDef(t.name, t.description or "", t.input_schema) for t in request.client_tools)
         return server + client
 
-    def _system(self, request: GenerationRequest, tool: CodeExecutionTool | None) -> str | None:
-        if tool is None:
+    def _system(self, request: GenerationRequest, version: ToolVersion | None) -> str | None:
+        if version is None:
             return request.system
-        note = ce.system_note(tool, self._settings.sandbox)
+        note = system_note(version, self._settings.sandbox)
         return f"{request.system}\n\n{note}" if request.system else note
 
     async def _prepare_container(
-        self, request: GenerationRequest, caller: Caller, tool: CodeExecutionTool | None, *, needed_now: bool
+        self, request: GenerationRequest, caller: Caller, version: ToolVersion | None, *, needed_now: bool
     ) -> tuple[ContainerInfo | None, dict[str, str]]:
         """The request's container, with its uploads put in; also every upload's path there.
 
-        A named container is looked up; a new one is created here only when something must go into
-        it before the model runs (uploads, or ``needed_now`` for unanswered calls). Otherwise the loop
-        creates it at the model's first server call, and a request that never runs code has none.
+        A named container is looked up. A new one is created here only when something must go into it
+        before the model runs (uploads, or ``needed_now`` for unanswered calls); otherwise it is created
+        when the message starts, at the upstream's first output (``_message_started``), so a request
+        the upstream refuses builds none. A request without the tool never has one.
         Upload ids are checked before a container is created, so a bad id leaves nothing behind.
         Without the code execution tool there is no container to put anything in: uploads are ignored.
         """
         container = None
         if request.container_id:
             container = await self._containers.get(request.container_id, caller.owner)
-        wanted = upload_ids(request.messages) if tool is not None else ()
+        wanted = upload_ids(request.messages) if version is not None else ()
         placed: dict[str, str] = {}
         if wanted and container is not None and self._files is not None:
             placed = await self._files.placements(container.id)
         records = await records_to_put(self._files, caller.owner, [i for i in wanted if i not in placed])
-        if container is None and tool is not None and (records or needed_now):
+        if container is None and version is not None and (records or needed_now):
             container = await self._containers.create(caller.owner)
         if records and container is not None and self._files is not None:
             placed = await put_uploads(self._files, self._containers, container, caller.owner, records, placed)
@@ -282,7 +322,7 @@ class Engine:
                     outcome: ToolOutcome = ToolFailure("invalid_tool_input", "arguments were not a JSON object")
                 else:
                     task = asyncio.ensure_future(
-                        ce.run_call(session, call.name, call.input, self._settings.sandbox, publish)
+                        run_call(session, call.name, call.input, self._settings.sandbox, publish)
                     )
                     try:
                         while True:

@@ -22,27 +22,22 @@ many were left out.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, assert_never
+from typing import Any, Final, assert_never
 
 from execbridge.config import SandboxSettings
 from execbridge.sandbox.base import ContainerSession, ExecutionResult
+from execbridge.tools.versions import BASH, EDITOR, PYTHON, ToolVersion
 from execbridge.types import (
-    CodeExecutionTool,
     CommandOutcome,
     CreateOutcome,
-    FunctionDef,
     OutputFile,
     ServerToolResult,
     StrReplaceOutcome,
+    ToolErrorCode,
     ToolFailure,
     ToolOutcome,
     ViewOutcome,
 )
-
-BASH = "bash_code_execution"
-EDITOR = "text_editor_code_execution"
-PYTHON = "code_execution"
-SERVER_TOOL_NAMES = frozenset({BASH, EDITOR, PYTHON})
 
 WORKSPACE = "/workspace"
 # Publishes a command's captured ``$OUTPUT_DIR`` files (name, bytes) and says under which file ids.
@@ -50,74 +45,10 @@ Publisher = Callable[[Sequence[tuple[str, bytes]]], Awaitable[tuple[OutputFile, 
 # What the model reads back is bounded: a flood of output must not flood the context window.
 MODEL_OUTPUT_CHARS = 20_000
 
-_PYTHON_FUNCTION = FunctionDef(
-    name=PYTHON,
-    description=(
-        "Run Python 3.11 code in a persistent sandboxed Linux container and return its stdout, stderr "
-        "and exit code. Use print() to show results. Each call is a fresh process; files written to the "
-        "working directory persist between calls. No internet access."
-    ),
-    parameters={
-        "type": "object",
-        "properties": {"code": {"type": "string", "description": "The Python program to run."}},
-        "required": ["code"],
-    },
-)
 
-_BASH_FUNCTION = FunctionDef(
-    name=BASH,
-    description=(
-        "Run a bash command in a persistent sandboxed Linux container and return its stdout, stderr and "
-        "exit code. Python 3.11 with common data libraries is installed (run scripts with `python`). "
-        "Files persist between calls. No internet access; packages cannot be installed. To hand a file "
-        'back to the user, write or copy it into "$OUTPUT_DIR" (a fresh, empty directory for each '
-        "call) and list it in the same command."
-    ),
-    parameters={
-        "type": "object",
-        "properties": {"command": {"type": "string", "description": "The bash command to run."}},
-        "required": ["command"],
-    },
-)
-
-_EDITOR_FUNCTION = FunctionDef(
-    name=EDITOR,
-    description=(
-        "View, create or edit text files in the sandboxed container. Commands: `view` (show a file), "
-        "`create` (write `file_text` to `path`, replacing any file there), `str_replace` (replace the "
-        "single exact occurrence of `old_str` in the file with `new_str`). Paths are relative to the "
-        "working directory unless absolute."
-    ),
-    parameters={
-        "type": "object",
-        "properties": {
-            "command": {"type": "string", "enum": ["view", "create", "str_replace"]},
-            "path": {"type": "string", "description": "File path."},
-            "file_text": {"type": "string", "description": "Full file content, for `create`."},
-            "old_str": {"type": "string", "description": "Exact text to replace, for `str_replace`."},
-            "new_str": {"type": "string", "description": "Replacement text, for `str_replace`."},
-        },
-        "required": ["command", "path"],
-    },
-)
-
-
-def functions_for(tool: CodeExecutionTool) -> tuple[FunctionDef, ...]:
-    """The functions a tool version offers; 2026 versions add Python next to bash and the editor."""
-    match tool.version:
-        case "20250522":
-            return (_PYTHON_FUNCTION,)
-        case "20250825":
-            return (_BASH_FUNCTION, _EDITOR_FUNCTION)
-        case "20260120" | "20260521":
-            return (_BASH_FUNCTION, _EDITOR_FUNCTION, _PYTHON_FUNCTION)
-        case _ as unreachable:
-            assert_never(unreachable)
-
-
-def system_note(tool: CodeExecutionTool, limits: SandboxSettings) -> str:
+def system_note(version: ToolVersion, limits: SandboxSettings) -> str:
     """What the model must know about the sandbox; appended to the request's system prompt."""
-    names = ", ".join(f.name for f in functions_for(tool))
+    names = ", ".join(s.name for s in version.sub_tools)
     return (
         f"You have server-side code execution through the tools {names}. They run in a sandboxed "
         f"Linux container (x86_64, Python 3.11 with numpy, pandas, scipy, scikit-learn, statsmodels, "
@@ -150,25 +81,23 @@ async def run_call(
 
     Without ``publish`` captured files are dropped (nothing could serve them).
     """
-    match name:
-        case "bash_code_execution":
-            command = _str_arg(args, "command")
-            if not isinstance(command, str):
-                return command or ToolFailure("invalid_tool_input", "missing `command`")
-            if not command.strip():
-                return ToolFailure("invalid_tool_input", "`command` is empty")
-            result = await session.run_bash(command, timeout=limits.command_timeout_s)
-            return await _published(BASH, result, publish, limits)
-        case "code_execution":
-            code = _str_arg(args, "code")
-            if not isinstance(code, str):
-                return code or ToolFailure("invalid_tool_input", "missing `code`")
-            result = await session.run_python(code, timeout=limits.command_timeout_s)
-            return await _published(PYTHON, result, publish, limits)
-        case "text_editor_code_execution":
-            return await _run_editor(session, args)
-        case _:
-            return ToolFailure("invalid_tool_input", f"unknown tool `{name}`")
+    if name == BASH:
+        command = _str_arg(args, "command")
+        if not isinstance(command, str):
+            return command or ToolFailure("invalid_tool_input", "missing `command`")
+        if not command.strip():
+            return ToolFailure("invalid_tool_input", "`command` is empty")
+        result = await session.run_bash(command, timeout=limits.command_timeout_s)
+        return await _published(BASH, result, publish, limits)
+    if name == PYTHON:
+        code = _str_arg(args, "code")
+        if not isinstance(code, str):
+            return code or ToolFailure("invalid_tool_input", "missing `code`")
+        result = await session.run_python(code, timeout=limits.command_timeout_s)
+        return await _published(PYTHON, result, publish, limits)
+    if name == EDITOR:
+        return await _run_editor(session, args)
+    return ToolFailure("invalid_tool_input", f"unknown tool `{name}`")
 
 
 async def _run_editor(session: ContainerSession, args: Mapping[str, Any]) -> ToolOutcome:
@@ -263,7 +192,8 @@ def _clip(text: str, limit: int = MODEL_OUTPUT_CHARS) -> str:
     return f"{text[:head]}\n[… {skipped} characters omitted …]\n{text[-tail:]}"
 
 
-_FAILURE_HINTS = {
+# What the model reads for each error code (the codes themselves: ``types.ToolErrorCode``).
+_FAILURE_HINTS: Final[dict[ToolErrorCode, str]] = {
     "execution_time_exceeded": "the command ran past its time limit and was stopped",
     "unavailable": "the sandbox was unavailable; try again",
     "output_file_too_large": "a file in $OUTPUT_DIR was over the size limit; no file of that command was returned",
