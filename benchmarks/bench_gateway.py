@@ -145,7 +145,7 @@ def main() -> None:
 
     fake_port, gateway_port = free_port(), free_port()
     fake = subprocess.Popen(
-        [sys.executable, "-m", "execbridge.upstream.fake", "--instant", "--port", str(fake_port)],
+        [sys.executable, "-m", "execbridge.testing", "--instant", "--port", str(fake_port)],
         stdout=subprocess.DEVNULL,
     )
     with tempfile.TemporaryDirectory() as data_dir:

@@ -1,6 +1,6 @@
 """CPU per model turn spent in ``OpenAIChatUpstream``, against the fake upstream's instant mode.
 
-The fake runs in its own process (``python -m execbridge.upstream.fake --instant``), so the process
+The fake runs in its own process (``python -m execbridge.testing --instant``), so the process
 CPU time measured here (user + system) is the client's alone: payload building, HTTP, parsing, events.
 ``--aiohttp`` adds the same turns with aiohttp as the transport (``pip install -e '.[bench]'``): the
 measurement behind keeping ``_http11`` (docs/architecture.md, Upstream).
@@ -111,7 +111,7 @@ def main() -> None:
 
         uvloop.install()
     fake = subprocess.Popen(
-        [sys.executable, "-m", "execbridge.upstream.fake", "--instant"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "execbridge.testing", "--instant"], stdout=subprocess.PIPE, text=True
     )
     try:
         assert fake.stdout is not None

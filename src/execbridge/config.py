@@ -8,6 +8,7 @@ Precedence, highest first: command-line flags, ``EXECBRIDGE_*`` environment vari
 from __future__ import annotations
 
 import os
+import types
 from pathlib import Path
 from typing import Any, Literal
 
@@ -155,11 +156,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """
     flags = {k: v for k, v in overrides.items() if v is not None}
     toml_file = config_file or os.environ.get("EXECBRIDGE_CONFIG")
-    settings_cls = Settings
+    settings_cls: type[Settings] = Settings
     if toml_file:
         # A subclass that knows its file keeps the choice local to this call: no process-wide state.
-        config = SettingsConfigDict(**{**Settings.model_config, "toml_file": Path(toml_file)})  # type: ignore[typeddict-item]
-        settings_cls = type("Settings", (Settings,), {"model_config": config})
+        config = SettingsConfigDict(**{**Settings.model_config, "toml_file": Path(toml_file)})
+        settings_cls = types.new_class("Settings", (Settings,), {}, lambda ns: ns.update(model_config=config))
     sandbox_flags = flags.pop("sandbox", None)
     settings = settings_cls(**flags)
     if sandbox_flags:

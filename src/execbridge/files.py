@@ -13,7 +13,7 @@ Invariants:
   metadata row exists, so a listed file always has its bytes; a delete removes the row, then the
   bytes. Temporaries left by a crash are swept by ``prepare``.
 - The on-disk name is the file id (``file_`` + base62, made here), never a client-supplied name.
-- Uploads are ``downloadable=False``; sandbox outputs ``downloadable=True`` (wire-format §2.10).
+- Uploads are ``downloadable=False``; sandbox outputs ``downloadable=True`` (docs/protocol.md §2.10).
 - Blocking disk work runs in a thread; disk failures become ``StorageError``.
 """
 
@@ -190,7 +190,7 @@ class FileService:
         try:
             await asyncio.to_thread(os.replace, temp, final)
         except OSError as exc:
-            temp.unlink(missing_ok=True)
+            temp.unlink(missing_ok=True)  # noqa: ASYNC240  (error path: one unlink of our own temp file)
             raise StorageError(f"could not store the file: {exc.strerror}") from None
         try:
             await self._store.insert(record)

@@ -66,7 +66,7 @@ def plain_text() -> list[EngineEvent]:
 
 
 def bash_session() -> list[EngineEvent]:
-    """The §2.13 conversation (20250825): an editor create, a bash run with an output file."""
+    """The docs/protocol.md §2.13 conversation (20250825): an editor create, a bash run with an output file."""
     file_text = "import numpy as np\nprint(np.std([1,2,3]))\n"
     return [
         _start(2, CONTAINER),
@@ -199,7 +199,7 @@ def editor_variants() -> list[EngineEvent]:
 
 
 def client_tool_deferred() -> list[EngineEvent]:
-    """A server call deferred next to a client tool call (§2.12): stop_reason tool_use, no result."""
+    """A server call deferred next to a client tool call (docs/protocol.md §2.12): stop_reason tool_use, no result."""
     return [
         _start(5, CONTAINER),
         *_text("Let me check both."),

@@ -251,7 +251,7 @@ def test_sdk_classes(part: Any, outer: str, inner: str | None) -> None:
             assert type(block.content).__name__ == prefix + inner
 
 
-# Codes outside a block's enum (§2.6) are clamped so strict validators accept the block.
+# Codes outside a block's enum (docs/protocol.md §2.6) are clamped so strict validators accept the block.
 @pytest.mark.parametrize(
     ("result", "code"),
     [

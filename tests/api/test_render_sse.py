@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import anthropic
@@ -53,7 +53,7 @@ def parse_sse(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
         assert lines[0].startswith(b"event: ") and lines[1].startswith(b"data: "), chunk
         name = lines[0][len(b"event: ") :].decode()
         data = orjson.loads(lines[1][len(b"data: ") :])
-        assert data["type"] == name  # the JSON's type equals the event name (§3.1)
+        assert data["type"] == name  # the JSON's type equals the event name (docs/protocol.md §3.1)
         events.append((name, data))
     return events
 
@@ -199,14 +199,14 @@ def test_final_values_the_deltas_missed_are_sent_before_stop() -> None:
     ]
 
 
-async def _aiter(events: list[EngineEvent], fail: BaseException | None = None) -> AsyncIterator[EngineEvent]:
+async def _aiter(events: list[EngineEvent], fail: BaseException | None = None) -> AsyncGenerator[EngineEvent, None]:
     for event in events:
         yield event
     if fail is not None:
         raise fail
 
 
-async def _collect(source: AsyncIterator[EngineEvent], request_id: str | None = None) -> bytes:
+async def _collect(source: AsyncGenerator[EngineEvent, None], request_id: str | None = None) -> bytes:
     return b"".join([chunk async for chunk in render_stream(source, request_id)])
 
 
@@ -242,7 +242,7 @@ def test_error_event_raises_in_the_sdk() -> None:
 async def test_consumer_leaving_closes_the_engine() -> None:
     closed = False
 
-    async def engine() -> AsyncIterator[EngineEvent]:
+    async def engine() -> AsyncGenerator[EngineEvent, None]:
         nonlocal closed
         try:
             for event in bash_session():
@@ -252,5 +252,25 @@ async def test_consumer_leaving_closes_the_engine() -> None:
 
     stream = render_stream(engine())
     await anext(stream)
+    await stream.aclose()
+    assert closed
+
+
+async def test_consumer_leaving_before_the_rest_closes_the_engine() -> None:
+    """The route takes the first event itself; the stream must still close the engine it never iterated."""
+    closed = False
+
+    async def engine() -> AsyncGenerator[EngineEvent, None]:
+        nonlocal closed
+        try:
+            for event in bash_session():
+                yield event
+        finally:
+            closed = True
+
+    events = engine()
+    first = await anext(events)
+    stream = render_stream(events, first=first)
+    await anext(stream)  # only the first event rendered: the engine generator is suspended mid-way
     await stream.aclose()
     assert closed

@@ -987,7 +987,7 @@ def test_api_version() -> None:
 
 GOLDEN = Path(__file__).parent / "golden"
 
-# The content of the complete non-streaming example of wire-format §2.13, verbatim.
+# The content of the complete non-streaming example of docs/protocol.md §2.13, verbatim.
 EXAMPLE_2_13: list[dict[str, Any]] = [
     {"type": "text", "text": "I'll write a script and run it."},
     {

@@ -20,7 +20,7 @@ from execbridge.engine.events import (
 from execbridge.engine.loop import Engine, _function_choice
 from execbridge.errors import InvalidRequest, NotFound, UpstreamError
 from execbridge.sandbox.base import ExecutionResult
-from execbridge.sandbox.fake import FakeContainerService
+from execbridge.testing import FakeContainerService, ScriptedUpstream
 from execbridge.tools.versions import version_of
 from execbridge.types import (
     Caller,
@@ -38,22 +38,7 @@ from execbridge.types import (
 )
 from execbridge.upstream import base as up
 from execbridge.upstream.base import FunctionChoice
-
-
-class ScriptedUpstream:
-    """Answers each turn with the next list of neutral events; records what it was asked."""
-
-    def __init__(self, *turns: list[up.UpstreamEvent]) -> None:
-        self.turns = list(turns)
-        self.seen: list[up.ChatTurn] = []
-
-    async def stream_turn(self, turn: up.ChatTurn) -> AsyncIterator[up.UpstreamEvent]:
-        self.seen.append(turn)
-        for event in self.turns.pop(0):
-            yield event
-
-    async def aclose(self) -> None:
-        pass
+from execbridge.upstream.stream import events_from_chunks
 
 
 def call(index: int, name: str, *pieces: str) -> list[up.UpstreamEvent]:
@@ -258,8 +243,12 @@ async def test_client_tool_named_like_a_sub_tool_is_rejected():
 
 
 async def test_databricks_empty_object_placeholder_is_dropped():
+    # The upstream's fold takes the placeholder out (upstream/stream.py); the engine gets real arguments.
+    pieces = [{"id": "call_0", "function": {"name": "bash_code_execution", "arguments": "{}"}}]
+    pieces.append({"function": {"arguments": '{"command": "ls"}'}})
+    chunks = [{"choices": [{"delta": {"tool_calls": [{"index": 0, **p}]}}]} for p in pieces]
     upstream = ScriptedUpstream(
-        call(0, "bash_code_execution", "{}", '{"command": "ls"}') + done("tool_calls"),
+        events_from_chunks([*chunks, {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}]),
         done(),
     )
     events = await collect(engine_with(upstream), request(user("go")))

@@ -11,8 +11,8 @@ from execbridge.engine.uploads import container_filename, unique_name, upload_id
 from execbridge.errors import InvalidRequest
 from execbridge.files import FileService
 from execbridge.sandbox.base import CapturedFile, ExecutionResult
-from execbridge.sandbox.fake import FakeContainerService
 from execbridge.store.memory import MemoryStore
+from execbridge.testing import FakeContainerService, ScriptedUpstream
 from execbridge.types import (
     CommandOutcome,
     ContainerUpload,
@@ -25,7 +25,7 @@ from execbridge.types import (
     ToolResult,
 )
 
-from .test_loop import ScriptedUpstream, call, collect, done, request, text, user
+from .test_loop import call, collect, done, request, text, user
 
 
 @pytest.fixture

@@ -12,10 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anthropic
 import httpx
 import pytest
 
-from execbridge.upstream.fake import FakeUpstream
+from execbridge.testing import FakeUpstream
 
 CLIENT_KEY = "dapi-test-token-alice"
 OTHER_KEY = "dapi-test-token-bob"
@@ -30,6 +31,24 @@ class Gateway:
     fake: FakeUpstream
     data_dir: Path
     log: Path
+
+
+_SDK_CLIENTS: list[anthropic.Anthropic] = []
+
+
+def sdk_client(url: str, key: str) -> anthropic.Anthropic:
+    """The official SDK against a gateway, closed when the test ends (an unclosed client's sockets
+    would be collected in some later test, whose run then fails on the ResourceWarning)."""
+    client = anthropic.Anthropic(base_url=url, api_key=key, max_retries=0)
+    _SDK_CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients() -> Iterator[None]:
+    yield
+    while _SDK_CLIENTS:
+        _SDK_CLIENTS.pop().close()
 
 
 def _free_port() -> int:

@@ -7,7 +7,7 @@ import time
 import httpx
 import orjson
 
-from execbridge.upstream.fake import Turn
+from execbridge.testing import Turn
 
 from .conftest import CLIENT_KEY, Gateway
 

@@ -32,9 +32,9 @@ from anthropic.types.beta import (
     BetaTextEditorCodeExecutionViewResultBlock,
 )
 
-from execbridge.upstream.fake import Turn, last_tool_result, tool_results
+from execbridge.testing import Turn, last_tool_result, tool_results
 
-from .conftest import CLIENT_KEY, MAX_FILE_BYTES, OTHER_KEY, OUTPUT_FILE_LIMIT_BYTES, Gateway, serve
+from .conftest import CLIENT_KEY, MAX_FILE_BYTES, OTHER_KEY, OUTPUT_FILE_LIMIT_BYTES, Gateway, sdk_client, serve
 
 BASH_TOOL = [{"type": "code_execution_20250825", "name": "code_execution"}]
 PYTHON_TOOL = [{"type": "code_execution_20250522", "name": "code_execution"}]
@@ -55,7 +55,7 @@ ls "$OUTPUT_DIR"
 
 
 def client(gateway: Gateway, key: str = CLIENT_KEY) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+    return sdk_client(gateway.url, key)
 
 
 def png_size(data: bytes) -> tuple[int, int]:

@@ -20,9 +20,9 @@ from anthropic.types.beta import (
     BetaTextBlock,
 )
 
-from execbridge.upstream.fake import Turn, last_tool_result
+from execbridge.testing import Turn, last_tool_result
 
-from .conftest import CLIENT_KEY, OTHER_KEY, Gateway
+from .conftest import CLIENT_KEY, OTHER_KEY, Gateway, sdk_client
 
 PRIME_SCRIPT = (
     "python3 -c 'n = [p for p in range(2, 8000) if all(p % d for d in range(2, int(p**.5) + 1))]; print(n[999])'"
@@ -32,7 +32,7 @@ SEED = "What is the 1000th prime? Compute it."
 
 
 def client(gateway: Gateway, key: str = CLIENT_KEY) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+    return sdk_client(gateway.url, key)
 
 
 def prime_script() -> list:

@@ -20,10 +20,9 @@ import pytest
 from click.testing import CliRunner
 
 from execbridge.cli import main
-from execbridge.upstream.fake import Turn
-from execbridge.upstream.fake_databricks import FakeDatabricks
+from execbridge.testing import FakeDatabricks, Turn
 
-from .conftest import serve_process
+from .conftest import sdk_client, serve_process
 
 # The SDK warns that the 4.5 names are deprecated; they are what Databricks serves.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -97,7 +96,7 @@ def ws(workspace: FakeDatabricks) -> Iterator[FakeDatabricks]:
 
 
 def client(gateway: Running, key: str = "anything") -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+    return sdk_client(gateway.url, key)
 
 
 def ask(gateway: Running, key: str, model: str = "claude-sonnet-4-5") -> anthropic.types.Message:

@@ -24,7 +24,7 @@ import pytest_asyncio
 
 from execbridge.sandbox.doctor import DoctorReport
 from execbridge.sandbox.manager import ContainerManager
-from execbridge.sandbox.session import Session
+from execbridge.sandbox.session import LeasedSession
 
 from .conftest import open_manager
 
@@ -47,7 +47,7 @@ async def m(base_dir: Path, doctor_report: DoctorReport) -> AsyncIterator[Contai
 
 
 @asynccontextmanager
-async def container(m: ContainerManager, owner: str = "attacker") -> AsyncIterator[Session]:
+async def container(m: ContainerManager, owner: str = "attacker") -> AsyncIterator[LeasedSession]:
     info = await m.create(owner)
     try:
         async with m.lease(info.id, owner) as session:
@@ -56,7 +56,7 @@ async def container(m: ContainerManager, owner: str = "attacker") -> AsyncIterat
         await m.delete(info.id, owner)
 
 
-def sandbox_pids(m: ContainerManager, session: Session) -> set[int]:
+def sandbox_pids(m: ContainerManager, session: LeasedSession) -> set[int]:
     live = m._entries[session.info.id].live
     assert live is not None
     return live.pids()

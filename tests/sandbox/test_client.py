@@ -21,7 +21,8 @@ import pytest
 
 from execbridge.errors import SandboxError
 from execbridge.sandbox.base import CapturedFile
-from execbridge.sandbox.client import ExecutorClient, ExecutorError, ExecutorLimits, executor_argv
+from execbridge.sandbox.client import ExecutorClient, ExecutorError, ExecutorLimits
+from execbridge.sandbox.executor_image import executor_argv
 from execbridge.types import CreateOutcome, StrReplaceOutcome, ToolFailure, ViewOutcome
 
 # The interpreter the sandbox runs the executor with; any CPython 3.11 will do for these tests.

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from execbridge.sandbox import executor, protocol
-from execbridge.sandbox.client import EXECUTOR_SCRIPT, executor_argv, executor_bytecode
+from execbridge.sandbox.executor_image import EXECUTOR_SCRIPT, executor_argv, executor_bytecode
 
 EXECUTOR_PYTHON = "/usr/bin/python3.11" if os.path.exists("/usr/bin/python3.11") else sys.executable
 LIMITS = {"timeout": 5.0, "output_limit": 4096, "file_limit": 4096, "file_count": 4}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from execbridge.config import SandboxSettings
 from execbridge.sandbox.base import CapturedFile, ExecutionResult
-from execbridge.sandbox.fake import FakeContainerService
+from execbridge.testing import FakeContainerService
 from execbridge.tools.code_execution import BASH, PYTHON, command_outcome, render_for_model, run_call
 from execbridge.types import CommandOutcome, OutputFile, ServerToolResult, ToolFailure
 

@@ -14,11 +14,10 @@ from typing import Any
 import pytest
 
 from execbridge.errors import ConfigurationError, UpstreamError, UpstreamTimeout
+from execbridge.testing import FakeDatabricks, Turn
 from execbridge.types import Message, Text
 from execbridge.upstream.base import ChatTurn, TextDelta
 from execbridge.upstream.databricks import DatabricksCredentials
-from execbridge.upstream.fake import Turn
-from execbridge.upstream.fake_databricks import FakeDatabricks
 from execbridge.upstream.openai_chat import OpenAIChatUpstream
 
 TURN = ChatTurn(model="databricks-claude-sonnet-4-5", messages=(Message("user", (Text("hi"),)),), max_tokens=64)

@@ -25,10 +25,11 @@ from execbridge.errors import (
     UpstreamRateLimited,
     UpstreamTimeout,
 )
+from execbridge.testing import FakeUpstream, Reply, Turn, last_tool_result
 from execbridge.types import FunctionDef, Message, Text, ToolCall, ToolResult
 from execbridge.upstream.base import ChatTurn, Finished, ReasoningDelta, TextDelta, TokenUsage, ToolCallDelta
-from execbridge.upstream.fake import FakeUpstream, Reply, Turn, last_tool_result
-from execbridge.upstream.openai_chat import OpenAIChatUpstream, parse_retry_after
+from execbridge.upstream.error_envelopes import parse_retry_after
+from execbridge.upstream.openai_chat import OpenAIChatUpstream
 
 BASH = FunctionDef(
     "bash_code_execution", "Run a bash command.", {"type": "object", "properties": {"command": {"type": "string"}}}

@@ -11,16 +11,17 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
+import httpx
 import pytest
 
 from execbridge.config import Settings
 from execbridge.errors import UpstreamError, UpstreamTimeout
+from execbridge.testing import FakeApp, Turn
 from execbridge.types import FunctionDef, Message, Sampling, Text, ToolCall, ToolResult
 from execbridge.upstream.base import ChatTurn, ReasoningDelta, TextDelta
-from execbridge.upstream.fake import FakeUpstream, Turn
+from execbridge.upstream.dialects import DATABRICKS, GENERIC, OPENAI, VLLM
 from execbridge.upstream.models import ModelNames
 from execbridge.upstream.openai_chat import OpenAIChatUpstream
-from execbridge.upstream.translate import DATABRICKS, GENERIC, OPENAI, VLLM
 
 NOARG = FunctionDef("get_time", "", {})
 BASH = FunctionDef(
@@ -40,11 +41,20 @@ TWO_CALLS = (
 )
 
 
+# The fake runs in-process (its app is the client's transport): these tests are about what is sent and
+# learnt, not about sockets, which test_openai_chat.py and test_http11.py cover.
+URL = "http://fake.test"
+BASE_URL = f"{URL}/v1"
+DATABRICKS_URL = f"{URL}/serving-endpoints"
+
+
 @pytest.fixture
 async def upstream_for() -> AsyncIterator[Callable[..., OpenAIChatUpstream]]:
     clients: list[OpenAIChatUpstream] = []
 
-    def factory(base_url: str, **options: Any) -> OpenAIChatUpstream:
+    def factory(base_url: str, fake: FakeApp | None = None, **options: Any) -> OpenAIChatUpstream:
+        if fake is not None:
+            options["transport"] = httpx.ASGITransport(fake)
         options.setdefault("trust_env", False)
         options.setdefault("backoff_base_s", 0.001)
         client = OpenAIChatUpstream(base_url, options.pop("api_key", "k"), **options)
@@ -70,48 +80,48 @@ def text(events: list[Any]) -> str:
 
 @pytest.mark.parametrize("envelope", ["openai", "databricks"])
 async def test_max_tokens_refused_switches_to_max_completion_tokens(upstream_for, envelope):
-    with FakeUpstream([Turn.text("one"), Turn.text("two")], reject_params={"max_tokens"}, error_envelope=envelope) as f:
-        upstream = upstream_for(f.base_url, dialect=GENERIC)
-        assert text(await run(upstream)) == "one"
-        assert text(await run(upstream)) == "two"
-        sent = [("max_tokens" in r, r.get("max_completion_tokens")) for r in f.chat_requests]
-        # refused once, resent at once with the other field, and the second turn uses it from the start
-        assert sent == [(True, None), (False, 100), (False, 100)]
-        assert upstream.dialect("m").max_tokens_field == "max_completion_tokens"
+    f = FakeApp([Turn.text("one"), Turn.text("two")], reject_params={"max_tokens"}, error_envelope=envelope)
+    upstream = upstream_for(BASE_URL, f, dialect=GENERIC)
+    assert text(await run(upstream)) == "one"
+    assert text(await run(upstream)) == "two"
+    sent = [("max_tokens" in r, r.get("max_completion_tokens")) for r in f.chat_requests]
+    # refused once, resent at once with the other field, and the second turn uses it from the start
+    assert sent == [(True, None), (False, 100), (False, 100)]
+    assert upstream.dialect("m").max_tokens_field == "max_completion_tokens"
 
 
 async def test_max_completion_tokens_refused_switches_back(upstream_for):
-    with FakeUpstream([Turn.text("ok")], reject_params={"max_completion_tokens"}) as f:
-        upstream = upstream_for(f.base_url, dialect=OPENAI)
-        assert text(await run(upstream)) == "ok"
-        assert [r.get("max_tokens") for r in f.chat_requests] == [None, 100]
+    f = FakeApp([Turn.text("ok")], reject_params={"max_completion_tokens"})
+    upstream = upstream_for(BASE_URL, f, dialect=OPENAI)
+    assert text(await run(upstream)) == "ok"
+    assert [r.get("max_tokens") for r in f.chat_requests] == [None, 100]
 
 
 async def test_stream_options_only_where_accepted(upstream_for):
-    with FakeUpstream([Turn.text("s1"), Turn.text("j1"), Turn.text("s2")], reject_params={"stream_options"}) as f:
-        upstream = upstream_for(f.base_url, dialect=GENERIC)
-        assert text(await run(upstream)) == "s1"
-        assert text(await run(upstream, replace(TURN, stream=False))) == "j1"  # never sent without stream
-        assert text(await run(upstream)) == "s2"
-        assert ["stream_options" in r for r in f.chat_requests] == [True, False, False, False]
+    f = FakeApp([Turn.text("s1"), Turn.text("j1"), Turn.text("s2")], reject_params={"stream_options"})
+    upstream = upstream_for(BASE_URL, f, dialect=GENERIC)
+    assert text(await run(upstream)) == "s1"
+    assert text(await run(upstream, replace(TURN, stream=False))) == "j1"  # never sent without stream
+    assert text(await run(upstream)) == "s2"
+    assert ["stream_options" in r for r in f.chat_requests] == [True, False, False, False]
 
 
 async def test_parallel_tool_calls_and_top_k_refused(upstream_for):
     turn = replace(TURN, parallel_calls=False, sampling=Sampling(top_k=5))
-    with FakeUpstream([Turn.text("ok")], reject_params={"parallel_tool_calls", "top_k"}) as f:
-        upstream = upstream_for(f.base_url, dialect=VLLM)
-        assert text(await run(upstream, turn)) == "ok"
-        assert len(f.chat_requests) == 3
-        assert "parallel_tool_calls" not in f.chat_requests[-1] and "top_k" not in f.chat_requests[-1]
+    f = FakeApp([Turn.text("ok")], reject_params={"parallel_tool_calls", "top_k"})
+    upstream = upstream_for(BASE_URL, f, dialect=VLLM)
+    assert text(await run(upstream, turn)) == "ok"
+    assert len(f.chat_requests) == 3
+    assert "parallel_tool_calls" not in f.chat_requests[-1] and "top_k" not in f.chat_requests[-1]
 
 
 async def test_value_errors_are_not_mistaken_for_unsupported_parameters(upstream_for):
     refusal = Turn.error(400, "max_tokens must be at most 8192, got 100000", envelope="openai")
-    with FakeUpstream([refusal]) as f:
-        upstream = upstream_for(f.base_url, dialect=GENERIC, max_retries=0)
-        with pytest.raises(UpstreamError, match="at most 8192"):
-            await run(upstream)
-        assert len(f.chat_requests) == 1 and upstream.dialect("m") == GENERIC
+    f = FakeApp([refusal])
+    upstream = upstream_for(BASE_URL, f, dialect=GENERIC, max_retries=0)
+    with pytest.raises(UpstreamError, match="at most 8192"):
+        await run(upstream)
+    assert len(f.chat_requests) == 1 and upstream.dialect("m") == GENERIC
 
 
 # ---------------------------------------------------------------- one call per assistant message
@@ -119,21 +129,21 @@ async def test_value_errors_are_not_mistaken_for_unsupported_parameters(upstream
 
 async def test_multiple_tool_calls_refused_splits_history(upstream_for):
     """A gpt-oss-like endpoint that is not recognised by name: the first 400 teaches the client."""
-    with FakeUpstream([Turn.text("both ran")], reject_multiple_tool_calls=True) as f:
-        upstream = upstream_for(f.base_url, dialect=GENERIC)
-        assert text(await run(upstream, replace(TURN, messages=TWO_CALLS))) == "both ran"
-        assert [s for s, _ in f.rejections] == [400]
-        roles = [m["role"] for m in f.chat_requests[-1]["messages"]]
-        assert roles == ["user", "assistant", "tool", "assistant", "tool"]
-        assert upstream.dialect("m").one_tool_call_per_message
+    f = FakeApp([Turn.text("both ran")], reject_multiple_tool_calls=True)
+    upstream = upstream_for(BASE_URL, f, dialect=GENERIC)
+    assert text(await run(upstream, replace(TURN, messages=TWO_CALLS))) == "both ran"
+    assert [s for s, _ in f.rejections] == [400]
+    roles = [m["role"] for m in f.chat_requests[-1]["messages"]]
+    assert roles == ["user", "assistant", "tool", "assistant", "tool"]
+    assert upstream.dialect("m").one_tool_call_per_message
 
 
 async def test_gpt_oss_on_databricks_is_split_from_the_start(upstream_for):
-    with FakeUpstream([Turn.text("ok")], reject_multiple_tool_calls=True) as f:
-        upstream = upstream_for(f.databricks_url)
-        turn = replace(TURN, model="databricks-gpt-oss-120b", messages=TWO_CALLS)
-        assert text(await run(upstream, turn)) == "ok"
-        assert f.rejections == []
+    f = FakeApp([Turn.text("ok")], reject_multiple_tool_calls=True)
+    upstream = upstream_for(DATABRICKS_URL, f)
+    turn = replace(TURN, model="databricks-gpt-oss-120b", messages=TWO_CALLS)
+    assert text(await run(upstream, turn)) == "ok"
+    assert f.rejections == []
 
 
 # ---------------------------------------------------------------- Databricks' rules
@@ -149,26 +159,26 @@ async def test_databricks_rules_parts_and_reasoning(upstream_for, stream):
         Message("user", (ToolResult("toolu_1", (Text(""),)),)),
     )
     reply = Turn.reasoning("Checking the result.", "It is noon.", signature="s1").but(content_parts=True)
-    with FakeUpstream([reply]) as f:
-        upstream = upstream_for(f.databricks_url)
-        turn = replace(TURN, model="databricks-claude-sonnet-4-5", messages=history, functions=(NOARG,), stream=stream)
-        events = await run(upstream, turn)
-        assert f.rejections == []
-        assert text(events) == "It is noon."
-        assert "".join(e.text for e in events if isinstance(e, ReasoningDelta)) == "Checking the result."
-        sent = f.chat_requests[0]
-        assert sent["tools"][0]["function"]["parameters"] == {"type": "object", "properties": {}}
-        assert "parallel_tool_calls" not in sent
-        assert upstream.dialect("databricks-claude-sonnet-4-5") == DATABRICKS
+    f = FakeApp([reply])
+    upstream = upstream_for(DATABRICKS_URL, f)
+    turn = replace(TURN, model="databricks-claude-sonnet-4-5", messages=history, functions=(NOARG,), stream=stream)
+    events = await run(upstream, turn)
+    assert f.rejections == []
+    assert text(events) == "It is noon."
+    assert "".join(e.text for e in events if isinstance(e, ReasoningDelta)) == "Checking the result."
+    sent = f.chat_requests[0]
+    assert sent["tools"][0]["function"]["parameters"] == {"type": "object", "properties": {}}
+    assert "parallel_tool_calls" not in sent
+    assert upstream.dialect("databricks-claude-sonnet-4-5") == DATABRICKS
 
 
 async def test_databricks_error_envelope_keeps_its_message(upstream_for):
     error = Turn.error(400, "Invalid tool schema for run_python.", code="INVALID_PARAMETER_VALUE")
-    with FakeUpstream([error]) as f:
-        with pytest.raises(UpstreamError) as caught:
-            await run(upstream_for(f.databricks_url, max_retries=0))
-        assert (caught.value.status, caught.value.code) == (400, "INVALID_PARAMETER_VALUE")
-        assert caught.value.message == "Invalid tool schema for run_python."
+    f = FakeApp([error])
+    with pytest.raises(UpstreamError) as caught:
+        await run(upstream_for(DATABRICKS_URL, f, max_retries=0))
+    assert (caught.value.status, caught.value.code) == (400, "INVALID_PARAMETER_VALUE")
+    assert caught.value.message == "Invalid tool schema for run_python."
 
 
 # ---------------------------------------------------------------- model names
@@ -194,10 +204,10 @@ def test_model_names(provider, mapping, client, upstream):
 
 
 async def test_upstream_receives_the_mapped_name(upstream_for):
-    with FakeUpstream([Turn.text("hi")], models=("databricks-claude-sonnet-4-5",), enforce_models=True) as f:
-        upstream = upstream_for(f.databricks_url, model_names=ModelNames(provider="databricks"))
-        assert text(await run(upstream, replace(TURN, model="claude-sonnet-4-5-20250929"))) == "hi"
-        assert f.chat_requests[0]["model"] == "databricks-claude-sonnet-4-5"
+    f = FakeApp([Turn.text("hi")], models=("databricks-claude-sonnet-4-5",), enforce_models=True)
+    upstream = upstream_for(DATABRICKS_URL, f, model_names=ModelNames(provider="databricks"))
+    assert text(await run(upstream, replace(TURN, model="claude-sonnet-4-5-20250929"))) == "hi"
+    assert f.chat_requests[0]["model"] == "databricks-claude-sonnet-4-5"
 
 
 def test_model_map_from_environment_json(monkeypatch):
@@ -209,17 +219,17 @@ def test_model_map_from_environment_json(monkeypatch):
 
 
 async def test_azure_key_header_and_api_version_query(upstream_for):
-    with FakeUpstream([Turn.text("azure")]) as f:
-        upstream = upstream_for(f"{f.url}/openai/v1?api-version=preview", api_key="az-key", auth_header="api-key")
-        assert text(await run(upstream)) == "azure"
-        request = f.requests[0]
-        assert request.path == "/openai/v1/chat/completions"
-        assert request.headers["api-key"] == "az-key" and "authorization" not in request.headers
+    f = FakeApp([Turn.text("azure")])
+    upstream = upstream_for(f"{URL}/openai/v1?api-version=preview", f, api_key="az-key", auth_header="api-key")
+    assert text(await run(upstream)) == "azure"
+    request = f.requests[0]
+    assert request.path == "/openai/v1/chat/completions"
+    assert request.headers["api-key"] == "az-key" and "authorization" not in request.headers
 
 
 def test_azure_host_picks_the_key_header():
     upstream = OpenAIChatUpstream("https://acme.openai.azure.com/openai/v1", "k", trust_env=False)
-    assert upstream._make_headers("k") == {"content-type": "application/json", "api-key": "k"}
+    assert upstream._auth.for_key("k").headers == {"content-type": "application/json", "api-key": "k"}
 
 
 def test_forced_preset_from_settings():
@@ -246,7 +256,7 @@ async def test_silent_server_read_timeout_is_clear(upstream_for, http):
 
 async def test_stream_options_refused_in_other_words(upstream_for):
     refusal = Turn.error(400, "Invalid parameter: stream_options", code="INVALID_PARAMETER_VALUE")
-    with FakeUpstream([refusal, Turn.text("ok")]) as f:
-        upstream = upstream_for(f.databricks_url)
-        assert text(await run(upstream, replace(TURN, model="databricks-claude-sonnet-4-5"))) == "ok"
-        assert ["stream_options" in r for r in f.chat_requests] == [True, False]
+    f = FakeApp([refusal, Turn.text("ok")])
+    upstream = upstream_for(DATABRICKS_URL, f)
+    assert text(await run(upstream, replace(TURN, model="databricks-claude-sonnet-4-5"))) == "ok"
+    assert ["stream_options" in r for r in f.chat_requests] == [True, False]

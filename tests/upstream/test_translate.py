@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from execbridge.testing import check_request
 from execbridge.types import (
     ContainerUpload,
     Document,
@@ -22,8 +23,7 @@ from execbridge.types import (
     ToolResult,
 )
 from execbridge.upstream.base import ChatTurn, FunctionChoice
-from execbridge.upstream.fake import check_request
-from execbridge.upstream.translate import (
+from execbridge.upstream.dialects import (
     AZURE,
     DATABRICKS,
     DATABRICKS_GPT_OSS,
@@ -33,10 +33,9 @@ from execbridge.upstream.translate import (
     OPENAI,
     VLLM,
     Dialect,
-    build_payload,
     dialect_for,
-    to_chat_messages,
 )
+from execbridge.upstream.translate import build_payload, to_chat_messages
 
 SPLIT = Dialect(one_tool_call_per_message=True)
 

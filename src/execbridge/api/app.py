@@ -92,7 +92,7 @@ def create_app(
 
     routes = [
         Route("/v1/messages", create_message, methods=["POST"]),
-        # Files API (§2.10); same path, one route per method, so a wrong method is a 405.
+        # Files API (docs/protocol.md §2.10); same path, one route per method, so a wrong method is a 405.
         Route("/v1/files", files.upload_file, methods=["POST"]),
         Route("/v1/files", files.list_files, methods=["GET"]),
         Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),

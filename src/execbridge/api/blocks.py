@@ -11,7 +11,7 @@ neutral model does not carry.
 Invariants (each one is pinned by a test that validates against the official SDK's classes):
 - Command results always carry ``"content": []`` (possibly empty file list). Older SDKs parse the
   result unions without a discriminator, and a ``*_result`` without ``content`` silently becomes the
-  *error* class (wire-format §2.3).
+  *error* class (docs/protocol.md §2.3).
 - Only the text-editor error object has ``error_message``; bash and Python errors have ``error_code``
   only.
 - Error codes are clamped to the enum of the block they go in (§2.6), so a strict client never rejects

@@ -1,4 +1,4 @@
-"""The one table from execbridge errors to Anthropic error types and HTTP statuses (wire-format §1.7).
+"""The one table from execbridge errors to Anthropic error types and HTTP statuses (docs/protocol.md §1.7).
 
 Job: turn any exception into what an Anthropic client expects: a status, an ``error.type``, a message
 that is safe to show, and the ``{"type":"error","error":{…},"request_id":…}`` body.

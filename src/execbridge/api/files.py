@@ -1,4 +1,4 @@
-"""The Files API routes (wire-format §2.10): upload, list, metadata, download, delete.
+"""The Files API routes (docs/protocol.md §2.10): upload, list, metadata, download, delete.
 
 Job: HTTP in, ``FileService`` calls, Anthropic's file objects and list envelope out. The caller's
 identity is the one the messages route uses (``auth.caller_for``), so a key sees only its own files;
@@ -10,7 +10,7 @@ goes straight to a temporary file through an ``UploadSink``, which refuses bytes
 ``max_file_bytes`` (413 ``request_too_large``); a declared ``content-length`` over the limit is
 refused before any byte is read.
 
-Choices where the reference is silent: listings are newest first; the GA ``page`` cursor encodes a
+Choices where Anthropic's documentation is silent: listings are newest first; the GA ``page`` cursor encodes a
 position (it survives the deletion of the file it came from); unknown beta ``after_id``/``before_id``
 are 400s; downloads are served as attachments with ``nosniff``, since a sandbox output's name (and
 so its type) is chosen by the code that made it.
@@ -45,7 +45,7 @@ _PAGE_PREFIX: Final = "page_"
 
 
 def render_file(record: FileRecord) -> dict[str, Any]:
-    """The file object, exactly the keys of the reference (``expires_at``: files do not expire here)."""
+    """The file object, exactly the documented keys (``expires_at``: files do not expire here)."""
     return {
         "id": record.id,
         "type": "file",

@@ -8,7 +8,7 @@ with the right status; errors after that are SSE ``error`` events.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -18,14 +18,13 @@ from execbridge.api.auth import caller_for
 from execbridge.api.render_json import render_message
 from execbridge.api.render_sse import render_stream
 from execbridge.api.wire import parse_messages_request
-from execbridge.engine.events import EngineEvent
 from execbridge.errors import InvalidRequest, RequestTooLarge
 from execbridge.wiring import Services
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-async def read_json(request: Request, limit: int) -> dict:
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(f"request body is larger than {limit} bytes")
@@ -56,16 +55,7 @@ async def create_message(request: Request) -> Response:
     # own retries apply). Once the stream has started, errors become SSE ``error`` events.
     first = await anext(events)
     return StreamingResponse(
-        render_stream(_chained(first, events), request.state.request_id),
+        render_stream(events, request.state.request_id, first=first),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
-
-
-async def _chained(first: EngineEvent, rest: AsyncGenerator[EngineEvent, None]) -> AsyncIterator[EngineEvent]:
-    try:
-        yield first
-        async for event in rest:
-            yield event
-    finally:
-        await rest.aclose()  # a client that went away cancels the loop and the command it runs

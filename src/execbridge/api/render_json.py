@@ -1,4 +1,4 @@
-"""Fold the engine's event stream into one Anthropic ``Message`` JSON object (wire-format §1.4).
+"""Fold the engine's event stream into one Anthropic ``Message`` JSON object (docs/protocol.md §1.4).
 
 Job: the non-streaming renderer. It is the same events the SSE renderer streams, collected.
 

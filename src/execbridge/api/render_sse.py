@@ -1,4 +1,4 @@
-"""Render the engine's event stream as Anthropic server-sent events (wire-format §3).
+"""Render the engine's event stream as Anthropic server-sent events (docs/protocol.md §3).
 
 Job: the streaming renderer. Each engine event becomes zero or more complete SSE events
 (``event: <name>\\ndata: <json>\\n\\n``); ``render_events`` streams them; ``render_stream`` adds the
@@ -177,14 +177,22 @@ async def render_events(events: AsyncIterable[EngineEvent]) -> AsyncGenerator[by
 
 
 async def render_stream(
-    events: AsyncIterable[EngineEvent], request_id: str | None = None
+    events: AsyncGenerator[EngineEvent, None], request_id: str | None = None, *, first: EngineEvent | None = None
 ) -> AsyncGenerator[bytes, None]:
     """``render_events`` plus the boundary: an exception from the engine is logged and turned into a
-    final ``event: error``; cancellation (``BaseException``) passes through untouched, and the engine
-    is closed when the stream ends for any reason."""
+    final ``event: error``; cancellation (``BaseException``) passes through untouched.
+
+    ``first`` is an event the caller already took from ``events`` (to learn the status before sending
+    any byte). This is the one place that closes the engine generator, when the stream ends for any
+    reason: a client that went away cancels the loop and the command it runs now, not at the garbage
+    collector's leisure.
+    """
+    renderer = SseRenderer()
     try:
-        async for chunk in render_events(events):
-            yield chunk
+        if first is not None:
+            yield renderer.render(first)
+        async for event in events:
+            yield renderer.render(event)
     except Exception as exc:
         if isinstance(exc, ExecbridgeError):
             _log.info("stream ended with %s: %s", type(exc).__name__, exc.message)
@@ -192,8 +200,4 @@ async def render_stream(
             _log.exception("stream failed with an unexpected error")
         yield render_error_event(exc, request_id)
     finally:
-        # If our consumer went away mid-stream, close the engine now (cancelling its running command)
-        # instead of leaving the generator to the garbage collector.
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await events.aclose()

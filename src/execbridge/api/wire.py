@@ -1,6 +1,6 @@
 """Anthropic Messages request (decoded JSON + headers) → neutral ``GenerationRequest``.
 
-Job: validate a ``POST /v1/messages`` body the way the Anthropic API does (wire-format §1.1 to §1.3, §2.7,
+Job: validate a ``POST /v1/messages`` body the way the Anthropic API does (docs/protocol.md §1.1 to §1.3, §2.7,
 §2.8) and build the neutral model from it. Server-tool history (``server_tool_use`` and every
 ``*_tool_result`` variant) parses back into ``ToolCall(server=True)`` / ``ServerToolResult``, so what
 ``api.blocks`` renders parses back to the same values.

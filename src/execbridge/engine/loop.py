@@ -153,7 +153,7 @@ class Engine:
         ref = _container_ref(run.container) if run.container else None
         return MessageStarted(message_id, run.request.model, Usage(), ref)
 
-    async def _body(self, run: _Run, pending: Sequence[ToolCall]) -> AsyncIterator[EngineEvent | _Began]:
+    async def _body(self, run: _Run, pending: Sequence[ToolCall]) -> AsyncGenerator[EngineEvent | _Began, None]:
         """Calls the client left unanswered first, then model turns and their server calls."""
         if pending and run.container is not None:
             yield _BEGAN
@@ -162,7 +162,7 @@ class Engine:
         async for item in self._model_turns(run):
             yield item
 
-    async def _model_turns(self, run: _Run) -> AsyncIterator[EngineEvent | _Began]:
+    async def _model_turns(self, run: _Run) -> AsyncGenerator[EngineEvent | _Began, None]:
         """Model turn, server calls, model turn … until the model stops, calls a client tool, or the cap."""
         request = run.request
         system = self._system(request, run.version)

@@ -38,8 +38,6 @@ class _OpenCall:
     name: str
     server: bool
     fragments: list[str] = field(default_factory=list)
-    # Databricks may send a literal "{}" before the real arguments; hold it until we know.
-    held_placeholder: bool = False
     # What has been forwarded must stay a valid JSON prefix (the SDK parses it after every delta).
     forwarded: JsonPrefix = field(default_factory=JsonPrefix)
 
@@ -131,13 +129,6 @@ class TurnAssembler:
         piece = delta.arguments
         if not piece:
             return
-        if call.held_placeholder:
-            call.held_placeholder = False
-            call.fragments.clear()
-        if piece == "{}" and not call.fragments:
-            call.held_placeholder = True
-            call.fragments.append(piece)
-            return
         call.fragments.append(piece)
         if call.forwarded.valid and call.forwarded.feed(piece):
             yield from self._live_only(InputJsonDelta(piece))
@@ -164,8 +155,6 @@ class TurnAssembler:
             if arguments is None:
                 self._invalid.add(call.id)
                 arguments = {}
-            if call.held_placeholder and self._live:
-                yield InputJsonDelta("{}")
             yield from self._finish_block(ToolCall(call.id, call.name, arguments, call.server))
             self._live = False  # from here on, blocks wait for the results of the calls before them
 

@@ -1,9 +1,10 @@
 """``container_upload``: which uploaded files a request needs in its container, where they go, putting them.
 
-Rules (wire-format §2.10 says only that the file becomes "available in the container"; the rest is
+Rules (docs/protocol.md §2.10: Anthropic says only that the file becomes "available in the container"; the rest is
 ours, documented in docs/architecture.md):
-- A file goes to ``/workspace/<name>``, ``<name>`` being its filename made into one safe path
-  component; a second upload with the same name in the same container becomes ``<stem>-2<ext>``.
+- A file goes to ``<workspace>/<name>`` (the container's workspace path, ``/workspace`` by default),
+  ``<name>`` being its filename made into one safe path component; a second upload with the same
+  name in the same container becomes ``<stem>-2<ext>``.
 - Each file id is put into a given container once, the first time a request names it there; the
   placement (file id → path) is recorded with the container. Later requests — continuations, or a
   conversation resent with its history — never put it again, so they never overwrite what the model
@@ -23,7 +24,6 @@ from execbridge.errors import InvalidRequest, NotFound
 from execbridge.files import FileService
 from execbridge.sandbox.base import ContainerInfo, ContainerService
 from execbridge.store.base import FileRecord
-from execbridge.tools.code_execution import WORKSPACE
 from execbridge.types import ContainerUpload, Message
 
 _MAX_NAME_BYTES = 200  # well under NAME_MAX (255), leaving room for a "-N" suffix
@@ -101,6 +101,7 @@ async def put_uploads(
     placed = dict(placed)
     taken = {path.rsplit("/", 1)[-1] for path in placed.values()}
     async with containers.lease(container.id, owner) as session:
+        workspace = session.info.workspace
         for record in records:
             name = unique_name(container_filename(record.filename), taken)
             try:
@@ -109,7 +110,7 @@ async def put_uploads(
                 raise InvalidRequest(f"container_upload: file '{record.id}' not found") from None
             await session.put_file(name, data)
             del data  # uploads can be large; do not keep one alive while putting the next
-            path = f"{WORKSPACE}/{name}"
+            path = f"{workspace}/{name}"
             await files.add_placement(container.id, record.id, path)
             placed[record.id] = path
             taken.add(name)

@@ -21,6 +21,10 @@ from typing import Literal, Protocol
 
 from execbridge.types import CreateOutcome, StrReplaceOutcome, ToolFailure, ViewOutcome
 
+DEFAULT_WORKSPACE = "/workspace"
+"""Where a container's workspace is inside its sandbox unless the container says otherwise (its
+``ContainerInfo.workspace``): the working directory and ``HOME`` of commands, where uploads go."""
+
 
 @dataclass(frozen=True, slots=True)
 class CapturedFile:
@@ -54,6 +58,7 @@ class ContainerInfo:
     last_used_at: datetime
     expires_at: datetime
     active: bool  # has a live executor right now
+    workspace: str = DEFAULT_WORKSPACE  # the workspace's path inside the container (absolute)
 
 
 class ContainerSession(Protocol):

@@ -4,7 +4,9 @@ The sandbox gets: every namespace of its own (no network at all: an empty loopba
 no capabilities, no nested user namespaces, a seccomp filter, a cleared environment (only
 ``sandbox_env``), the host's ``/usr`` and the runtime venv read-only, a curated read-only subset of
 ``/etc`` plus a generated ``passwd``/``group``/``hosts``, its own ``/proc`` and minimal ``/dev``,
-size-capped private ``/tmp`` and ``/dev/shm``, and its workspace read-write at ``/workspace``.
+size-capped private ``/tmp`` and ``/dev/shm``, and its workspace read-write at the container's
+workspace path (``SandboxSpec.workspace_path``; ``base.DEFAULT_WORKSPACE`` unless the container says
+otherwise), which is also the working directory and ``HOME``.
 The root is a read-only tmpfs; nothing else of the host exists inside (not ``/root``, ``/home``,
 ``/sys``, ``/var``, the gateway's data directory, other workspaces).
 
@@ -24,10 +26,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from execbridge.sandbox.base import DEFAULT_WORKSPACE
+
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
 SANDBOX_USER = "user"
-WORKSPACE = "/workspace"
 EXECUTOR_PATH = "/opt/execbridge/executor.py"
 HOSTNAME = "sandbox"
 
@@ -88,12 +91,12 @@ _HOSTS = f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.
 _NSSWITCH = b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\n"
 
 
-def sandbox_env(runtime_dir: Path | None) -> dict[str, str]:
-    """The whole environment of the executor (and, through it, of user programs)."""
+def sandbox_env(runtime_dir: Path | None, home: str) -> dict[str, str]:
+    """The whole environment of the executor (and, through it, of user programs); ``home``: the workspace."""
     path = "/usr/local/bin:/usr/bin:/bin"
     env = {
         "PATH": f"{runtime_dir}/bin:{path}" if runtime_dir else path,
-        "HOME": WORKSPACE,
+        "HOME": home,
         "USER": SANDBOX_USER,
         "LOGNAME": SANDBOX_USER,
         "SHELL": "/bin/bash",
@@ -114,13 +117,16 @@ def sandbox_env(runtime_dir: Path | None) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Payloads:
-    """Files handed to bubblewrap through file descriptors (the same for every sandbox)."""
+    """Files handed to bubblewrap through file descriptors (the same for every sandbox).
+
+    ``/etc/passwd`` is not among them: the user's home is the sandbox's workspace, which
+    ``payload_fds`` is told.
+    """
 
     executor: bytes
     seccomp: bytes
     etc: Mapping[str, bytes] = field(
         default_factory=lambda: {
-            "passwd": _passwd(WORKSPACE),
             "group": _group(),
             "hosts": _HOSTS,
             "hostname": f"{HOSTNAME}\n".encode(),
@@ -135,7 +141,8 @@ class SandboxSpec:
 
     host_uid: int
     host_gid: int
-    workspace: Path  # host path, bound read-write at /workspace
+    workspace: Path  # host path, bound read-write at ``workspace_path``
+    workspace_path: str  # inside the sandbox: the container's workspace (working directory, HOME)
     command: tuple[str, ...]  # what runs inside (the executor: its interpreter, script, options)
     runtime_dir: Path | None  # bound read-only at the same path when set
     tmp_bytes: int  # size cap of /tmp and of /dev/shm (tmpfs also counts against memory)
@@ -153,8 +160,9 @@ class PayloadFds:
 
 
 @contextmanager
-def payload_fds(payloads: Payloads) -> Iterator[PayloadFds]:
-    """memfds holding the payloads, open for the span of one spawn (each sandbox reads its own copy).
+def payload_fds(payloads: Payloads, *, home: str = DEFAULT_WORKSPACE) -> Iterator[PayloadFds]:
+    """memfds holding the payloads, open for the span of one spawn (each sandbox reads its own copy),
+    and an ``/etc/passwd`` whose user lives in ``home`` (the sandbox's workspace path).
 
     A fresh memfd per spawn keeps each reader's file offset private; creating one costs microseconds.
     """
@@ -171,7 +179,7 @@ def payload_fds(payloads: Payloads) -> Iterator[PayloadFds]:
         yield PayloadFds(
             seccomp=memfd("seccomp", payloads.seccomp),
             executor=memfd("executor", payloads.executor),
-            etc={name: memfd(name, data) for name, data in payloads.etc.items()},
+            etc={name: memfd(name, data) for name, data in {"passwd": _passwd(home), **payloads.etc}.items()},
         )
     finally:
         for fd in opened:
@@ -221,7 +229,7 @@ def bwrap_argv(spec: SandboxSpec, fds: PayloadFds, *, bwrap: str = "/usr/bin/bwr
         str(SANDBOX_GID),
         "--clearenv",
     ]
-    for key, value in sandbox_env(spec.runtime_dir).items():
+    for key, value in sandbox_env(spec.runtime_dir, spec.workspace_path).items():
         argv += ["--setenv", key, value]
     argv += _usr_args()
     # bwrap creates missing parents 0700; these are ordinary, listable directories.
@@ -236,7 +244,7 @@ def bwrap_argv(spec: SandboxSpec, fds: PayloadFds, *, bwrap: str = "/usr/bin/bwr
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--size", str(spec.tmp_bytes), "--perms", "1777", "--tmpfs", "/dev/shm"]
     argv += ["--size", str(spec.tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
-    argv += ["--bind", str(spec.workspace), WORKSPACE, "--chdir", WORKSPACE]
+    argv += ["--bind", str(spec.workspace), spec.workspace_path, "--chdir", spec.workspace_path]
     argv += ["--remount-ro", "/"]
     argv += ["--seccomp", str(fds.seccomp)]
     argv += ["--", *spec.command]

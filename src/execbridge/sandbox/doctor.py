@@ -24,6 +24,7 @@ from pathlib import Path
 
 from execbridge.config import Settings
 from execbridge.sandbox import cgroups as cg
+from execbridge.sandbox.base import DEFAULT_WORKSPACE
 from execbridge.sandbox.bwrap import EXECUTOR_PATH, Payloads, SandboxSpec
 from execbridge.sandbox.disk import WorkspaceDisks
 from execbridge.sandbox.launch import LaunchOptions, spawn
@@ -187,6 +188,7 @@ async def _probe(settings: Settings, bpf: bytes, *, switch_uid: bool) -> tuple[d
             host_uid=uid,
             host_gid=uid,
             workspace=workdir,
+            workspace_path=DEFAULT_WORKSPACE,
             command=(str(sb.python), "-I", "-S", EXECUTOR_PATH),
             runtime_dir=sb.runtime_dir if sb.runtime_dir and sb.runtime_dir.exists() else None,
             tmp_bytes=16 << 20,

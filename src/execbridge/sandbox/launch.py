@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from execbridge.config import SandboxSettings
+from execbridge.sandbox.base import DEFAULT_WORKSPACE
 from execbridge.sandbox.bwrap import (
     EXECUTOR_PATH,
     SPAWN_ENV,
-    WORKSPACE,
     Payloads,
     SandboxSpec,
     bwrap_argv,
@@ -30,7 +30,7 @@ from execbridge.sandbox.bwrap import (
     setpriv_argv,
 )
 from execbridge.sandbox.cgroups import ContainerCgroup
-from execbridge.sandbox.client import executor_argv
+from execbridge.sandbox.executor_image import executor_argv
 
 OUTPUT_ROOT = "/tmp/outputs"  # parents of each command's $OUTPUT_DIR, on the private /tmp
 
@@ -46,8 +46,13 @@ class LaunchOptions:
     seccomp: bool = True
 
 
-def sandbox_spec(settings: SandboxSettings, host_uid: int, workspace: Path) -> SandboxSpec:
+def sandbox_spec(
+    settings: SandboxSettings, host_uid: int, workspace: Path, workspace_path: str = DEFAULT_WORKSPACE
+) -> SandboxSpec:
     """The spec of a container's sandbox: its uid and workspace, and the executor as its command.
+
+    ``workspace`` (a host directory) appears at ``workspace_path`` inside, the container's workspace
+    path; the executor is told it too.
 
     ``kill_all``: the executor is alone in its PID namespace, so after each command it kills every
     other process there (background jobs, daemons that ``setsid`` away).
@@ -55,15 +60,16 @@ def sandbox_spec(settings: SandboxSettings, host_uid: int, workspace: Path) -> S
     command = executor_argv(
         settings.python,
         EXECUTOR_PATH,
-        workspace=WORKSPACE,
+        workspace=workspace_path,
         output_root=OUTPUT_ROOT,
         kill_all=True,
-        env=sandbox_env(settings.runtime_dir),
+        env=sandbox_env(settings.runtime_dir, workspace_path),
     )
     return SandboxSpec(
         host_uid=host_uid,
         host_gid=host_uid,
         workspace=workspace,
+        workspace_path=workspace_path,
         command=tuple(command),
         runtime_dir=settings.runtime_dir,
         tmp_bytes=min(settings.tmp_mb, max(1, settings.memory_mb // 2)) << 20,
@@ -97,7 +103,7 @@ async def spawn(
     stderr: int = asyncio.subprocess.PIPE,
 ) -> asyncio.subprocess.Process:
     """Start the sandbox with pipes on stdin/stdout (the executor's channel) and ``stderr``."""
-    with payload_fds(payloads) as fds:
+    with payload_fds(payloads, home=spec.workspace_path) as fds:
         bw = bwrap_argv(spec, fds)
         if not options.seccomp:
             i = bw.index("--seccomp")

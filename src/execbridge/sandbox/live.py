@@ -8,7 +8,7 @@ The executor enforces each command's time limit itself; the gateway adds a backs
 arrives by the limit plus ``kill_grace_s``, the whole sandbox is killed and the command ends with
 ``execution_time_exceeded``. If the executor dies (memory limit, killed by user code, …) the
 command ends with ``unavailable`` and an explanation in stderr; the next command on the container
-starts a fresh sandbox (``Session``). Nothing here ever waits without a deadline.
+starts a fresh sandbox (``LeasedSession``). Nothing here ever waits without a deadline.
 
 Invariant: after ``stop()`` no process of this sandbox is left (bubblewrap's PID-namespace init is
 killed, which takes every process of the namespace with it; the cgroup sweep is the backstop).

@@ -27,33 +27,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from execbridge import ids
 from execbridge.config import Settings
 from execbridge.errors import NotFound, SandboxError, SandboxUnavailable
 from execbridge.sandbox import doctor
-from execbridge.sandbox.base import ContainerInfo
-from execbridge.sandbox.bwrap import Payloads
-from execbridge.sandbox.cgroups import Cgroups, detect, host_totals
-from execbridge.sandbox.client import executor_bytecode
-from execbridge.sandbox.disk import WorkspaceDisks
-from execbridge.sandbox.launch import LaunchOptions
+from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo
+from execbridge.sandbox.cgroups import Cgroups
+from execbridge.sandbox.entry import ContainerEntry
 from execbridge.sandbox.live import LiveSandbox
 from execbridge.sandbox.pool import SparePool
 from execbridge.sandbox.provision import Provisioner
-from execbridge.sandbox.seccomp import build_program
-from execbridge.sandbox.session import Session
+from execbridge.sandbox.session import LeasedSession
 from execbridge.sandbox.slots import SlotAllocator
-from execbridge.sandbox.workspaces import PlainWorkspaces, Workspaces
 from execbridge.store.base import ContainerRecord, Store
 
 log = logging.getLogger(__name__)
@@ -61,23 +57,6 @@ log = logging.getLogger(__name__)
 _PERSIST_EVERY_S = 1.0  # last_used_at is written at most this often per container (it is a retention clock)
 # Without these no sandbox can start at all.
 _REQUIRED = (doctor.BWRAP, doctor.USERNS, doctor.RUNTIME, doctor.RUNTIME_VERSION)
-
-
-@dataclass(eq=False)
-class _Entry:
-    """In-memory state of one container touched since start."""
-
-    record: ContainerRecord
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    live: LiveSandbox | None = None
-    mounted: bool = False
-    stored_last_used: datetime | None = None
-    deleted: bool = False
-    users: int = 0  # leases holding or waiting for the lock; the janitor leaves such entries alone
-
-    @property
-    def slot(self) -> int:
-        return self.record.slot
 
 
 class ContainerManager:
@@ -88,7 +67,7 @@ class ContainerManager:
         self._sb = settings.sandbox
         self._store = store
         self._report = report
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, ContainerEntry] = {}
         self._slots = SlotAllocator()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock_fd: int | None = None
@@ -119,7 +98,7 @@ class ContainerManager:
         os.chmod(self.root, 0o700)  # images and the lock: the gateway's alone
         self._take_lock()
         try:
-            await self._start_components(report)
+            self._start_components(report)
             await self._reconcile()
         except BaseException:
             self._release_lock()
@@ -143,27 +122,13 @@ class ContainerManager:
             log.warning("WEAK ISOLATION: %s is OFF — %s (%s)", c.name, c.consequence, c.detail)
         log.warning("running containers with weakened isolation; missing: %s", names)
 
-    async def _start_components(self, report: doctor.DoctorReport) -> None:
-        sb = self._sb
-        use_cgroups = all(report.has(n) for n in (doctor.CG_MEMORY, doctor.CG_PIDS, doctor.CG_CPU))
-        self._cgroups = detect(f"execbridge/{self.instance}") if use_cgroups else None
-        if self._cgroups is not None:
-            self._cgroups.prepare(host_totals(sb.total_memory_mb, sb.total_pids))
-        workspaces: Workspaces = (
-            WorkspaceDisks(self.root / "disks", self.run_dir / "mnt", sb.disk_mb << 20)
-            if report.has(doctor.DISK)
-            else PlainWorkspaces(self.settings.data_dir / "workspaces")
+    def _start_components(self, report: doctor.DoctorReport) -> None:
+        self._provisioner = Provisioner.from_report(
+            self.settings, report, instance=self.instance, root=self.root, run_dir=self.run_dir
         )
-        workspaces.prepare()
-        use_seccomp = report.has(doctor.SECCOMP)
-        payloads = Payloads(
-            executor=executor_bytecode(),
-            seccomp=build_program().bpf if use_seccomp else b"",
-        )
-        options = LaunchOptions(switch_uid=report.has(doctor.UID), seccomp=use_seccomp)
-        self._provisioner = Provisioner(sb, payloads, workspaces, self._cgroups, options)
-        if sb.spare_containers > 0:
-            self._pool = SparePool(sb.spare_containers, self._make_spare, self._discard_spare)
+        self._cgroups = self._provisioner.cgroups
+        if self._sb.spare_containers > 0:
+            self._pool = SparePool(self._sb.spare_containers, self._make_spare, self._discard_spare)
 
     async def _reconcile(self) -> None:
         """Bring the machine in line with the store after a restart (or a crash)."""
@@ -205,8 +170,8 @@ class ContainerManager:
         finally:
             self._release_lock()
 
-    def _spawn_task(self, coro: object, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=f"execbridge-{name}")  # type: ignore[arg-type]
+    def _spawn_task(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"execbridge-{name}")
         self._tasks.append(task)
 
     def _take_lock(self) -> None:
@@ -248,7 +213,8 @@ class ContainerManager:
         except BaseException:
             await self._discard_spare(live)
             raise
-        entry = _Entry(record, live=live, mounted=True, stored_last_used=now)
+        # A spare's workspace is at the default path (see ``_make_spare``).
+        entry = ContainerEntry(record, live=live, mounted=True, stored_last_used=now, workspace=DEFAULT_WORKSPACE)
         self._entries[record.id] = entry
         return self._info(entry)
 
@@ -256,7 +222,7 @@ class ContainerManager:
         return self._info(await self._entry(container_id, owner))
 
     @asynccontextmanager
-    async def lease(self, container_id: str, owner: str) -> AsyncIterator[Session]:
+    async def lease(self, container_id: str, owner: str) -> AsyncIterator[LeasedSession]:
         entry = await self._entry(container_id, owner)
         entry.users += 1
         try:
@@ -270,7 +236,9 @@ class ContainerManager:
                     # "unavailable" if the sandbox still cannot start.
                     log.error("container %s could not be started: %s", container_id, exc.message)
                 self._touch(entry)
-                session = Session(self, entry)
+                session = LeasedSession(
+                    entry, revive=functools.partial(self._restart, entry), info=functools.partial(self._info, entry)
+                )
                 try:
                     yield session
                 finally:
@@ -283,7 +251,7 @@ class ContainerManager:
     async def list(self, owner: str | None = None) -> AsyncIterator[ContainerInfo]:
         cutoff = self._cutoff()
         for record in await self._store.containers.list(owner):
-            entry = self._entries.get(record.id) or _Entry(record)
+            entry = self._entries.get(record.id) or ContainerEntry(record)
             if not entry.deleted and entry.record.last_used_at >= cutoff:
                 yield self._info(entry)
 
@@ -296,38 +264,31 @@ class ContainerManager:
         async with entry.lock:
             await self._destroy(entry)
 
-    # ------------------------------------------------------------ internals used by Session
-
-    async def restart(self, entry: _Entry) -> LiveSandbox:
-        """Replace a dead (or killed) sandbox; the caller holds the entry's lock."""
-        if entry.live is not None:
-            await self._prov.stop(entry.live)
-            entry.live = None
-        if entry.deleted:
-            raise _not_found(entry.record.id)
-        await self._ensure_live(entry)
-        assert entry.live is not None
-        return entry.live
-
-    def info(self, entry: _Entry) -> ContainerInfo:
-        return self._info(entry)
-
     # ------------------------------------------------------------ internals
 
-    async def _entry(self, container_id: str, owner: str) -> _Entry:
+    async def _entry(self, container_id: str, owner: str) -> ContainerEntry:
         entry = self._entries.get(container_id)
         if entry is None:
             record = await self._store.containers.get(container_id)
             if record is None:
                 raise _not_found(container_id)
-            entry = self._entries.setdefault(container_id, _Entry(record, stored_last_used=record.last_used_at))
+            entry = self._entries.setdefault(container_id, ContainerEntry(record, stored_last_used=record.last_used_at))
         if entry.deleted or entry.record.owner != owner or entry.record.last_used_at < self._cutoff():
             raise _not_found(container_id)
         return entry
 
-    async def _ensure_live(self, entry: _Entry) -> None:
+    async def _restart(self, entry: ContainerEntry) -> LiveSandbox:
+        """Replace a dead (or killed) sandbox (a session's ``revive``); the caller holds the entry's lock."""
+        if entry.live is not None:
+            await self._prov.stop(entry.live)
+            entry.live = None
+        if entry.deleted:
+            raise _not_found(entry.record.id)
+        return await self._ensure_live(entry)
+
+    async def _ensure_live(self, entry: ContainerEntry) -> LiveSandbox:
         if entry.live is not None and entry.live.alive:
-            return
+            return entry.live
         prov = self._prov
         if entry.live is not None:
             await prov.stop(entry.live)
@@ -335,14 +296,15 @@ class ContainerManager:
         if not entry.mounted:
             await prov.open_workspace(entry.slot)
             entry.mounted = True
-        entry.live = await prov.start(entry.slot)
+        entry.live = live = await prov.start(entry.slot, entry.workspace)
+        return live
 
-    def _touch(self, entry: _Entry) -> None:
+    def _touch(self, entry: ContainerEntry) -> None:
         entry.record = ContainerRecord(
             entry.record.id, entry.record.owner, entry.slot, entry.record.created_at, datetime.now(UTC)
         )
 
-    async def _persist_last_used(self, entry: _Entry, *, force: bool = False) -> None:
+    async def _persist_last_used(self, entry: ContainerEntry, *, force: bool = False) -> None:
         last = entry.record.last_used_at
         stored = entry.stored_last_used
         if entry.deleted or (stored is not None and not force and (last - stored).total_seconds() < _PERSIST_EVERY_S):
@@ -352,7 +314,7 @@ class ContainerManager:
         await self._store.containers.touch(entry.record.id, last)
         entry.stored_last_used = last
 
-    def _info(self, entry: _Entry) -> ContainerInfo:
+    def _info(self, entry: ContainerEntry) -> ContainerInfo:
         r = entry.record
         return ContainerInfo(
             id=r.id,
@@ -361,6 +323,7 @@ class ContainerManager:
             last_used_at=r.last_used_at,
             expires_at=r.last_used_at + timedelta(seconds=self._sb.retention_s),
             active=entry.live is not None and entry.live.alive,
+            workspace=entry.workspace,
         )
 
     def _cutoff(self) -> datetime:
@@ -372,7 +335,8 @@ class ContainerManager:
         live: LiveSandbox | None = None
         try:
             await prov.create_workspace(slot)
-            live = await prov.start(slot)
+            # Spares are for new containers, whose workspace is at the default path.
+            live = await prov.start(slot, DEFAULT_WORKSPACE)
             # One round trip: the executor then loads ``site`` while it waits, so the container's
             # first Python command does not pay for it.
             await live.client.ping()
@@ -391,7 +355,7 @@ class ContainerManager:
         await prov.destroy_workspace(live.slot)
         self._slots.release(live.slot)
 
-    async def _evict(self, entry: _Entry) -> None:
+    async def _evict(self, entry: ContainerEntry) -> None:
         """Stop the container's processes and unmount its workspace; keep its files."""
         prov = self._prov
         if entry.live is not None:
@@ -401,7 +365,7 @@ class ContainerManager:
             await prov.close_workspace(entry.slot)
             entry.mounted = False
 
-    async def _destroy(self, entry: _Entry) -> None:
+    async def _destroy(self, entry: ContainerEntry) -> None:
         """Everything of the container goes: processes, workspace, record, slot."""
         entry.deleted = True
         await self._evict(entry)
@@ -414,7 +378,9 @@ class ContainerManager:
         for record in await self._store.containers.unused_since(self._cutoff()):
             entry = self._entries.get(record.id)
             if entry is None:
-                entry = self._entries.setdefault(record.id, _Entry(record, stored_last_used=record.last_used_at))
+                entry = self._entries.setdefault(
+                    record.id, ContainerEntry(record, stored_last_used=record.last_used_at)
+                )
             if entry.users or entry.record.last_used_at >= self._cutoff():
                 continue  # in use right now (its in-memory clock is newer than the store's)
             log.info("deleting container %s: unused for %.0f s", record.id, self._sb.retention_s)
@@ -455,7 +421,8 @@ class ContainerManager:
                 except Exception as exc:  # boundary: one bad container must not stop the janitor
                     log.error("evicting container %s failed: %s", entry.record.id, exc)
                     continue
-            if not entry.users and entry.live is None and not entry.mounted:
+            # ``users`` again: a lease may have come during the awaits above (mypy cannot see that).
+            if not entry.users and entry.live is None and not entry.mounted:  # type: ignore[redundant-expr]
                 # Forget it; the next lease loads the record again (its last use is stored).
                 self._entries.pop(entry.record.id, None)
 

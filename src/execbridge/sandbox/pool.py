@@ -36,6 +36,7 @@ class SparePool:
         self._dead: deque[LiveSandbox] = deque()  # spares that died while waiting; run() discards them
         self._wanted = asyncio.Event()
         self._wanted.set()
+        self._added = asyncio.Event()  # set each time a spare is added (``wait_full`` waits on it)
 
     def __len__(self) -> int:
         return len(self._ready)
@@ -67,12 +68,14 @@ class SparePool:
                     await asyncio.sleep(_RETRY_DELAY_S)
                     continue
                 self._ready.append(live)
+                self._added.set()
 
     async def wait_full(self, timeout: float = 30.0) -> None:
         """Wait until the pool holds ``size`` spares (tests and benchmarks)."""
         async with asyncio.timeout(timeout):
             while len(self._ready) < self.size:
-                await asyncio.sleep(0.005)
+                self._added.clear()
+                await self._added.wait()
 
     async def drain(self) -> None:
         """Destroy every spare (the run task must be cancelled first)."""

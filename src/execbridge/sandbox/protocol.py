@@ -1,4 +1,6 @@
-"""The executor protocol, gateway side: framing, encoding and the limits that keep it safe.
+"""The executor protocol, gateway side: framing, encoding, the limits that keep it safe, and the
+decoders that turn an answer frame into the neutral result types (``execution_result``,
+``view_outcome``, …; a frame that breaks the table below is a ``ProtocolError``).
 
 Frame := u32be header_len, u32be body_len, header, body.
 - ``header`` is a UTF-8 JSON object; lone surrogates (from undecodable file names, say) travel as
@@ -34,14 +36,21 @@ cannot import the package; ``tests/sandbox/test_executor.py`` checks that the tw
 from __future__ import annotations
 
 import asyncio
+import base64
+import codecs
 import json
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, cast, get_args
+
+from execbridge.sandbox.base import CapturedFile, ExecutionResult
+from execbridge.types import CreateOutcome, StrReplaceOutcome, ToolErrorCode, ToolFailure, ViewOutcome
 
 PROTOCOL_VERSION = 1
 PREFIX = struct.Struct(">II")
 MAX_HEADER_BYTES = 64 << 20  # headers hold only names, numbers, messages and diff lines
+
+_TOOL_ERROR_CODES = frozenset(get_args(ToolErrorCode))
 
 
 class ProtocolError(ValueError):
@@ -116,3 +125,142 @@ async def read_frame(
     header = await reader.readexactly(header_len)
     body = await reader.readexactly(body_len) if body_len else b""
     return decode_frame(header, body)
+
+
+# ---------------------------------------------------------------- decoding answers
+
+
+def _decode_output(data: bytes, truncated: bool) -> str:
+    # A cut output may end inside a UTF-8 sequence; a non-final decode drops that partial tail
+    # instead of showing a replacement character that was never in the output.
+    return codecs.getincrementaldecoder("utf-8")("replace").decode(data, final=not truncated)
+
+
+def tool_failure(frame: dict[str, Any]) -> ToolFailure:
+    code = frame.get("error_code")
+    if code not in _TOOL_ERROR_CODES:
+        raise ProtocolError(f"unknown tool error code {code!r}")
+    return ToolFailure(cast(ToolErrorCode, code), str_field(frame, "message"))
+
+
+def view_outcome(frame: dict[str, Any]) -> ViewOutcome | ToolFailure:
+    if frame["status"] == "tool_error":
+        return tool_failure(frame)
+    file_type = frame.get("file_type")
+    data = bytes_field(frame, "data")
+    if file_type == "text":
+        # Raw text, no line-number prefixes: Anthropic's view result carries the file as is, with
+        # the numbering in start_line/num_lines/total_lines (docs/protocol.md §2.4). A view cut at the size limit
+        # shows whole lines and says so through num_lines < total_lines.
+        return ViewOutcome(
+            file_type="text",
+            content=data.decode("utf-8", "replace"),
+            num_lines=int_field(frame, "num_lines"),
+            start_line=int_field(frame, "start_line"),
+            total_lines=opt_int_field(frame, "total_lines"),
+        )
+    if file_type == "image" or file_type == "pdf":
+        return ViewOutcome(file_type=file_type, content=base64.b64encode(data).decode("ascii"))
+    raise ProtocolError(f"unknown file_type {file_type!r}")
+
+
+def create_outcome(frame: dict[str, Any]) -> CreateOutcome | ToolFailure:
+    if frame["status"] == "tool_error":
+        return tool_failure(frame)
+    return CreateOutcome(is_file_update=bool_field(frame, "is_file_update"))
+
+
+def str_replace_outcome(frame: dict[str, Any]) -> StrReplaceOutcome | ToolFailure:
+    if frame["status"] == "tool_error":
+        return tool_failure(frame)
+    lines = frame.get("lines")
+    if not isinstance(lines, list) or not all(isinstance(line, str) for line in lines):
+        raise ProtocolError("'lines' must be a list of strings")
+    return StrReplaceOutcome(
+        old_start=int_field(frame, "old_start"),
+        old_lines=int_field(frame, "old_lines"),
+        new_start=int_field(frame, "new_start"),
+        new_lines=int_field(frame, "new_lines"),
+        lines=tuple(lines),
+    )
+
+
+def execution_result(frame: dict[str, Any]) -> ExecutionResult:
+    if frame["status"] != "ok":
+        raise ProtocolError(f"status {frame['status']!r} for a command")
+    stdout_truncated = bool_field(frame, "stdout_truncated")
+    stderr_truncated = bool_field(frame, "stderr_truncated")
+    too_large = frame.get("files_too_large")
+    if not isinstance(too_large, list) or not all(isinstance(name, str) for name in too_large):
+        raise ProtocolError("'files_too_large' must be a list of names")
+    error_code: Literal["execution_time_exceeded", "output_file_too_large"] | None = None
+    if bool_field(frame, "timed_out"):
+        error_code = "execution_time_exceeded"
+    elif too_large:
+        error_code = "output_file_too_large"  # the files under the limit are still returned
+    return ExecutionResult(
+        stdout=_decode_output(bytes_field(frame, "stdout"), stdout_truncated),
+        stderr=_decode_output(bytes_field(frame, "stderr"), stderr_truncated),
+        return_code=int_field(frame, "return_code", minimum=-1),
+        duration_ms=float_field(frame, "duration_ms"),
+        error_code=error_code,
+        stdout_truncated=stdout_truncated,
+        stderr_truncated=stderr_truncated,
+        files=_captured_files(frame.get("files")),
+        files_too_large=tuple(too_large),
+        files_omitted=int_field(frame, "files_omitted") if "files_omitted" in frame else 0,
+    )
+
+
+def _captured_files(value: Any) -> tuple[CapturedFile, ...]:
+    if not isinstance(value, list):
+        raise ProtocolError("'files' must be a list")
+    files = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise ProtocolError("a captured file must be an object")
+        name = str_field(item, "name")
+        # Names come from one directory listing: anything path-like is forged.
+        if not name or name in (".", "..") or "/" in name or "\x00" in name:
+            raise ProtocolError(f"bad output file name {name!r}")
+        files.append(CapturedFile(name=name, data=bytes_field(item, "data")))
+    return tuple(files)
+
+
+def int_field(frame: dict[str, Any], key: str, *, minimum: int = 0) -> int:
+    value = frame.get(key)
+    if type(value) is not int or value < minimum:
+        raise ProtocolError(f"{key!r} must be an integer ≥ {minimum}, got {value!r}")
+    return value
+
+
+def opt_int_field(frame: dict[str, Any], key: str) -> int | None:
+    return None if frame.get(key) is None else int_field(frame, key)
+
+
+def float_field(frame: dict[str, Any], key: str) -> float:
+    value = frame.get(key)
+    if type(value) not in (int, float):
+        raise ProtocolError(f"{key!r} must be a number, got {value!r}")
+    return float(cast(float, value))
+
+
+def bool_field(frame: dict[str, Any], key: str) -> bool:
+    value = frame.get(key)
+    if type(value) is not bool:
+        raise ProtocolError(f"{key!r} must be a boolean, got {value!r}")
+    return value
+
+
+def str_field(frame: dict[str, Any], key: str) -> str:
+    value = frame.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError(f"{key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def bytes_field(frame: dict[str, Any], key: str) -> bytes:
+    value = frame.get(key)
+    if not isinstance(value, bytes):
+        raise ProtocolError(f"{key!r} must be binary, got {type(value).__name__}")
+    return value

@@ -10,6 +10,9 @@ protections are on) and performs the per-slot steps in the right order:
 Workspaces are separate steps (``create_workspace`` / ``open_workspace`` / ``close_workspace`` /
 ``destroy_workspace``) because eviction keeps them and deletion does not.
 
+``Provisioner.from_report`` builds one from the settings and the doctor's report: each protection
+the report found missing is left out (cgroups, disk caps, seccomp, the uid switch).
+
 This module must not know about owners, ids or the store: that is the manager's business.
 """
 
@@ -19,14 +22,18 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from execbridge.config import SandboxSettings
+from execbridge.config import SandboxSettings, Settings
 from execbridge.errors import SandboxError
+from execbridge.sandbox import doctor
 from execbridge.sandbox.bwrap import Payloads, SandboxSpec
-from execbridge.sandbox.cgroups import CgroupLimits, Cgroups, ContainerCgroup
+from execbridge.sandbox.cgroups import CgroupLimits, Cgroups, ContainerCgroup, detect, host_totals
 from execbridge.sandbox.client import ExecutorLimits
+from execbridge.sandbox.disk import WorkspaceDisks
+from execbridge.sandbox.executor_image import executor_bytecode
 from execbridge.sandbox.launch import LaunchOptions, sandbox_spec
 from execbridge.sandbox.live import CommandLimits, LiveSandbox
-from execbridge.sandbox.workspaces import Workspaces
+from execbridge.sandbox.seccomp import build_program
+from execbridge.sandbox.workspaces import PlainWorkspaces, Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,31 @@ class Provisioner:
     workspaces: Workspaces
     cgroups: Cgroups | None
     options: LaunchOptions
+
+    @classmethod
+    def from_report(
+        cls, settings: Settings, report: doctor.DoctorReport, *, instance: str, root: Path, run_dir: Path
+    ) -> Provisioner:
+        """The provisioner of one manager: cgroups under ``execbridge/<instance>``, disk images under
+        ``root/disks`` mounted under ``run_dir/mnt``, each protection only if ``report`` has it."""
+        sb = settings.sandbox
+        use_cgroups = all(report.has(n) for n in (doctor.CG_MEMORY, doctor.CG_PIDS, doctor.CG_CPU))
+        cgroups = detect(f"execbridge/{instance}") if use_cgroups else None
+        if cgroups is not None:
+            cgroups.prepare(host_totals(sb.total_memory_mb, sb.total_pids))
+        workspaces: Workspaces = (
+            WorkspaceDisks(root / "disks", run_dir / "mnt", sb.disk_mb << 20)
+            if report.has(doctor.DISK)
+            else PlainWorkspaces(settings.data_dir / "workspaces")
+        )
+        workspaces.prepare()
+        use_seccomp = report.has(doctor.SECCOMP)
+        payloads = Payloads(
+            executor=executor_bytecode(),
+            seccomp=build_program().bpf if use_seccomp else b"",
+        )
+        options = LaunchOptions(switch_uid=report.has(doctor.UID), seccomp=use_seccomp)
+        return cls(sb, payloads, workspaces, cgroups, options)
 
     def uid(self, slot: int) -> int:
         return self.settings.uid_base + slot
@@ -71,17 +103,18 @@ class Provisioner:
 
     # ------------------------------------------------------------ sandboxes
 
-    def spec(self, slot: int, workspace: Path) -> SandboxSpec:
-        return sandbox_spec(self.settings, self.uid(slot), workspace)
+    def spec(self, slot: int, mountpoint: Path, workspace: str) -> SandboxSpec:
+        return sandbox_spec(self.settings, self.uid(slot), mountpoint, workspace)
 
-    async def start(self, slot: int) -> LiveSandbox:
-        """Start the sandbox of ``slot``; its workspace must be open. Raises ``SandboxError``."""
-        workspace = self.workspaces.mountpoint(str(slot))
+    async def start(self, slot: int, workspace: str) -> LiveSandbox:
+        """Start the sandbox of ``slot`` with its workspace at ``workspace`` inside; the workspace must
+        be open. Raises ``SandboxError``."""
+        mountpoint = self.workspaces.mountpoint(str(slot))
         cgroup = self._cgroup(slot)
         try:
             return await LiveSandbox.start(
                 slot=slot,
-                spec=self.spec(slot, workspace),
+                spec=self.spec(slot, mountpoint, workspace),
                 payloads=self.payloads,
                 cgroup=cgroup,
                 nproc=self.settings.pids,

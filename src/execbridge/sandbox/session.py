@@ -1,60 +1,89 @@
-"""``Session``: the ``ContainerSession`` a lease hands out — commands on one live container.
+"""``LeasedSession``: the ``ContainerSession`` a lease hands out — commands on one live container.
 
 A session never hangs and never raises for what a program does. If the sandbox died since the last
 command (memory limit, a killed executor, a time limit that took the whole sandbox down), the
-next command first starts a fresh one on the same workspace; if that cannot be done, commands
-answer ``error_code="unavailable"`` (editor operations: ``ToolFailure("unavailable")``).
+next command first starts a fresh one on the same workspace (``revive``); if that cannot be done,
+commands answer ``error_code="unavailable"`` (editor operations: ``ToolFailure("unavailable")``).
 
 Must not be used after its lease ended (``closed``), and must not touch the workspace from the
-host: every file operation runs inside the sandbox, through the executor.
+host: every file operation runs inside the sandbox, through the executor. It knows nothing of the
+manager: it gets the container's entry and two callables (``revive``, ``info``) when it is made.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Awaitable, Callable
+from typing import Literal, NoReturn, TypeVar
 
 from execbridge.errors import NotFound, SandboxError
 from execbridge.sandbox.base import ContainerInfo, ExecutionResult
+from execbridge.sandbox.entry import ContainerEntry
 from execbridge.sandbox.live import LiveSandbox
 from execbridge.types import CreateOutcome, StrReplaceOutcome, ToolFailure, ViewOutcome
 
-if TYPE_CHECKING:
-    from execbridge.sandbox.manager import ContainerManager, _Entry
-
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
-class Session:
-    def __init__(self, manager: ContainerManager, entry: _Entry) -> None:
-        self._manager = manager
+class _Unavailable(Exception):
+    """No live sandbox for this command, and why (in words the model can act on)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LeasedSession:
+    """Exclusive use of one container while its lease lasts (the caller holds the entry's lock).
+
+    ``revive`` replaces a dead sandbox and returns the new one (``NotFound`` once the container was
+    deleted, ``SandboxError`` when no sandbox can start); ``info`` describes the container now.
+    """
+
+    def __init__(
+        self,
+        entry: ContainerEntry,
+        *,
+        revive: Callable[[], Awaitable[LiveSandbox]],
+        info: Callable[[], ContainerInfo],
+    ) -> None:
         self._entry = entry
+        self._revive = revive
+        self._info = info
         self.closed = False
 
     @property
     def info(self) -> ContainerInfo:
-        return self._manager.info(self._entry)
+        return self._info()
 
-    async def _sandbox(self) -> LiveSandbox | str:
-        """The live sandbox, restarted if it died; or why there is none."""
+    async def _sandbox(self) -> LiveSandbox:
+        """The live sandbox, restarted if it died; ``_Unavailable`` says why there is none."""
         if self.closed:
             raise SandboxError("container session used after its lease ended")
         live = self._entry.live
         if live is not None and live.alive:
             return live
         try:
-            return await self._manager.restart(self._entry)
+            return await self._revive()
         except NotFound:
-            return "the container was deleted"
+            raise _Unavailable("the container was deleted") from None
         except SandboxError as exc:
             log.error("container %s could not be restarted: %s", self._entry.record.id, exc)
-            return f"the sandbox could not be started: {exc.message}"
+            raise _Unavailable(f"the sandbox could not be started: {exc.message}") from None
+
+    async def _use(self, call: Callable[[LiveSandbox], Awaitable[_T]], unavailable: Callable[[str], _T]) -> _T:
+        """``call`` on the live sandbox; ``unavailable(reason)`` when there is none."""
+        try:
+            live = await self._sandbox()
+        except _Unavailable as exc:
+            reason = exc.reason
+        else:
+            return await call(live)
+        return unavailable(reason)  # outside the handler: a raised error does not chain ``_Unavailable``
 
     async def _run(self, kind: Literal["bash", "python"], source: str, timeout: float | None) -> ExecutionResult:
-        live = await self._sandbox()
-        if isinstance(live, str):
-            return ExecutionResult("", live, -1, 0.0, error_code="unavailable")
-        return await live.run(kind, source, timeout)
+        return await self._use(lambda live: live.run(kind, source, timeout), _unavailable_result)
 
     async def run_bash(self, command: str, *, timeout: float | None = None) -> ExecutionResult:
         return await self._run("bash", command, timeout)
@@ -63,25 +92,24 @@ class Session:
         return await self._run("python", code, timeout)
 
     async def view(self, path: str) -> ViewOutcome | ToolFailure:
-        live = await self._sandbox()
-        if isinstance(live, str):
-            return ToolFailure("unavailable", live)
-        return await live.view(path)
+        return await self._use(lambda live: live.view(path), _unavailable_failure)
 
     async def create(self, path: str, file_text: str) -> CreateOutcome | ToolFailure:
-        live = await self._sandbox()
-        if isinstance(live, str):
-            return ToolFailure("unavailable", live)
-        return await live.create(path, file_text)
+        return await self._use(lambda live: live.create(path, file_text), _unavailable_failure)
 
     async def str_replace(self, path: str, old_str: str, new_str: str) -> StrReplaceOutcome | ToolFailure:
-        live = await self._sandbox()
-        if isinstance(live, str):
-            return ToolFailure("unavailable", live)
-        return await live.str_replace(path, old_str, new_str)
+        return await self._use(lambda live: live.str_replace(path, old_str, new_str), _unavailable_failure)
 
     async def put_file(self, path: str, data: bytes) -> None:
-        live = await self._sandbox()
-        if isinstance(live, str):
-            raise SandboxError(f"cannot write {path}: {live}")
-        await live.put_file(path, data)
+        def cannot_write(reason: str) -> NoReturn:
+            raise SandboxError(f"cannot write {path}: {reason}")
+
+        await self._use(lambda live: live.put_file(path, data), cannot_write)
+
+
+def _unavailable_result(reason: str) -> ExecutionResult:
+    return ExecutionResult("", reason, -1, 0.0, error_code="unavailable")
+
+
+def _unavailable_failure(reason: str) -> ToolFailure:
+    return ToolFailure("unavailable", reason)

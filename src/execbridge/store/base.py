@@ -10,6 +10,7 @@ blocking I/O off it); a missing record is ``None`` or a no-op, never an exceptio
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,7 +42,7 @@ class ContainerStore(Protocol):
 
     async def delete(self, container_id: str) -> None: ...
 
-    async def unused_since(self, cutoff: datetime) -> list[ContainerRecord]:
+    async def unused_since(self, cutoff: datetime) -> builtins.list[ContainerRecord]:  # ``list`` is a method here
         """Containers whose last use is before ``cutoff`` (candidates for deletion)."""
         ...
 
@@ -51,7 +52,7 @@ class FileRecord:
     """A Files-API file's metadata; its bytes live beside the store (``files.py`` owns them).
 
     ``downloadable`` is true only for files the sandbox produced; client uploads are never served back
-    (wire-format §2.10). ``created_at`` keeps microseconds exactly: with ``id`` it is the list order.
+    (docs/protocol.md §2.10). ``created_at`` keeps microseconds exactly: with ``id`` it is the list order.
     """
 
     id: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -32,7 +33,7 @@ class MemoryContainerStore:
     async def delete(self, container_id: str) -> None:
         self.records.pop(container_id, None)
 
-    async def unused_since(self, cutoff: datetime) -> list[ContainerRecord]:
+    async def unused_since(self, cutoff: datetime) -> builtins.list[ContainerRecord]:  # ``list`` is a method here
         return sorted((r for r in self.records.values() if r.last_used_at < cutoff), key=lambda r: r.last_used_at)
 
 

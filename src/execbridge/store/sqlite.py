@@ -11,6 +11,7 @@ are stored as UTC epoch seconds and come back as UTC-aware datetimes.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -71,7 +72,7 @@ class SqliteContainerStore:
     async def delete(self, container_id: str) -> None:
         await self._store.execute("DELETE FROM containers WHERE id = ?", (container_id,))
 
-    async def unused_since(self, cutoff: datetime) -> list[ContainerRecord]:
+    async def unused_since(self, cutoff: datetime) -> builtins.list[ContainerRecord]:  # ``list`` is a method here
         rows = await self._store.query(
             f"SELECT {_COLUMNS} FROM containers WHERE last_used_at < ? ORDER BY last_used_at", (_ts(cutoff),)
         )

@@ -11,7 +11,7 @@ are handed to a ``Publisher`` (the Files API) as they are.
 Invariant: a bad argument from the model is a ``ToolFailure("invalid_tool_input")`` it can recover
 from, never an exception.
 
-Generated files (wire-format §2.6, §2.9): a bash command that left a file over the size limit is the
+Generated files (docs/protocol.md §2.6, §2.9): a bash command that left a file over the size limit is the
 ``output_file_too_large`` error block (the only block with that code; an error block has no room for
 the other files or the output, so none of its files are published). The Python tool's error block
 has no such code, so there the files under the limit are returned and a note on stderr names the
@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, assert_never
 
 from execbridge.config import SandboxSettings
-from execbridge.sandbox.base import ContainerSession, ExecutionResult
+from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerSession, ExecutionResult
 from execbridge.tools.versions import BASH, EDITOR, PYTHON, ToolVersion
 from execbridge.types import (
     CommandOutcome,
@@ -39,7 +39,6 @@ from execbridge.types import (
     ViewOutcome,
 )
 
-WORKSPACE = "/workspace"
 # Publishes a command's captured ``$OUTPUT_DIR`` files (name, bytes) and says under which file ids.
 Publisher = Callable[[Sequence[tuple[str, bytes]]], Awaitable[tuple[OutputFile, ...]]]
 # What the model reads back is bounded: a flood of output must not flood the context window.
@@ -53,8 +52,8 @@ def system_note(version: ToolVersion, limits: SandboxSettings) -> str:
         f"You have server-side code execution through the tools {names}. They run in a sandboxed "
         f"Linux container (x86_64, Python 3.11 with numpy, pandas, scipy, scikit-learn, statsmodels, "
         f"matplotlib, seaborn, openpyxl, pillow, sympy and more; bash and common CLI tools). The working "
-        f"directory is {WORKSPACE}; files there persist across calls and across requests that reuse "
-        f"the container. Files the user uploaded are in {WORKSPACE}. There is no internet access and "
+        f"directory is {DEFAULT_WORKSPACE}; files there persist across calls and across requests that reuse "
+        f"the container. Files the user uploaded are in {DEFAULT_WORKSPACE}. There is no internet access and "
         f"packages cannot be installed. Each command may run for at most {limits.command_timeout_s:g} "
         f"seconds and the container has {limits.memory_mb} MiB of memory. Files written to the "
         f'top level of "$OUTPUT_DIR" during a command are returned to the user.'

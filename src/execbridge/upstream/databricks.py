@@ -163,7 +163,7 @@ class DatabricksCredentials:
         """On a worker thread: ask the SDK for fresh headers and how long they last."""
         config = self.config
         if reinit:
-            config.init_auth()
+            config.init_auth()  # type: ignore[no-untyped-call]  # the SDK leaves this one unannotated
         try:
             # OAuth: one token call gives both the header and its expiry (two calls could each refresh).
             token = config.oauth_token()
@@ -175,10 +175,10 @@ class DatabricksCredentials:
             ttl = (expiry - datetime.now(tz=expiry.tzinfo)).total_seconds() if isinstance(expiry, datetime) else None
             return _Fetched(value, ttl, static=False)
         headers = config.authenticate()
-        value = headers.get("Authorization") or headers.get("authorization")
-        if not value:
+        header = headers.get("Authorization") or headers.get("authorization")
+        if not header:
             raise ValueError(f"the {self.auth_type} credentials gave no Authorization header")
-        return _Fetched(value, None, static=self.auth_type == "pat")
+        return _Fetched(header, None, static=self.auth_type == "pat")
 
     def _apply(self, future: concurrent.futures.Future[_Fetched]) -> None:
         """Done callback (on the worker thread): install the new value and when to refresh it."""

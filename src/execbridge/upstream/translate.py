@@ -2,7 +2,8 @@
 
 Job: turn the conversation model of ``types.py`` into the JSON payload (a plain ``dict``) an
 OpenAI-compatible ``POST /chat/completions`` accepts, with per-provider differences carried by a
-``Dialect`` value rather than by ``if provider == …`` branches scattered through the code.
+``Dialect`` value (``dialects.py``) rather than by ``if provider == …`` branches scattered through the
+code.
 
 Must not: do HTTP, read settings, or know about Anthropic's wire format (that lives in ``api/``).
 
@@ -18,11 +19,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 import orjson
 
@@ -39,20 +37,10 @@ from execbridge.types import (
     ToolResult,
 )
 from execbridge.upstream.base import ChatTurn, FunctionChoice
+from execbridge.upstream.dialects import GENERIC, Dialect
 
 __all__ = [
-    "AZURE",
-    "DATABRICKS",
-    "DATABRICKS_GPT_OSS",
-    "GENERIC",
-    "LITELLM",
-    "OLLAMA",
-    "OPENAI",
-    "PRESETS",
-    "VLLM",
-    "Dialect",
     "build_payload",
-    "dialect_for",
     "to_chat_messages",
     "to_tool_choice",
     "to_tools",
@@ -60,73 +48,6 @@ __all__ = [
 
 JSON = dict[str, Any]
 EMPTY_PARAMETERS: Mapping[str, Any] = {"type": "object", "properties": {}}
-
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """What one provider (or one model on it) accepts beyond the common Chat Completions core."""
-
-    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
-    stream_options_supported: bool = True
-    # gpt-oss on Databricks answers 400 "Multiple tool calls are not supported." for any history
-    # holding an assistant message with more than one tool call.
-    one_tool_call_per_message: bool = False
-    supports_top_k: bool = False
-    send_parallel_tool_calls: bool = True
-
-
-GENERIC = Dialect()
-# OpenAI deprecated max_tokens, and its o-series and gpt-5 models reject it outright.
-OPENAI = Dialect(max_tokens_field="max_completion_tokens")
-# Azure OpenAI follows OpenAI's parameters (api-key header and api-version are the client's business).
-AZURE = Dialect(max_tokens_field="max_completion_tokens")
-VLLM = Dialect(supports_top_k=True)
-# Ollama's OpenAI layer ignores parallel_tool_calls; leaving it out keeps its logs quiet.
-OLLAMA = Dialect(send_parallel_tool_calls=False)
-# LiteLLM's proxy translates the OpenAI core for every backend it fronts; top_k is not in that core.
-LITELLM = Dialect()
-# parallel_tool_calls is not in the parameter list Databricks documents; leave it out rather than
-# risk a 400 on an endpoint that validates strictly.
-DATABRICKS = Dialect(send_parallel_tool_calls=False)
-DATABRICKS_GPT_OSS = Dialect(send_parallel_tool_calls=False, one_tool_call_per_message=True)
-
-# Names a configuration may use to force a preset (``upstream_dialect``); "auto" means ``dialect_for``.
-PRESETS: Mapping[str, Dialect] = {
-    "generic": GENERIC,
-    "openai": OPENAI,
-    "azure": AZURE,
-    "vllm": VLLM,
-    "ollama": OLLAMA,
-    "litellm": LITELLM,
-    "databricks": DATABRICKS,
-}
-
-# OpenAI reasoning models (o1, o3-mini, o4-mini, gpt-5…) take max_completion_tokens wherever they are
-# served through OpenAI's own API shape (Azure, a LiteLLM proxy, …).
-_REASONING_MODEL = re.compile(r"^(?:.*/)?(?:o\d|gpt-5)(?:$|[-.])")
-
-
-def dialect_for(base_url: str, model: str) -> Dialect:
-    """Guess the dialect from where the upstream lives and which (upstream) model is asked for.
-
-    A wrong guess is not fatal: ``OpenAIChatUpstream`` adapts when the upstream names a parameter
-    it rejects (``max_tokens``/``max_completion_tokens``, ``stream_options``, several calls per message).
-    """
-    url = base_url.lower()
-    name = model.lower()
-    if "/serving-endpoints" in url or "databricks" in url:
-        return DATABRICKS_GPT_OSS if "gpt-oss" in name else DATABRICKS
-    if "api.openai.com" in url:
-        return OPENAI
-    if ".openai.azure.com" in url or ".cognitiveservices.azure.com" in url:
-        return AZURE
-    parts = urlsplit(url)
-    base = VLLM if parts.port == 8000 or "vllm" in url else OLLAMA if parts.port == 11434 or "ollama" in url else None
-    if base is None:
-        base = LITELLM if parts.port == 4000 or "litellm" in url else GENERIC
-    if _REASONING_MODEL.match(name):
-        return replace(base, max_tokens_field="max_completion_tokens")
-    return base
 
 
 # ---------------------------------------------------------------- the whole payload

@@ -1,8 +1,8 @@
 """The warm executor: runs inside each sandbox and forks one child per command.
 
 Started by the launcher as ``python3 -I -S /opt/execbridge/executor.py [options]``, where that file
-is ``client.executor_bytecode()`` (``__main__.py`` with every module of the package compiled in), with
-the protocol on stdin (requests) and stdout (responses); stderr is its log. It also runs from this
+is ``executor_image.executor_bytecode()`` (``__main__.py`` with every module of the package compiled
+in), with the protocol on stdin (requests) and stdout (responses); stderr is its log. It also runs from this
 source directory (``python3 -I -S .../executor/__main__.py``), without any sandbox, as the tests do.
 
 Job: answer framed requests from the gateway one at a time: run bash or Python (fork per command,

@@ -1,8 +1,8 @@
 """Start the executor: the one script a sandbox runs, ``python3 -I -S <script> [options]``.
 
 Two forms of the same script:
-- in a sandbox, ``/opt/execbridge/executor.py`` is ``client.executor_bytecode()``: this script's
-  bytecode with every other module of the package compiled into its ``_MODULES`` constant, in
+- in a sandbox, ``/opt/execbridge/executor.py`` is ``executor_image.executor_bytecode()``: this
+  script's bytecode with every other module of the package compiled into its ``_MODULES`` constant, in
   dependency order, executed straight into ``sys.modules`` — one file, one ``--ro-bind-data``,
   nothing to compile, unzip or look up at start-up;
 - from the source tree (the tests), ``_MODULES`` is still a placeholder and the package is imported
@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-# client.executor_bytecode() replaces this constant by ((module name, code, is package), ...), every
-# module after the siblings it imports.
+# executor_image.executor_bytecode() replaces this constant by ((module name, code, is package), ...),
+# every module after the siblings it imports.
 _MODULES: "Any" = "<executor modules>"
 
 
@@ -42,16 +42,17 @@ def _server_main() -> "Callable[[], int]":
                 module.__path__ = []
             sys.modules[name] = module
             exec(code, module.__dict__)
-        main = sys.modules["executor.server"].main
+        main: Callable[[], int] = sys.modules["executor.server"].main
     else:
         import os
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the directory holding executor/
         sys.path.insert(0, root)
         try:
-            from executor.server import main
+            from executor.server import main as source_main
         finally:
             sys.path.remove(root)
+        main = source_main
     # The modules live on in their functions; once out of sys.modules, the Python commands' children
     # inherit an import system without them (``import executor`` finds the user's own file), at no cost
     # per command.

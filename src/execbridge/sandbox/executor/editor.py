@@ -4,7 +4,7 @@ Job: read and write files for the gateway, with the sandbox's own view of the fi
 relative to the workspace; an absolute path is taken as is — the sandbox, not a lexical check here,
 decides what exists, so a link planted by user code can only ever resolve inside the sandbox.
 
-Choices (Anthropic's semantics, wire-format reference §2.4): ``view`` returns text as is, without
+Choices (Anthropic's semantics, docs/protocol.md §2.4): ``view`` returns text as is, without
 line-number prefixes, with ``start_line``/``num_lines``/``total_lines`` beside it. A text file over
 the size cap is shown up to the last whole line under the cap (``num_lines`` < ``total_lines`` says
 so); an image or PDF (recognised by magic bytes, not by name) over the cap is an
@@ -66,21 +66,21 @@ class Editor:
             shown = head[:max_bytes]
             cut = shown.rfind(b"\n")
             shown = shown[: cut + 1] if cut >= 0 else _trim_partial_utf8(shown)
-            total: int | None = head.count(b"\n")
+            newlines = head.count(b"\n")
             last = head[-1:]
             scanned = len(head)
+            counted = True
             while True:
                 chunk = os.read(fd, 1 << 20)
                 if not chunk:
                     break
                 if scanned > _MAX_LINE_COUNT_BYTES:  # not worth seconds of reading: say "unknown"
-                    total = None
+                    counted = False
                     break
                 scanned += len(chunk)
-                total += chunk.count(b"\n")
+                newlines += chunk.count(b"\n")
                 last = chunk[-1:]
-            if total is not None and last != b"\n":
-                total += 1
+            total = (newlines + (last != b"\n")) if counted else None
             return {"file_type": "text", "data": shown, "num_lines": _count_lines(shown), "start_line": 1,
                     "total_lines": total, "truncated": True}  # fmt: skip
         finally:

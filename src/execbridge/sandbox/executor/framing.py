@@ -39,10 +39,12 @@ class _ScannerContext:
     parse_float = float
     parse_int = int
     parse_constant = float
-    memo: "dict[str, Any]" = {}
+    # One shared dict is what the C scanner expects (json.JSONDecoder has one per decoder); it memoises
+    # object keys and the scanner clears it after each document.
+    memo: "dict[str, Any]" = {}  # noqa: RUF012
 
 
-_scan_json = _json.make_scanner(_ScannerContext())
+_scan_json = _json.make_scanner(_ScannerContext())  # type: ignore[arg-type]  # it reads only these attributes
 _encode_str = _json.encode_basestring  # keeps non-ASCII as is; the frame is UTF-8
 _INF = float("inf")
 
@@ -136,7 +138,8 @@ def decode_frame(header: bytes | bytearray | memoryview, body: bytes | bytearray
     message = _loads(bytes(header).decode("utf-8", "surrogatepass"))
     if not isinstance(message, dict):
         raise ValueError("frame header is not a JSON object")
-    return _resolve_blobs(message, memoryview(body))
+    resolved: dict[str, Any] = _resolve_blobs(message, memoryview(body))  # a dict stays a dict
+    return resolved
 
 
 def _read_exact(fd: int, size: int) -> bytearray | None:

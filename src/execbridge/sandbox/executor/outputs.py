@@ -1,6 +1,6 @@
 """``$OUTPUT_DIR``: a fresh directory for every command, its files read afterwards, then removed.
 
-Job: hand each command an empty ``<output-root>/<n>`` (Anthropic gives every command its own, §2.9),
+Job: hand each command an empty ``<output-root>/<n>`` (Anthropic gives every command its own, docs/protocol.md §2.9),
 outside the workspace; once every process of the command is dead, read the regular files at its
 top level within the caps and remove the directory. Files left elsewhere stay in the container.
 

@@ -69,7 +69,8 @@ def python_main(code: str, env: dict[str, str], flags: "Any") -> "NoReturn":  # 
     previous_streams = (sys.stdin, sys.stdout, sys.stderr)  # noqa: F841
     stdin_raw = io.FileIO(0, "r", closefd=False)
     stdin_raw.name = "<stdin>"
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(
+    # Both, as the interpreter sets them at start-up (typeshed marks ``__stdin__`` Final).
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(  # type: ignore[misc]
         io.BufferedReader(stdin_raw), encoding="utf-8", errors="surrogateescape"
     )
     # Like PYTHONUNBUFFERED=1: raw fds under write-through text layers, so output written before a
@@ -106,9 +107,9 @@ def python_main(code: str, env: dict[str, str], flags: "Any") -> "NoReturn":  # 
         rc = _system_exit_code(exc)
     except BaseException:
         pass
-    for stream in (sys.stdout, sys.stderr):
+    for current in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            current.flush()
         except BaseException:
             rc = rc or 120  # like CPython when flushing stdout fails at exit
     try:

@@ -37,10 +37,10 @@ def make_prctl() -> "Any":
     try:
         import _ctypes
 
-        class _Int(_ctypes._SimpleCData):
+        class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]  # not subscriptable at run time
             _type_ = "i"
 
-        class _ULong(_ctypes._SimpleCData):
+        class _ULong(_ctypes._SimpleCData):  # type: ignore[type-arg]  # not subscriptable at run time
             _type_ = "L"
 
         class _Prctl(_ctypes.CFuncPtr):
@@ -48,10 +48,11 @@ def make_prctl() -> "Any":
             _restype_ = _Int
             _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
 
-        func = _Prctl(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))
+        # dlopen(NULL) is the running program itself, which has libc's prctl; typeshed allows paths only.
+        func = _Prctl(_ctypes.dlsym(_ctypes.dlopen(None), "prctl"))  # type: ignore[arg-type]
 
         def prctl(option: int, arg: int) -> int:
-            result = func(option, arg, 0, 0, 0)
+            result = int(func(option, arg, 0, 0, 0))
             if result != 0:
                 raise OSError(_ctypes.get_errno(), os.strerror(_ctypes.get_errno()))
             return result

@@ -119,10 +119,10 @@ def _readable(fd: int, timeout_ms: int) -> bool:
     return bool(poller.poll(timeout_ms))
 
 
-_USAGE = """usage: executor [--workspace DIR] [--output-root DIR] [--kill-all] [--env NAME=VALUE]...
+_USAGE = """usage: executor --workspace DIR [--output-root DIR] [--kill-all] [--env NAME=VALUE]...
 
   --workspace DIR     working directory and HOME of commands; editor paths are relative to it
-                      (default /workspace)
+                      (required: the container's workspace path, which the gateway owns)
   --output-root DIR   where each command's fresh $OUTPUT_DIR is made (default /tmp/outputs)
   --kill-all          the executor owns its PID namespace: after a command, kill every process
                       except itself and its ancestors (default: only its own descendants)
@@ -131,7 +131,7 @@ _USAGE = """usage: executor [--workspace DIR] [--output-root DIR] [--kill-all] [
 
 
 def _parse_args(argv: list[str]) -> "dict[str, Any]":
-    options: dict[str, Any] = {"workspace": "/workspace", "output_root": "/tmp/outputs", "kill_all": False,
+    options: dict[str, Any] = {"workspace": None, "output_root": "/tmp/outputs", "kill_all": False,
                                "extra_env": {}}  # fmt: skip
     args = iter(argv)
     for arg in args:
@@ -150,6 +150,8 @@ def _parse_args(argv: list[str]) -> "dict[str, Any]":
                 options[arg[2:].replace("-", "_")] = os.path.abspath(value)
         else:
             raise SystemExit(f"unknown argument {arg!r}\n{_USAGE}")
+    if options["workspace"] is None:
+        raise SystemExit(f"--workspace is required\n{_USAGE}")
     return options
 
 

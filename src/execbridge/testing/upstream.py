@@ -1,32 +1,30 @@
-"""A scripted fake Chat Completions server, shipped for tests and benchmarks of the whole project.
+"""A scripted fake Chat Completions server: ``FakeApp`` (ASGI) and ``FakeUpstream`` (on a socket).
 
-Job: answer ``POST …/chat/completions`` over real HTTP on 127.0.0.1 from a script of turns that reads
-like a conversation, record every request, and hold requests to Databricks' rules so a translation
-bug fails a test here instead of in a customer's workspace::
+Job: answer ``POST …/chat/completions`` from a script of turns (``testing/script.py``), record every
+request, and hold requests to Databricks' rules (``testing/databricks_rules.py``)::
 
-    script = [
-        Turn.text("Let me check.").call("bash_code_execution", command="echo hi"),
-        lambda req: Turn.text(f"The command printed {last_tool_result(req)!r}"),
-        Turn.error(429, "Too many requests", retry_after=0.01),
-        Turn.text("done"),
-    ]
     with FakeUpstream(script) as fake:
         ...  # point an OpenAIChatUpstream at fake.base_url
         assert fake.chat_requests[0]["tools"][0]["type"] == "function"
 
-Each chat request that passes the rules consumes one turn: a ``Reply``, an ``ErrorReply`` or a
-callable ``(request_json) -> Reply | ErrorReply | str``. Requests that break a rule get Databricks'
+    app = FakeApp(script)  # no socket, no thread: in-process, like httpx's MockTransport
+    upstream = OpenAIChatUpstream("http://fake/v1", "k", transport=httpx.ASGITransport(app))
+
+Each chat request that passes the rules consumes one turn; requests that break a rule get Databricks'
 400 envelope and consume nothing. Options make it behave like particular servers: one call per
 assistant message (gpt-oss on Databricks), parameters it refuses (``reject_params``: an o-series
 model refusing ``max_tokens``, a server refusing ``stream_options``), a required key or any
 ``authorize`` check (tokens that expire), extra routes (an OAuth server on the same host, see
-``fake_databricks``). Models are listed at ``GET …/models`` and, Databricks-style, at
-``GET /api/2.0/serving-endpoints``. Streaming follows the chunking of wire-format §4.5. ``instant=True``
+``testing/databricks.py``). Models are listed at ``GET …/models`` and, Databricks-style, at
+``GET /api/2.0/serving-endpoints``. Streaming follows the chunking of docs/protocol.md §4.5. ``instant=True``
 answers every chat request with a canned completion without parsing it (for benchmarks);
-``python -m execbridge.upstream.fake --instant`` runs that in its own process.
+``python -m execbridge.testing --instant`` runs that in its own process.
 
-Must not: be imported by production code paths, listen on anything but 127.0.0.1, or silence a
-script mistake (an exhausted script or a failing callable answers with an error naming the cause).
+``FakeUpstream`` is for what needs a real socket: the production HTTP path (``upstream/_http11.py``),
+a gateway process, the Databricks SDK, benchmarks. Everything else can drive ``FakeApp`` in-process.
+
+Must not: listen on anything but 127.0.0.1, or silence a script mistake (an exhausted script or a
+failing callable answers with an error naming the cause).
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 import re
 import socket
@@ -42,7 +39,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -53,303 +50,12 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-__all__ = [
-    "ErrorReply",
-    "FakeApp",
-    "FakeToolCall",
-    "FakeUpstream",
-    "RecordedRequest",
-    "Reply",
-    "ScriptTurn",
-    "Turn",
-    "check_request",
-    "last_tool_result",
-    "tool_results",
-]
+from execbridge.testing.databricks_rules import check_request
+from execbridge.testing.script import ErrorReply, Reply, ScriptTurn, Turn
+
+__all__ = ["FakeApp", "FakeUpstream", "RecordedRequest", "main"]
 
 JSON = dict[str, Any]
-
-
-# ---------------------------------------------------------------- the script
-
-
-@dataclass(frozen=True, slots=True)
-class FakeToolCall:
-    name: str
-    arguments: str  # a JSON string, sent as is (so a test can send invalid JSON on purpose)
-    id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One successful model turn. ``None`` fields are filled in from the request and the content."""
-
-    text: str = ""
-    tool_calls: tuple[FakeToolCall, ...] = ()
-    reasoning: str = ""
-    reasoning_signature: str | None = None
-    finish_reason: str | None = None  # default: "tool_calls" when there are calls, else "stop"
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    cached_tokens: int | None = None
-    content_parts: bool = False  # Databricks Claude style: content is a list of typed parts
-    reasoning_style: Literal["parts", "reasoning_content"] = "parts"
-    chunk_chars: int = 12  # how finely text is split across stream chunks
-    chunk_delay: float | None = None  # seconds between stream chunks (None: the server's default)
-    delay: float = 0.0  # seconds before the response starts
-    stream_error: Mapping[str, Any] | None = None  # sent as a data line after the content, no finish
-    abort_after: int | None = None  # drop the connection after this many stream chunks
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    def call(self, name: str, arguments: str | Mapping[str, Any] | None = None, /, **input: Any) -> Reply:
-        """This reply plus one more tool call (``arguments`` as a JSON string or mapping, or kwargs)."""
-        return dataclasses.replace(self, tool_calls=(*self.tool_calls, _tool_call(name, arguments, input)))
-
-    def but(self, **changes: Any) -> Reply:
-        """A copy with some fields changed: ``Turn.text("hi").but(finish_reason="length")``."""
-        return dataclasses.replace(self, **changes)
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorReply:
-    status: int
-    body: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
-ScriptTurn = Reply | ErrorReply | Callable[[JSON], "Reply | ErrorReply | str"]
-
-
-class Turn:
-    """Constructors that make a script read like a conversation."""
-
-    @staticmethod
-    def text(text: str, **options: Any) -> Reply:
-        return Reply(text=text, **options)
-
-    @staticmethod
-    def tool_call(name: str, arguments: str | Mapping[str, Any] | None = None, /, **input: Any) -> Reply:
-        return Reply(tool_calls=(_tool_call(name, arguments, input),))
-
-    @staticmethod
-    def tool_calls(*calls: tuple[str, str]) -> Reply:
-        """Several calls at once, each ``(name, arguments_json)``."""
-        return Reply(tool_calls=tuple(FakeToolCall(name, args) for name, args in calls))
-
-    @staticmethod
-    def reasoning(reasoning: str, text: str = "", *, signature: str | None = "sig", **options: Any) -> Reply:
-        return Reply(text=text, reasoning=reasoning, reasoning_signature=signature, **options)
-
-    @staticmethod
-    def error(
-        status: int,
-        message: str = "fake upstream error",
-        *,
-        code: str | None = None,
-        envelope: Literal["databricks", "openai"] = "databricks",
-        retry_after: float | str | None = None,
-        retry_after_ms: float | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> ErrorReply:
-        """An HTTP error in Databricks' (default) or OpenAI's envelope."""
-        if envelope == "databricks":
-            body: JSON = {"error_code": code or _DATABRICKS_CODES.get(status, "INTERNAL_ERROR"), "message": message}
-        else:
-            body = {"error": {"message": message, "type": code or "invalid_request_error", "param": None, "code": code}}
-        all_headers = dict(headers or {})
-        if retry_after is not None:
-            all_headers["retry-after"] = str(retry_after)
-        if retry_after_ms is not None:
-            all_headers["retry-after-ms"] = str(retry_after_ms)
-        return ErrorReply(status, orjson.dumps(body), all_headers)
-
-    @staticmethod
-    def raw_error(
-        status: int, body: bytes | str | Mapping[str, Any], headers: Mapping[str, str] | None = None
-    ) -> ErrorReply:
-        raw = body.encode() if isinstance(body, str) else body if isinstance(body, bytes) else orjson.dumps(body)
-        return ErrorReply(status, raw, dict(headers or {}))
-
-
-_DATABRICKS_CODES = {
-    400: "BAD_REQUEST",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "ENDPOINT_NOT_FOUND",
-    429: "REQUEST_LIMIT_EXCEEDED",
-    503: "TEMPORARILY_UNAVAILABLE",
-}
-
-
-def _tool_call(name: str, arguments: str | Mapping[str, Any] | None, input: Mapping[str, Any]) -> FakeToolCall:
-    if isinstance(arguments, str):
-        return FakeToolCall(name, arguments)
-    return FakeToolCall(name, orjson.dumps(dict(arguments or input)).decode())
-
-
-def tool_results(request: JSON) -> list[str]:
-    """The contents of the ``tool`` messages after the last assistant message of a request."""
-    results: list[str] = []
-    for message in reversed(request.get("messages", [])):
-        if message.get("role") == "tool":
-            content = message.get("content")
-            results.append(content if isinstance(content, str) else "".join(p.get("text", "") for p in content))
-        elif message.get("role") == "assistant":
-            break
-    return results[::-1]
-
-
-def last_tool_result(request: JSON) -> str:
-    results = tool_results(request)
-    return results[-1] if results else ""
-
-
-# ---------------------------------------------------------------- Databricks' rules
-
-
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_PART_TYPES = {"user": {"text", "image_url", "file"}, "system": {"text"}, "assistant": {"text"}, "tool": {"text"}}
-
-
-class _Rejected(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def check_request(
-    body: Any,
-    *,
-    reject_multiple_tool_calls: bool = False,
-    require_tool_results: bool = True,
-    models: Sequence[str] | None = None,
-) -> tuple[int, JSON] | None:
-    """``None`` when the request is acceptable, else ``(status, Databricks error envelope)``."""
-    try:
-        _check(body, reject_multiple_tool_calls, require_tool_results, models)
-    except _Rejected as exc:
-        return exc.status, {"error_code": exc.code, "message": exc.message}
-    return None
-
-
-def _bad(message: str, code: str = "BAD_REQUEST", status: int = 400) -> _Rejected:
-    return _Rejected(status, code, message)
-
-
-def _check(body: Any, reject_multiple: bool, require_results: bool, models: Sequence[str] | None) -> None:
-    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-        raise _bad("Request body must be a JSON object with a string 'model'.")
-    if models is not None and body["model"] not in models:
-        raise _bad(
-            "The given endpoint does not exist, please retry after checking the specified model and version "
-            "deployment exists.",
-            "ENDPOINT_NOT_FOUND",
-            404,
-        )
-    names = _check_tools(body)
-    choice = body.get("tool_choice")
-    if not names and (choice is not None or "parallel_tool_calls" in body):
-        raise _bad("'tool_choice' and 'parallel_tool_calls' are only allowed when 'tools' are specified.")
-    if isinstance(choice, dict) and choice.get("function", {}).get("name") not in names:
-        raise _bad(f"tool_choice names a function that is not in 'tools': {choice!r}", "INVALID_PARAMETER_VALUE")
-    if isinstance(choice, str) and choice not in ("auto", "required", "none"):
-        raise _bad(f"Invalid tool_choice: {choice!r}", "INVALID_PARAMETER_VALUE")
-    if "stream_options" in body and not body.get("stream"):
-        raise _bad("The 'stream_options' parameter is only allowed when 'stream' is enabled.")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _bad("'messages' must be a non-empty list.")
-    open_calls: list[str] = []
-    for i, message in enumerate(messages):
-        role = message.get("role") if isinstance(message, dict) else None
-        if role not in ("system", "developer", "user", "assistant", "tool"):
-            raise _bad(f"messages[{i}]: invalid role {role!r}")
-        if role != "tool" and open_calls and require_results:
-            raise _unanswered(open_calls)
-        if role == "tool":
-            call_id = message.get("tool_call_id")
-            if call_id not in open_calls:
-                raise _bad(
-                    f"messages[{i}]: messages with role 'tool' must be a response to a preceding message with "
-                    f"'tool_calls' (unknown tool_call_id {call_id!r})."
-                )
-            open_calls.remove(call_id)
-            _check_content(i, "tool", message.get("content"), required=True)
-        elif role == "assistant":
-            calls = message.get("tool_calls") or []
-            if reject_multiple and len(calls) > 1:
-                raise _bad("Multiple tool calls are not supported.\n")
-            _check_content(i, role, message.get("content"), required=not calls)
-            open_calls = [_check_call(i, call) for call in calls]
-        else:
-            _check_content(i, role, message.get("content"), required=True)
-    if open_calls and require_results:
-        raise _unanswered(open_calls)
-
-
-def _check_tools(body: JSON) -> set[str]:
-    tools = body.get("tools") or []
-    names: set[str] = set()
-    for tool in tools:
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(fn, dict) or tool.get("type") != "function":
-            raise _bad("Missing 'function' in the tool specification.", "INVALID_PARAMETER_VALUE")
-        if not isinstance(fn.get("name"), str) or not _NAME.match(fn["name"]):
-            raise _bad(f"Invalid function name {fn.get('name')!r}.", "INVALID_PARAMETER_VALUE")
-        if not isinstance(fn.get("parameters"), dict):
-            raise _bad(
-                '"parameters" is a required property for "function" object in parameter "tools"',
-                "INVALID_PARAMETER_VALUE",
-            )
-        names.add(fn["name"])
-    return names
-
-
-def _check_content(i: int, role: str, content: Any, *, required: bool) -> None:
-    if content is None:
-        if required:
-            raise _bad(f"messages[{i}]: 'content' is required for role {role!r}.")
-        return
-    if isinstance(content, str):
-        if not content.strip():
-            raise _bad(f"messages[{i}]: text content blocks must contain non-whitespace text")
-        return
-    if not isinstance(content, list) or not content:
-        raise _bad(f"messages[{i}]: 'content' must be a non-empty string or list of parts.")
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in _PART_TYPES[role if role != "developer" else "system"]:
-            raise _bad(f"messages[{i}]: content part type {kind!r} is not allowed for role {role!r}.")
-        if kind == "text" and not (isinstance(part.get("text"), str) and part["text"].strip()):
-            raise _bad(f"messages[{i}]: text content blocks must contain non-whitespace text")
-        if kind == "image_url" and not part.get("image_url", {}).get("url"):
-            raise _bad(f"messages[{i}]: image_url part without a url.")
-        if kind == "file" and not part.get("file", {}).get("file_data"):
-            raise _bad(f"messages[{i}]: file part without file_data.")
-
-
-def _check_call(i: int, call: Any) -> str:
-    fn = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(fn, dict) or not call.get("id") or not isinstance(fn.get("name"), str):
-        raise _bad(f"messages[{i}]: each tool call needs an id, type 'function' and a function name.")
-    try:
-        arguments = orjson.loads(fn.get("arguments") or "")
-    except orjson.JSONDecodeError:
-        arguments = None
-    if not isinstance(arguments, dict):
-        raise _bad(f"messages[{i}]: tool call arguments must be a JSON object string.", "INVALID_PARAMETER_VALUE")
-    return str(call["id"])
-
-
-def _unanswered(ids: Iterable[str]) -> _Rejected:
-    return _bad(
-        "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
-        f"'tool_call_id'. The following tool_call_ids did not have response messages: {', '.join(ids)}"
-    )
-
-
-# ---------------------------------------------------------------- the ASGI app
 
 
 @dataclass(frozen=True, slots=True)
@@ -821,8 +527,8 @@ class FakeUpstream:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m execbridge.upstream.fake --instant``: a canned upstream in its own process."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    """``python -m execbridge.testing --instant``: a canned upstream in its own process."""
+    parser = argparse.ArgumentParser(prog="python -m execbridge.testing", description=main.__doc__)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--instant", action="store_true", help="answer every request with a canned completion")
     parser.add_argument("--text", default=_INSTANT_TEXT)
@@ -834,7 +540,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     with fake, contextlib.suppress(KeyboardInterrupt):
         print(fake.base_url, flush=True)
         threading.Event().wait()
-
-
-if __name__ == "__main__":
-    main()

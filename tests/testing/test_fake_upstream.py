@@ -1,4 +1,4 @@
-"""The scripted fake upstream: Databricks' rules, recording, the script DSL and the §4.5 chunking."""
+"""The scripted fake upstream: Databricks' rules, recording, the script DSL and the docs/protocol.md §4.5 chunking."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import httpx
 import orjson
 import pytest
 
-from execbridge.upstream.fake import FakeUpstream, Turn, check_request, last_tool_result, tool_results
+from execbridge.testing import FakeUpstream, Turn, check_request, last_tool_result, tool_results
 
 FN = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
 CALL_A = {"id": "A", "type": "function", "function": {"name": "f", "arguments": "{}"}}

@@ -30,7 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from execbridge.upstream.fake import FakeUpstream, ScriptTurn
+from execbridge.testing.script import ScriptTurn
+from execbridge.testing.upstream import FakeUpstream
 
 __all__ = ["DATABRICKS_MODELS", "FakeDatabricks", "FakeOAuth"]
 

@@ -1,0 +1,43 @@
+"""``ContainerEntry``: the in-memory state of one container the manager has touched since start.
+
+Job: hold what the manager knows about one container between leases — its stored record, the lock
+that makes a lease exclusive, its live sandbox (if any), whether its workspace is mounted, and the
+path its workspace has inside the sandbox.
+
+Must not: do anything. The manager changes entries (under their lock); a ``LeasedSession`` only
+reads ``live`` and ``record`` of the entry it was leased, and asks the manager (through the callables
+it was given) for everything else.
+
+Invariants:
+- ``workspace`` is the one source of the container's workspace path: the sandbox's bind mount and
+  working directory, the executor's ``--workspace``, ``HOME``, and ``ContainerInfo.workspace``.
+- ``users`` counts leases holding or waiting for ``lock``; the janitor leaves such entries alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from execbridge.sandbox.base import DEFAULT_WORKSPACE
+from execbridge.sandbox.live import LiveSandbox
+from execbridge.store.base import ContainerRecord
+
+
+@dataclass(eq=False)
+class ContainerEntry:
+    """In-memory state of one container touched since start."""
+
+    record: ContainerRecord
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    live: LiveSandbox | None = None
+    mounted: bool = False
+    stored_last_used: datetime | None = None
+    deleted: bool = False
+    users: int = 0  # leases holding or waiting for the lock; the janitor leaves such entries alone
+    workspace: str = DEFAULT_WORKSPACE  # the workspace's path inside the sandbox
+
+    @property
+    def slot(self) -> int:
+        return self.record.slot
