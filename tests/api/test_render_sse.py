@@ -239,38 +239,34 @@ def test_error_event_raises_in_the_sdk() -> None:
     assert "bad input" in str(caught.value)
 
 
-async def test_consumer_leaving_closes_the_engine() -> None:
-    closed = False
+class Engine:
+    """An engine event stream that records whether it was closed."""
 
-    async def engine() -> AsyncGenerator[EngineEvent, None]:
-        nonlocal closed
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def run(self) -> AsyncGenerator[EngineEvent, None]:
         try:
             for event in bash_session():
                 yield event
         finally:
-            closed = True
+            self.closed = True
 
-    stream = render_stream(engine())
+
+async def test_consumer_leaving_closes_the_engine() -> None:
+    engine = Engine()
+    stream = render_stream(engine.run())
     await anext(stream)
     await stream.aclose()
-    assert closed
+    assert engine.closed
 
 
 async def test_consumer_leaving_before_the_rest_closes_the_engine() -> None:
     """The route takes the first event itself; the stream must still close the engine it never iterated."""
-    closed = False
-
-    async def engine() -> AsyncGenerator[EngineEvent, None]:
-        nonlocal closed
-        try:
-            for event in bash_session():
-                yield event
-        finally:
-            closed = True
-
-    events = engine()
+    engine = Engine()
+    events = engine.run()
     first = await anext(events)
     stream = render_stream(events, first=first)
     await anext(stream)  # only the first event rendered: the engine generator is suspended mid-way
     await stream.aclose()
-    assert closed
+    assert engine.closed

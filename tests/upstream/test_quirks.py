@@ -20,7 +20,7 @@ from execbridge.testing import FakeApp, Turn
 from execbridge.types import FunctionDef, Message, Sampling, Text, ToolCall, ToolResult
 from execbridge.upstream.base import ChatTurn, ReasoningDelta, TextDelta
 from execbridge.upstream.dialects import DATABRICKS, GENERIC, OPENAI, VLLM
-from execbridge.upstream.models import ModelNames
+from execbridge.upstream.model_names import ModelNames
 from execbridge.upstream.openai_chat import OpenAIChatUpstream
 
 NOARG = FunctionDef("get_time", "", {})

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execbridge import ids
-from execbridge.api import files, models
+from execbridge.api import files, model_list
 from execbridge.api.auth import GatewayKeyMiddleware
 from execbridge.api.errors import error_response
 from execbridge.api.messages import create_message
@@ -98,8 +98,8 @@ def create_app(
         Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),
         Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
         Route("/v1/files/{file_id}/content", files.download_file, methods=["GET"]),
-        Route("/v1/models", models.list_models, methods=["GET"]),
-        Route("/v1/models/{model_id:path}", models.get_model, methods=["GET"]),
+        Route("/v1/models", model_list.list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", model_list.get_model, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,

@@ -65,6 +65,7 @@ __all__ = [
     "parse_result_block",
     "render_block",
     "render_container",
+    "render_message_shell",
     "render_result_block",
     "render_start_block",
     "render_usage",
@@ -199,6 +200,26 @@ def render_result_block(result: ServerToolResult) -> dict[str, Any]:
         "type": f"{result.tool_name}_tool_result",
         "tool_use_id": result.tool_use_id,
         "content": _result_content(result),
+    }
+
+
+def render_message_shell(
+    message_id: str, model: str, usage: Usage, container: ContainerRef | None, content: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A Message as it stands when it starts (§1.4): no stop reason yet, ``content`` as given (the JSON
+    renderer fills that list in place and sets the stop fields at the end; a stream's
+    ``message_start`` sends it empty)."""
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": None,
+        "stop_sequence": None,
+        "stop_details": None,
+        "usage": render_usage(usage),
+        "container": render_container(container),
     }
 
 

@@ -16,7 +16,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Iterable
 from typing import Any, assert_never
 
-from execbridge.api.blocks import render_block, render_container, render_result_block, render_usage
+from execbridge.api.blocks import (
+    render_block,
+    render_container,
+    render_message_shell,
+    render_result_block,
+    render_usage,
+)
 from execbridge.engine.events import (
     BlockFinished,
     BlockStarted,
@@ -45,18 +51,7 @@ class MessageFolder:
     def add(self, event: EngineEvent) -> None:
         match event:
             case MessageStarted(message_id=message_id, model=model, usage=usage, container=container):
-                self._message = {
-                    "id": message_id,
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": self._content,
-                    "stop_reason": None,
-                    "stop_sequence": None,
-                    "stop_details": None,
-                    "usage": render_usage(usage),
-                    "container": render_container(container),
-                }
+                self._message = render_message_shell(message_id, model, usage, container, self._content)
             case BlockFinished(block=block):
                 self._content.append(render_block(block))
             case ServerToolResultReady(result=result):

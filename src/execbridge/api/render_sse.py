@@ -28,7 +28,13 @@ from typing import Any, Final, assert_never
 
 import orjson
 
-from execbridge.api.blocks import render_container, render_result_block, render_start_block, render_usage
+from execbridge.api.blocks import (
+    render_container,
+    render_message_shell,
+    render_result_block,
+    render_start_block,
+    render_usage,
+)
 from execbridge.api.errors import classify, error_body
 from execbridge.engine.events import (
     BlockFinished,
@@ -81,18 +87,7 @@ class SseRenderer:
         match event:
             case MessageStarted(message_id=message_id, model=model, usage=usage, container=container):
                 self._container = container
-                message: dict[str, Any] = {
-                    "id": message_id,
-                    "type": "message",
-                    "role": "assistant",
-                    "model": model,
-                    "content": [],
-                    "stop_reason": None,
-                    "stop_sequence": None,
-                    "stop_details": None,
-                    "usage": render_usage(usage),
-                    "container": render_container(container),
-                }
+                message = render_message_shell(message_id, model, usage, container, [])
                 return sse_event("message_start", {"type": "message_start", "message": message})
             case BlockStarted(block=block):
                 self._index += 1

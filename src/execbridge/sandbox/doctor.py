@@ -21,6 +21,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from execbridge.config import Settings
 from execbridge.sandbox import cgroups as cg
@@ -176,7 +177,7 @@ async def diagnose(settings: Settings) -> DoctorReport:
     return DoctorReport(tuple(checks))
 
 
-async def _probe(settings: Settings, bpf: bytes, *, switch_uid: bool) -> tuple[dict | None, str]:  # type: ignore[type-arg]
+async def _probe(settings: Settings, bpf: bytes, *, switch_uid: bool) -> tuple[dict[str, Any] | None, str]:
     sb = settings.sandbox
     uid = sb.uid_base + PROBE_SLOT
     # /tmp, not $TMPDIR: the probe's uid must be able to traverse to it.

@@ -41,3 +41,11 @@ class ContainerEntry:
     @property
     def slot(self) -> int:
         return self.record.slot
+
+    def forgettable(self) -> bool:
+        """Nothing holds or runs it: no lease, no live sandbox, no mounted workspace.
+
+        A method, not an expression at the call site: the janitor asks again after awaiting, when a
+        lease may have come, and a type checker would take the second check for the first.
+        """
+        return not self.users and self.live is None and not self.mounted

@@ -421,8 +421,7 @@ class ContainerManager:
                 except Exception as exc:  # boundary: one bad container must not stop the janitor
                     log.error("evicting container %s failed: %s", entry.record.id, exc)
                     continue
-            # ``users`` again: a lease may have come during the awaits above (mypy cannot see that).
-            if not entry.users and entry.live is None and not entry.mounted:  # type: ignore[redundant-expr]
+            if entry.forgettable():  # asked again: a lease may have come during the awaits above
                 # Forget it; the next lease loads the record again (its last use is stored).
                 self._entries.pop(entry.record.id, None)
 

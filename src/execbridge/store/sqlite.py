@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from execbridge.store import migrations
 from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord
@@ -287,7 +287,7 @@ class SqliteStore:
 
         return await self._run(run)
 
-    async def query(self, sql: str, params: tuple[object, ...]) -> list[tuple]:  # type: ignore[type-arg]
+    async def query(self, sql: str, params: tuple[object, ...]) -> builtins.list[tuple[Any, ...]]:
         return await self._run(lambda: self._db.execute(sql, params).fetchall())
 
     async def close(self) -> None:

@@ -161,7 +161,7 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # asyncio hands a Transport to stream protocols
 
     def data_received(self, data: bytes) -> None:
         if self.parser is None:

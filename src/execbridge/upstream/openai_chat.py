@@ -50,7 +50,7 @@ from execbridge.upstream._http11 import Http11Endpoint, default_ssl_context
 from execbridge.upstream.base import ChatTurn, Credentials, ModelInfo, UpstreamEvent
 from execbridge.upstream.dialects import Dialect, adapt, dialect_for, forced_dialect, is_azure_host
 from execbridge.upstream.error_envelopes import error_from_response, transport_error
-from execbridge.upstream.models import ModelNames
+from execbridge.upstream.model_names import ModelNames
 from execbridge.upstream.stream import events_from_completion, load_json, sse_events
 from execbridge.upstream.translate import build_payload
 

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 from execbridge.api.app import create_app
 from execbridge.config import Settings
 from execbridge.upstream.base import ModelInfo
-from execbridge.upstream.models import ModelNames
+from execbridge.upstream.model_names import ModelNames
 from execbridge.wiring import Services
 
 
