@@ -5,6 +5,7 @@ level (raw frames, no ``ExecutorClient``), including the ``--kill-all`` mode in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -352,3 +353,30 @@ async def test_kill_all_mode_leaves_nothing_running_in_the_namespace(tmp_path: P
     finally:
         r.stdin.close()
         await asyncio.wait_for(r.proc.wait(), 5)
+
+
+def _tasks_named(name: str) -> list[str]:
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/comm") as comm:
+                    if comm.read().strip() == name:
+                        found.append(f"{pid}/{tid}")
+    return found
+
+
+async def test_a_zombie_looking_leader_with_a_live_thread_is_killed(raw: Raw) -> None:
+    """Without a namespace (only the executor's subtree is swept): a leader that ended with the raw
+    ``exit`` syscall shows ``Z`` while its thread runs on; the sweep must see through that."""
+    name = f"impl{os.getpid() % 100000}"
+    implant = (
+        "import ctypes, platform, threading, time; libc = ctypes.CDLL(None)\n"
+        f"libc.prctl(15, b'{name}', 0, 0, 0)\n"
+        f"threading.Thread(target=lambda: (libc.prctl(15, b'{name}', 0, 0, 0), time.sleep(1000))).start()\n"
+        "time.sleep(0.05); libc.syscall({'x86_64': 60, 'aarch64': 93}[platform.machine()], 0)\n"
+    )
+    command = f'python3 -c "{implant}" & sleep 0.3; echo started'
+    answer = await raw.call({"op": "bash", "id": 1, "command": command, **LIMITS})
+    assert answer["stdout"] == b"started\n"
+    assert _tasks_named(name) == []

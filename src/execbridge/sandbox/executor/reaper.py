@@ -7,6 +7,12 @@ With ``kill_all`` (the executor owns its PID namespace) that is every process ex
 and its ancestors; without it (tests, no namespace) only the executor's own descendants, found
 through ``/proc`` — never anything outside its subtree.
 
+A process is left alone only when it is really dead: a zombie (``Z``) whose every thread is gone. A
+thread-group leader that ended with the raw ``exit`` syscall shows ``Z`` while its other threads run
+on, and is killed like any live process. In its own PID namespace, under the namespace's init and
+not root, the executor also sends ``kill(-1, SIGKILL)``, which reaches every process of the
+namespace in one call, however fast it forks or wherever it moved in the tree.
+
 Must not: import ``ctypes`` (~3 ms at start-up; ``prctl`` goes through ``_ctypes``) or ``signal``
 (``_signal`` has the numbers); kill the executor or its ancestors; wait without a bound
 (``_KILL_GRACE_S``, then it logs and gives up).
@@ -92,6 +98,9 @@ class Reaper:
         self.children_file = f"/proc/{pid}/task/{pid}/children"
         self.have_children_file = os.path.exists(self.children_file)
         self.protected = self._ancestors() if kill_all else {pid}
+        # kill(-1) spares only the caller and the namespace's init: safe when those are all we protect,
+        # and never as root (outside a user namespace it would reach the whole machine).
+        self.kill_everyone = kill_all and self.protected == {pid, 1} and os.getuid() != 0
         self.reaped: dict[int, int] = {}
 
     def make_dumpable(self) -> None:
@@ -124,6 +133,9 @@ class Reaper:
             return
         give_up = time.monotonic() + _KILL_GRACE_S
         while True:
+            if self.kill_everyone:
+                with ignore(OSError):  # ESRCH: nobody else left
+                    os.kill(-1, _sig.SIGKILL)
             victims = self._victims()
             if not victims:
                 self._reap()  # the last ones may have turned into zombies only just now
@@ -155,12 +167,7 @@ class Reaper:
             candidates = [pid for pid in candidates if pid not in self.protected]
         else:
             candidates = self._descendants()
-        victims = []
-        for pid in candidates:
-            fields = stat_fields(pid)
-            if fields is not None and fields[0] not in ("Z", "X"):
-                victims.append(pid)
-        return victims
+        return [pid for pid in candidates if _alive(pid)]
 
     def _descendants(self) -> list[int]:
         if not self.have_children_file:
@@ -204,3 +211,21 @@ class Reaper:
             fields = stat_fields(pid)
             pid = fields[1] if fields is not None else 0
         return chain
+
+
+def _alive(pid: int) -> bool:
+    """Whether any thread of ``pid`` still runs: a ``Z`` leader can have live threads behind it."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return False
+    if fields[0] not in ("Z", "X"):
+        return True
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tids:
+        data = read_small(f"/proc/{pid}/task/{tid}/stat")
+        if data and data[data.rfind(b")") + 2 : data.rfind(b")") + 3] not in (b"Z", b"X"):
+            return True
+    return False
