@@ -23,6 +23,7 @@ from execbridge.sandbox.base import ContainerService
 from execbridge.sandbox.manager import ContainerManager
 from execbridge.store.sqlite import SqliteStore
 from execbridge.upstream.base import Credentials, ModelCatalog
+from execbridge.upstream.key_check import UpstreamKeyCheck
 from execbridge.upstream.openai_chat import OpenAIChatUpstream
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class Services:
     files: FileService
     models: ModelCatalog | None = None  # GET /v1/models; None: not offered
     key_gate: KeyGate | None = None  # gateway keys required (the gateway holds the upstream credential)
+    # Pass-through mode: a client's key must be one the upstream accepts before it may create state.
+    key_check: UpstreamKeyCheck | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,13 @@ async def open_services(settings: Settings, target: UpstreamTarget | None = None
         files.prepare()
         upstream = await stack.enter_async_context(open_upstream(settings, target))
         engine = Engine(upstream, containers, settings, files=files)
+        key_check = None if settings.gateway_holds_credentials else UpstreamKeyCheck(upstream)
         yield Services(
-            settings=settings, engine=engine, containers=containers, files=files, models=upstream, key_gate=gate
+            settings=settings,
+            engine=engine,
+            containers=containers,
+            files=files,
+            models=upstream,
+            key_gate=gate,
+            key_check=key_check,
         )

@@ -20,6 +20,9 @@ from execbridge.testing import FakeUpstream
 
 CLIENT_KEY = "dapi-test-token-alice"
 OTHER_KEY = "dapi-test-token-bob"
+LISTER_KEY = "dapi-test-token-lister"  # owns only the files of the listing test
+# The keys the fake upstream accepts: in pass-through mode no other key may create anything.
+UPSTREAM_KEYS = frozenset({CLIENT_KEY, OTHER_KEY, LISTER_KEY})
 # Small enough for a test to cross quickly, big enough for the CSVs and charts the tests make.
 MAX_FILE_BYTES = 256 << 10
 OUTPUT_FILE_LIMIT_BYTES = 512 << 10
@@ -59,7 +62,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def fake_upstream() -> Iterator[FakeUpstream]:
-    with FakeUpstream(require_api_key=CLIENT_KEY) as fake:
+    accepted = {f"Bearer {key}" for key in UPSTREAM_KEYS}
+    with FakeUpstream(authorize=accepted.__contains__) as fake:
         yield fake
 
 

@@ -34,7 +34,16 @@ from anthropic.types.beta import (
 
 from execbridge.testing import Turn, last_tool_result, tool_results
 
-from .conftest import CLIENT_KEY, MAX_FILE_BYTES, OTHER_KEY, OUTPUT_FILE_LIMIT_BYTES, Gateway, sdk_client, serve
+from .conftest import (
+    CLIENT_KEY,
+    LISTER_KEY,
+    MAX_FILE_BYTES,
+    OTHER_KEY,
+    OUTPUT_FILE_LIMIT_BYTES,
+    Gateway,
+    sdk_client,
+    serve,
+)
 
 BASH_TOOL = [{"type": "code_execution_20250825", "name": "code_execution"}]
 PYTHON_TOOL = [{"type": "code_execution_20250522", "name": "code_execution"}]
@@ -156,7 +165,7 @@ def test_ga_namespace_round_trip_and_uploads_are_not_downloadable(gateway: Gatew
 
 
 def test_listing_pages_in_both_sdk_namespaces_and_raw_cursors(gateway: Gateway, fake):
-    key = "dapi-test-token-lister"  # a key of its own: the listing holds exactly these files
+    key = LISTER_KEY  # a key of its own: the listing holds exactly these files
     sdk = client(gateway, key)
     made = [sdk.beta.files.upload(file=(f"f{i}.json", b"{}", "application/json")).id for i in range(5)]
     newest_first = made[::-1]
@@ -178,6 +187,24 @@ def test_listing_pages_in_both_sdk_namespaces_and_raw_cursors(gateway: Gateway, 
     for file_id in made:
         sdk.beta.files.delete(file_id)
     assert list(sdk.beta.files.list()) == []
+
+
+@pytest.mark.adversarial
+def test_made_up_keys_create_nothing(gateway: Gateway, fake):
+    """Pass-through mode: a key becomes an owner only once the upstream has accepted it, so anyone who
+    reaches the port cannot fill the disk under made-up owners."""
+    files_dir = gateway.data_dir / "files"
+    before = sorted(files_dir.iterdir())
+    made_up = ["junk", "dapi-" + "0" * 40, "x" * 4000, CLIENT_KEY + "-not", CLIENT_KEY.upper()]
+    for key in made_up * 2:  # the second round is answered from memory
+        with pytest.raises(anthropic.AuthenticationError) as refused:
+            client(gateway, key).beta.files.upload(file=("fill.bin", b"\0" * 1024, "application/octet-stream"))
+        assert refused.value.body["error"]["type"] == "authentication_error"
+    assert sorted(files_dir.iterdir()) == before  # not a byte written
+    # One upstream call per key (each refused), not one per request.
+    assert [status for status, _ in fake.rejections] == [401] * len(made_up)
+    mine = client(gateway).beta.files.upload(file=("ok.csv", b"a\n", "text/csv"))  # the real key still works
+    client(gateway).beta.files.delete(mine.id)
 
 
 def test_another_key_sees_none_of_it(gateway: Gateway, fake):

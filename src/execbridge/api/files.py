@@ -74,6 +74,15 @@ def _context(request: Request) -> tuple[FileService, str]:
 # ---------------------------------------------------------------- upload
 
 
+async def _admit_writer(request: Request) -> None:
+    """In pass-through mode a key may create state only once the upstream has accepted it (a made-up
+    key must not fill the disk); gateway keys were admitted by the middleware already."""
+    services: Services = request.app.state.services
+    caller = caller_for(request.headers, services.settings)
+    if services.key_check is not None and caller.upstream_api_key is not None:
+        await services.key_check.check(caller.upstream_api_key)
+
+
 class _MultipartUpload:
     """Feeds the request body through python-multipart; the ``file`` part streams into ``sink``.
 
@@ -178,6 +187,7 @@ def _boundary(request: Request) -> bytes:
 
 async def upload_file(request: Request) -> Response:
     files, owner = _context(request)
+    await _admit_writer(request)
     boundary = _boundary(request)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > files.max_bytes + _MULTIPART_SLACK:
