@@ -24,6 +24,7 @@ PUBLIC = [
     "MessageStarted",
     "NotFound",
     "PermissionDenied",
+    "QuotaExceeded",
     "RequestTooLarge",
     "SandboxError",
     "SandboxSettings",

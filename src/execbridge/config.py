@@ -42,6 +42,22 @@ class SandboxSettings(BaseModel):
     idle_evict_s: float = Field(300.0, gt=0, description="Stop a container's processes after this idle time.")
     retention_s: float = Field(30 * 86400.0, gt=0, description="Delete a container this long after last use.")
     spare_containers: int = Field(2, ge=0, description="Ready-made containers kept warm for new requests.")
+    max_containers: int = Field(
+        100_000,
+        ge=1,
+        description="Containers that may exist at once, live or stopped (each holds a host uid, uid_base + slot, "
+        "and a workspace image); at the limit a new one is refused with 429 until one is deleted or expires.",
+    )
+    max_live_containers: int = Field(
+        2000,
+        ge=1,
+        description="Containers with running processes at once. At the limit the least recently used idle ones "
+        "are stopped first (their files stay; the next use restarts them); only when every live container is in "
+        "use is a new one refused with 429.",
+    )
+    max_live_per_owner: int = Field(
+        500, ge=1, description="The same budget per owner (a key): one client cannot take every live container."
+    )
     total_memory_mb: int | None = Field(
         None, ge=64, description="RAM for all containers together (default: 80% of the host's RAM)."
     )

@@ -17,6 +17,7 @@ knows about wire formats.
     ├── SandboxError              a container could not be started or talked to (500)
     │   └── SandboxUnavailable    a required protection is missing on this machine
     ├── StorageError              file bytes could not be written or read on the gateway (500)
+    ├── QuotaExceeded             a budget of the gateway is used up for now; retry later (429)
     └── ConfigurationError        settings that cannot work; raised at start-up
 
 A program that fails inside a sandbox is *not* an error here: it is an ``ExecutionResult`` with a
@@ -92,6 +93,15 @@ class SandboxUnavailable(SandboxError):
 
 class StorageError(ExecbridgeError):
     """The gateway's own disk failed us (full, unreadable); the message names the operation only."""
+
+
+class QuotaExceeded(ExecbridgeError):
+    """A budget that protects the host is used up (containers alive, containers in all); ``retry_after``
+    says when trying again makes sense."""
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
 
 
 class ConfigurationError(ExecbridgeError):

@@ -14,6 +14,7 @@ from execbridge.errors import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    QuotaExceeded,
     RequestTooLarge,
     SandboxError,
     SandboxUnavailable,
@@ -45,6 +46,7 @@ TABLE: list[tuple[BaseException, int, str, str, type[anthropic.APIStatusError]]]
     (PermissionDenied("not yours"), 403, "permission_error", "not yours", anthropic.PermissionDeniedError),
     (NotFound("no such container"), 404, "not_found_error", "no such container", anthropic.NotFoundError),
     (UpstreamRateLimited("slow down", status=429), 429, "rate_limit_error", "slow down", anthropic.RateLimitError),
+    (QuotaExceeded("all busy", retry_after=5), 429, "rate_limit_error", "all busy", anthropic.RateLimitError),
     (UpstreamOverloaded("Overloaded", status=503), 529, "overloaded_error", "Overloaded", anthropic.OverloadedError),
     (
         UpstreamTimeout("upstream took too long"),
@@ -161,6 +163,12 @@ def test_retry_after_is_passed_on() -> None:
     assert headers["retry-after"] == "2"
     assert headers["retry-after-ms"] == "1200"
     assert "x-should-retry" not in headers
+
+
+def test_a_used_up_budget_says_when_to_come_back() -> None:
+    status, _, headers = error_response(QuotaExceeded("every live container is in use", retry_after=5), "req_4")
+    assert (status, headers["retry-after"], headers["retry-after-ms"]) == (429, "5", "5000")
+    assert "x-should-retry" not in headers  # the SDK's own back-off applies
 
 
 def test_classify_prefers_the_most_specific_class() -> None:

@@ -18,7 +18,7 @@ from execbridge.engine.events import (
     TextDelta,
 )
 from execbridge.engine.loop import Engine, _function_choice
-from execbridge.errors import InvalidRequest, NotFound, UpstreamError
+from execbridge.errors import InvalidRequest, NotFound, QuotaExceeded, UpstreamError
 from execbridge.sandbox.base import ExecutionResult
 from execbridge.testing import FakeContainerService, ScriptedUpstream
 from execbridge.tools.versions import version_of
@@ -311,3 +311,17 @@ async def test_the_container_is_announced_when_the_message_starts():
     started, finished = events[0], events[-1]
     assert started.container is not None and list(sandbox.sessions) == [started.container.id]
     assert finished.container.id == started.container.id
+
+
+async def test_no_room_for_a_live_container_is_the_tools_too_many_requests():
+    busy = "every live container is in use (2 at most); retry when one is done"
+
+    def no_room(kind: str, source: str) -> ExecutionResult:
+        raise QuotaExceeded(busy)
+
+    upstream = ScriptedUpstream(call(0, "bash_code_execution", '{"command": "ls"}') + done("tool_calls"), done())
+    events = await collect(engine_with(upstream, FakeContainerService(no_room)), request(user("go")))
+    result = next(e.result for e in events if isinstance(e, ServerToolResultReady))
+    assert result.outcome == ToolFailure(
+        "too_many_requests", "every live container is in use (2 at most); retry when one is done"
+    )

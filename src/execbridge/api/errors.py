@@ -27,6 +27,7 @@ from execbridge.errors import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    QuotaExceeded,
     RequestTooLarge,
     SandboxError,
     StorageError,
@@ -49,6 +50,7 @@ _TABLE: Final[tuple[tuple[type[ExecbridgeError], int, str], ...]] = (
     (PermissionDenied, 403, "permission_error"),
     (NotFound, 404, "not_found_error"),
     (UpstreamRateLimited, 429, "rate_limit_error"),
+    (QuotaExceeded, 429, "rate_limit_error"),
     (UpstreamOverloaded, 529, "overloaded_error"),
     (UpstreamTimeout, 504, "timeout_error"),
     (SandboxError, 500, "api_error"),
@@ -90,7 +92,7 @@ def classify(exc: BaseException) -> ErrorInfo:
         return ErrorInfo(500, "api_error", INTERNAL_MESSAGE)
     for cls, status, error_type in _TABLE:
         if isinstance(exc, cls):
-            retry_after = exc.retry_after if isinstance(exc, UpstreamError) else None
+            retry_after = exc.retry_after if isinstance(exc, UpstreamError | QuotaExceeded) else None
             return ErrorInfo(status, error_type, exc.message, exc.code, retry_after)
     if isinstance(exc, UpstreamError):
         return _upstream(exc)

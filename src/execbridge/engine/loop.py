@@ -30,7 +30,7 @@ from execbridge.engine.events import EngineEvent, Heartbeat, MessageFinished, Me
 from execbridge.engine.history import for_upstream, unanswered_server_calls, with_results
 from execbridge.engine.turn import TurnAssembler, replay
 from execbridge.engine.uploads import put_uploads, records_to_put, upload_ids
-from execbridge.errors import ExecbridgeError, InvalidRequest
+from execbridge.errors import ExecbridgeError, InvalidRequest, QuotaExceeded
 from execbridge.files import FileService
 from execbridge.sandbox.base import ContainerInfo, ContainerService
 from execbridge.tools.code_execution import run_call, system_note
@@ -346,6 +346,8 @@ class Engine:
         error = task.exception()
         if error is None:
             return task.result()
+        if isinstance(error, QuotaExceeded):  # no live container could be made for it: the tool's own code
+            return ToolFailure("too_many_requests", error.message)
         if isinstance(error, ExecbridgeError):
             log.warning("sandbox failed during a tool call: %s", error.message)
             return ToolFailure("unavailable", error.message)

@@ -42,6 +42,10 @@ class ContainerEntry:
     def slot(self) -> int:
         return self.record.slot
 
+    def evictable(self) -> bool:
+        """No lease holds or waits for it: it may be stopped to make room (its files stay)."""
+        return not self.users and not self.lock.locked() and not self.deleted
+
     def forgettable(self) -> bool:
         """Nothing holds or runs it: no lease, no live sandbox, no mounted workspace.
 

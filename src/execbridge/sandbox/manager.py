@@ -40,7 +40,7 @@ from typing import Any
 
 from execbridge import ids
 from execbridge.config import Settings
-from execbridge.errors import NotFound, SandboxError, SandboxUnavailable
+from execbridge.errors import NotFound, QuotaExceeded, SandboxError, SandboxUnavailable
 from execbridge.sandbox import doctor
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo
 from execbridge.sandbox.cgroups import Cgroups
@@ -54,6 +54,8 @@ from execbridge.store.base import ContainerRecord, Store
 
 log = logging.getLogger(__name__)
 
+# How long a client is asked to wait when every live container is in use (commands last seconds).
+_BUSY_RETRY_AFTER_S = 5.0
 _PERSIST_EVERY_S = 1.0  # last_used_at is written at most this often per container (it is a retention clock)
 # Without these no sandbox can start at all.
 _REQUIRED = (doctor.BWRAP, doctor.USERNS, doctor.RUNTIME, doctor.RUNTIME_VERSION)
@@ -141,7 +143,10 @@ class ContainerManager:
         if unmounted:
             log.info("unmounted %d stale workspaces", unmounted)
         records = await self._store.containers.list()
-        self._slots = SlotAllocator(r.slot for r in records)
+        # Spares hold slots too: the limit counts containers, and the pool comes on top.
+        self._slots = SlotAllocator(
+            (r.slot for r in records), limit=self._sb.max_containers + self._sb.spare_containers
+        )
         owned = {str(r.slot) for r in records}
         for key in prov.workspaces.keys() - owned:
             # A spare, or a create that never reached the store: nobody's data.
@@ -203,6 +208,7 @@ class ContainerManager:
     # ------------------------------------------------------------ ContainerService
 
     async def create(self, owner: str) -> ContainerInfo:
+        await self._make_room(owner)
         live = self._pool.take() if self._pool is not None else None
         if live is None:
             live = await self._make_spare()
@@ -293,11 +299,42 @@ class ContainerManager:
         if entry.live is not None:
             await prov.stop(entry.live)
             entry.live = None
+        await self._make_room(entry.record.owner)
         if not entry.mounted:
             await prov.open_workspace(entry.slot)
             entry.mounted = True
         entry.live = live = await prov.start(entry.slot, entry.workspace)
         return live
+
+    async def _make_room(self, owner: str) -> None:
+        """Before a container of ``owner`` goes live: keep within the live budgets (in all, and per
+        owner) by stopping the least recently used idle containers; ``QuotaExceeded`` if every live
+        container that would have to go is in use. Stopped containers keep their files."""
+        live = [e for e in self._entries.values() if e.live is not None and not e.deleted]
+        mine = [e for e in live if e.record.owner == owner]
+        for budget, group in ((self._sb.max_live_per_owner, mine), (self._sb.max_live_containers, live)):
+            excess = len(group) - budget + 1
+            if excess <= 0:
+                continue
+            idle = sorted((e for e in group if e.evictable()), key=lambda e: e.record.last_used_at)
+            for entry in idle:
+                if excess <= 0:
+                    break
+                # Asked again just before taking the lock (taken at once when free): a lease may have
+                # come while earlier ones were being stopped.
+                if not entry.evictable() or entry.live is None:
+                    continue
+                async with entry.lock:
+                    await self._evict(entry)
+                    await self._persist_last_used(entry, force=True)
+                excess -= 1
+            if excess > 0:
+                whose = "of this key" if group is mine else "on this gateway"
+                raise QuotaExceeded(
+                    f"every live container {whose} is in use ({budget} at most); retry when one is done",
+                    code="live_container_limit",
+                    retry_after=_BUSY_RETRY_AFTER_S,
+                )
 
     def _touch(self, entry: ContainerEntry) -> None:
         entry.record = ContainerRecord(
