@@ -75,7 +75,7 @@ def test_doctor_reports_every_protection(run):
     r = run("doctor")
     lines = r.stdout.splitlines()
     assert r.exit_code == 0, r.output
-    assert len(lines) == 12 and all(line.startswith("ok") for line in lines)
+    assert len(lines) == 14 and all(line.startswith("ok") for line in lines)
     for name in (
         "bubblewrap",
         "user namespaces",
@@ -87,6 +87,8 @@ def test_doctor_reports_every_protection(run):
         "workspace disk cap",
         "unprivileged host uid",
         "runtime python version",
+        "socket families",
+        "masked /proc",
     ):
         assert any(name in line for line in lines), name
 
@@ -108,3 +110,17 @@ def test_doctor_exits_non_zero_and_says_what_is_missing(run, monkeypatch):
     assert r.exit_code == 1
     assert "MISSING  cgroup pids" in r.stdout and "a fork bomb can exhaust the host" in r.stdout
     assert "allow_weak_isolation" in r.stderr
+
+
+def test_doctor_sees_open_socket_families_and_unmasked_proc(run, monkeypatch):
+    # The same checks, run against a sandbox without the family rules and without the /proc masks.
+    from execbridge.sandbox import bwrap, seccomp
+
+    monkeypatch.setattr(seccomp, "_family_rules", lambda sc, f: [])
+    monkeypatch.setattr(bwrap, "_proc_args", lambda: ["--proc", "/proc"])
+    r = run("doctor")
+    assert r.exit_code == 1
+    missing = {line.split("  ")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("MISSING")}
+    assert set(missing) == {"socket families", "masked /proc"}, r.stdout
+    assert "AF_VSOCK: opened" in missing["socket families"]
+    assert "/proc/cmdline" in missing["masked /proc"] and "/proc/fs" in missing["masked /proc"]

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from execbridge.config import load_settings
-from execbridge.sandbox.bwrap import ETC_ALLOWLIST, SPAWN_ENV, Payloads, bwrap_argv, payload_fds
+from execbridge.sandbox.bwrap import (
+    ETC_ALLOWLIST,
+    SPAWN_ENV,
+    Payloads,
+    bwrap_argv,
+    bwrap_options,
+    options_fd,
+    payload_fds,
+    proc_masks,
+)
 from execbridge.sandbox.cgroups import ContainerCgroup
 from execbridge.sandbox.launch import LaunchOptions, sandbox_spec, wrap_argv
 
@@ -76,3 +86,29 @@ def test_nothing_of_the_gateway_leaks(monkeypatch):
     assert all(
         p[5:] in ETC_ALLOWLIST or p[5:] in ("passwd", "group", "hosts", "hostname", "nsswitch.conf") for p in etc
     )
+
+
+def test_host_proc_entries_are_masked_after_proc_is_mounted(monkeypatch):
+    argv = build(monkeypatch)
+    files, dirs = proc_masks()
+    assert "/proc/cmdline" in files and "/proc/fs" in dirs  # this kernel has both
+    proc = argv.index("--proc")
+    for path in files:
+        i = argv.index(path)
+        assert argv[i - 2 : i] == ["--dev-bind", "/dev/null"] and i > proc, path
+    for path in dirs:
+        i = argv.index(path)
+        assert argv[i - 1] == "--tmpfs" and argv[i + 1 : i + 3] == ["--remount-ro", path] and i > proc, path
+
+
+def test_options_travel_through_a_memfd_not_the_command_line(monkeypatch):
+    monkeypatch.setenv("EXECBRIDGE_UPSTREAM_API_KEY", "sk-gateway-secret")
+    settings = load_settings(None, data_dir=Path("/tmp/x"))
+    spec = sandbox_spec(settings.sandbox, 200_007, Path("/run/execbridge/abc/mnt/7"))
+    with payload_fds(Payloads(executor=b"print(1)", seccomp=b"\0" * 8)) as fds:
+        options = bwrap_options(spec, fds)
+        assert bwrap_argv(spec, fds) == ["/usr/bin/bwrap", *options, "--", *spec.command]
+        with options_fd(options) as fd:
+            data = os.pread(fd, 1 << 20, 0)
+    assert data.split(b"\0")[:-1] == [o.encode() for o in options]
+    assert "/run/execbridge/abc/mnt/7" in options and "--" not in options

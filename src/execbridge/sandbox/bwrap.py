@@ -8,7 +8,13 @@ size-capped private ``/tmp`` and ``/dev/shm``, and its workspace read-write at t
 workspace path (``SandboxSpec.workspace_path``; ``base.DEFAULT_WORKSPACE`` unless the container says
 otherwise), which is also the working directory and ``HOME``.
 The root is a read-only tmpfs; nothing else of the host exists inside (not ``/root``, ``/home``,
-``/sys``, ``/var``, the gateway's data directory, other workspaces).
+``/sys``, ``/var``, the gateway's data directory, other workspaces). The ``/proc`` entries that
+describe the host rather than the sandbox (``MASKED_PROC_FILES``, ``MASKED_PROC_DIRS``: the kernel's
+command line, disks, interrupts, other containers' file systems, …) read as empty.
+
+bwrap's options travel through a memfd (``--args FD``, see ``options_fd``), not its command line:
+bwrap is the sandbox's init, so its command line is ``/proc/1/cmdline`` inside, and the options name
+host paths (the workspace's mount point).
 
 bubblewrap itself runs under an unprivileged host uid per container (``setpriv``), so the sandbox's
 files belong to that uid on the host, it holds no host capabilities, and RLIMIT_NPROC applies.
@@ -20,8 +26,9 @@ passes ``SPAWN_ENV``, never ``os.environ``).
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +38,7 @@ from execbridge.sandbox.base import DEFAULT_WORKSPACE
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
 SANDBOX_USER = "user"
+BWRAP = "/usr/bin/bwrap"
 EXECUTOR_PATH = "/opt/execbridge/executor.py"
 HOSTNAME = "sandbox"
 
@@ -68,6 +76,38 @@ ETC_ALLOWLIST: tuple[str, ...] = (
     "python3",
     "python3.11",
     "papersize",
+)
+
+# /proc entries that show the host, not the sandbox: bound over by /dev/null (files) or an empty
+# read-only tmpfs (directories), as Docker masks them; only those this kernel has (``proc_masks``).
+MASKED_PROC_FILES: tuple[str, ...] = (
+    "cmdline",  # the host kernel's command line (on a VM: the hypervisor's init arguments, vsock ports)
+    "partitions",  # the host's disks
+    "diskstats",  # … and their I/O, everyone's
+    "swaps",  # host paths of swap files
+    "interrupts",  # per-device interrupt counts: a timing side channel (Docker masks it too)
+    "kallsyms",  # kernel symbols and module names
+    "config.gz",  # the kernel's build configuration
+    "modules",
+    "keys",  # kernel keys and per-uid key quotas (host uids)
+    "key-users",
+    "kcore",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "iomem",  # the host's hardware layout
+    "ioports",
+    "mtrr",
+)
+MASKED_PROC_DIRS: tuple[str, ...] = (
+    "acpi",
+    "asound",
+    "scsi",
+    "bus",  # PCI and input devices
+    "driver",
+    "fs",  # per-device file system state: the host's disks and every container's workspace image
+    "irq",  # the host's interrupt lines, named after its devices
 )
 
 # Merged-/usr symlinks. Where the host has a real directory instead, it is bound read-only.
@@ -169,10 +209,8 @@ def payload_fds(payloads: Payloads, *, home: str = DEFAULT_WORKSPACE) -> Iterato
     opened: list[int] = []
 
     def memfd(name: str, data: bytes) -> int:
-        fd = os.memfd_create(f"execbridge-{name}", os.MFD_CLOEXEC)
+        fd = _memfd(name, data)
         opened.append(fd)
-        _write_all(fd, data)
-        os.lseek(fd, 0, os.SEEK_SET)
         return fd
 
     try:
@@ -184,6 +222,31 @@ def payload_fds(payloads: Payloads, *, home: str = DEFAULT_WORKSPACE) -> Iterato
     finally:
         for fd in opened:
             os.close(fd)
+
+
+@contextmanager
+def options_fd(options: Sequence[str]) -> Iterator[int]:
+    """A memfd holding bwrap's ``options`` (NUL-separated) for ``--args FD``, open for one spawn.
+
+    bwrap reads and closes it before anything runs inside, so the options appear nowhere in the
+    sandbox: ``/proc/1/cmdline`` (bwrap itself) shows ``bwrap --args N -- <command>`` only.
+    """
+    fd = _memfd("args", b"".join(arg.encode() + b"\0" for arg in options))
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(f"execbridge-{name}", os.MFD_CLOEXEC)
+    try:
+        _write_all(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -210,10 +273,45 @@ def _etc_args(etc_dir: Path) -> list[str]:
     return args
 
 
-def bwrap_argv(spec: SandboxSpec, fds: PayloadFds, *, bwrap: str = "/usr/bin/bwrap") -> list[str]:
-    """The bubblewrap invocation (without the host-side uid switch and cgroup join)."""
+@functools.cache
+def proc_masks() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The masked /proc files and directories this kernel has (``/proc/<name>`` paths).
+
+    bwrap cannot mount over an entry that does not exist; /proc's global entries are the same in every
+    PID namespace, so the gateway's own /proc tells.
+    """
+    # "exists and not a directory": where the gateway itself runs masked, the file may be /dev/null
+    files = tuple(f"/proc/{n}" for n in MASKED_PROC_FILES if _is_non_dir(f"/proc/{n}"))
+    dirs = tuple(f"/proc/{n}" for n in MASKED_PROC_DIRS if os.path.isdir(f"/proc/{n}"))
+    return files, dirs
+
+
+def _is_non_dir(path: str) -> bool:
+    return os.path.lexists(path) and not os.path.isdir(path)
+
+
+def _proc_args() -> list[str]:
+    """A fresh /proc, with the host's entries masked. /dev/null is bound with device access (reads
+    are empty, writes vanish — Docker's way); a read-only bind would be ``nodev``, and opening it would
+    fail instead of reading nothing."""
+    args = ["--proc", "/proc"]
+    files, dirs = proc_masks()
+    for path in files:
+        args += ["--dev-bind", "/dev/null", path]
+    for path in dirs:
+        args += ["--perms", "0555", "--tmpfs", path, "--remount-ro", path]
+    return args
+
+
+def bwrap_argv(spec: SandboxSpec, fds: PayloadFds, *, bwrap: str = BWRAP) -> list[str]:
+    """The bubblewrap invocation (without the host-side uid switch and cgroup join), all on the command
+    line: what ``spawn`` runs is ``bwrap --args FD -- <command>``, with ``bwrap_options`` in the fd."""
+    return [bwrap, *bwrap_options(spec, fds), "--", *spec.command]
+
+
+def bwrap_options(spec: SandboxSpec, fds: PayloadFds) -> list[str]:
+    """bubblewrap's options: everything between ``bwrap`` and ``--`` (the sandboxed command)."""
     argv = [
-        bwrap,
         "--unshare-all",  # user, ipc, pid, net, uts, cgroup: net → no network, own loopback
         "--unshare-user",
         "--disable-userns",  # no nested user namespaces (seccomp denies them too)
@@ -241,13 +339,12 @@ def bwrap_argv(spec: SandboxSpec, fds: PayloadFds, *, bwrap: str = "/usr/bin/bwr
     if spec.runtime_dir is not None:
         argv += ["--ro-bind", str(spec.runtime_dir), str(spec.runtime_dir)]
     argv += ["--perms", "0444", "--ro-bind-data", str(fds.executor), EXECUTOR_PATH]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
+    argv += [*_proc_args(), "--dev", "/dev"]
     argv += ["--size", str(spec.tmp_bytes), "--perms", "1777", "--tmpfs", "/dev/shm"]
     argv += ["--size", str(spec.tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
     argv += ["--bind", str(spec.workspace), spec.workspace_path, "--chdir", spec.workspace_path]
     argv += ["--remount-ro", "/"]
     argv += ["--seccomp", str(fds.seccomp)]
-    argv += ["--", *spec.command]
     return argv
 
 

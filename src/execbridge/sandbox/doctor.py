@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -26,20 +27,34 @@ from typing import Any
 from execbridge.config import Settings
 from execbridge.sandbox import cgroups as cg
 from execbridge.sandbox.base import DEFAULT_WORKSPACE
-from execbridge.sandbox.bwrap import EXECUTOR_PATH, Payloads, SandboxSpec
+from execbridge.sandbox.bwrap import EXECUTOR_PATH, Payloads, SandboxSpec, proc_masks
 from execbridge.sandbox.disk import WorkspaceDisks
 from execbridge.sandbox.launch import LaunchOptions, spawn
-from execbridge.sandbox.seccomp import build_program
+from execbridge.sandbox.seccomp import SeccompProgram, build_program
 
 PROBE_SLOT = 0  # host uid uid_base + 0 belongs to the doctor; containers use slots from 1
 
-# Runs inside the probe sandbox (stdlib only) and prints one JSON line of facts.
+# Runs inside the probe sandbox (stdlib only) and prints one JSON line of facts. Its arguments: the
+# masked /proc paths, each of which must read as empty.
 _PROBE = r"""
 import ctypes, json, os, socket, sys
 libc = ctypes.CDLL(None, use_errno=True)
 status = dict(l.split(":", 1) for l in open("/proc/self/status") if ":" in l)
 def err(rc):
     return ctypes.get_errno() if rc != 0 else 0
+def family(number, kind=socket.SOCK_STREAM, pair=False):
+    try:
+        socks = socket.socketpair(number, kind) if pair else [socket.socket(number, kind)]
+    except OSError as exc:
+        return exc.errno
+    for s in socks:
+        s.close()
+    return 0
+def size(path):
+    try:
+        return len(os.listdir(path)) if os.path.isdir(path) else len(open(path, "rb").read())
+    except OSError as exc:
+        return -exc.errno
 facts = {
     "uid": os.getuid(),
     "ifaces": sorted(name for _, name in socket.if_nameindex()),
@@ -49,6 +64,16 @@ facts = {
     "ptrace_errno": err(libc.ptrace(0, 0, 0, 0)),
     "unshare_user_errno": err(libc.unshare(0x10000000)),
     "python": sys.version.split()[0],
+    "families": {
+        "AF_UNIX": family(1),
+        "AF_UNIX pair": family(1, pair=True),
+        "AF_VSOCK": family(40),
+        "AF_VSOCK pair": family(40, pair=True),
+        "AF_PACKET": family(17, socket.SOCK_RAW),
+        "AF_BLUETOOTH": family(31),
+    },
+    "masked": {path: size(path) for path in sys.argv[1:]},
+    "pid1": open("/proc/1/cmdline", "rb").read().decode(errors="replace"),
 }
 try:
     import numpy
@@ -104,6 +129,11 @@ CG_CPU = "cgroup cpu"
 DISK = "workspace disk cap"
 RUNTIME = "runtime interpreter"
 RUNTIME_VERSION = "runtime python version"
+FAMILIES = "socket families"
+PROC_MASKS = "masked /proc"
+
+# Families the probe tries; each must answer EAFNOSUPPORT (vsock is the one that matters on a VM host).
+_REFUSED_FAMILIES = ("AF_VSOCK", "AF_VSOCK pair", "AF_PACKET", "AF_BLUETOOTH")
 
 
 async def diagnose(settings: Settings) -> DoctorReport:
@@ -136,45 +166,84 @@ async def diagnose(settings: Settings) -> DoctorReport:
             Check(USERNS, False, why, "no sandbox can start"),
             Check(NETNS, False, why, "sandboxed code could reach the network"),
             Check(SECCOMP, False, seccomp_error or why, "the kernel's whole syscall surface is exposed"),
+            Check(FAMILIES, False, seccomp_error or why, _FAMILIES_WHY),
             Check(CAPS, False, why, "sandboxed code may hold capabilities"),
+            Check(PROC_MASKS, False, why, _MASKS_WHY),
         ]
     else:
-        checks.append(Check(USERNS, True, f"probe ran as uid {facts['uid']} in its own user namespace", ""))
-        ifaces = facts.get("ifaces", [])
-        net_detail = f"interfaces inside: {', '.join(ifaces)}"
-        checks.append(Check(NETNS, ifaces == ["lo"], net_detail, "sandboxed code can reach the network"))
-        sec_ok = (
-            program is not None
-            and facts.get("seccomp") == "2"
-            and facts.get("ptrace_errno") == 1
-            and facts.get("unshare_user_errno") in (1, 28)
-        )
-        sec_detail = (
-            f"{len(program.denied)} syscalls denied"
-            if sec_ok and program
-            else seccomp_error or f"filter not active (Seccomp: {facts.get('seccomp')})"
-        )
-        checks.append(Check(SECCOMP, sec_ok, sec_detail, "the kernel's whole syscall surface is exposed"))
-        # The executor ships as bytecode compiled by the gateway's interpreter (fast start-up), so
-        # the sandbox's interpreter must be the same major.minor version.
-        runtime_version = str(facts.get("python", "?"))
-        gateway_version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        checks.append(
-            Check(
-                RUNTIME_VERSION,
-                runtime_version.split(".")[:2] == gateway_version.split("."),
-                f"sandbox {runtime_version}, gateway {sys.version.split()[0]}",
-                f"the executor's bytecode is for Python {gateway_version}; run the gateway on that version",
-            )
-        )
-        capeff = facts.get("capeff", "")
-        checks.append(
-            Check(CAPS, capeff and int(capeff, 16) == 0, f"CapEff {capeff}", "sandboxed code holds capabilities")
-        )
-
+        checks += _probe_checks(facts, program, seccomp_error)
     checks += _check_cgroups()
     checks.append(await _check_disk(settings))
     return DoctorReport(tuple(checks))
+
+
+_FAMILIES_WHY = "sandboxed code can open sockets of any family: vsock reaches the hypervisor of a VM host"
+_MASKS_WHY = "sandboxed code reads the host's kernel command line, disks, devices and host paths"
+
+
+def _probe_checks(facts: dict[str, Any], program: SeccompProgram | None, seccomp_error: str | None) -> list[Check]:
+    """The checks the probe sandbox's facts prove (or disprove)."""
+    checks = [Check(USERNS, True, f"probe ran as uid {facts['uid']} in its own user namespace", "")]
+    ifaces = facts.get("ifaces", [])
+    net_detail = f"interfaces inside: {', '.join(ifaces)}"
+    checks.append(Check(NETNS, ifaces == ["lo"], net_detail, "sandboxed code can reach the network"))
+    sec_ok = (
+        program is not None
+        and facts.get("seccomp") == "2"
+        and facts.get("ptrace_errno") == 1
+        and facts.get("unshare_user_errno") in (1, 28)
+    )
+    sec_detail = (
+        f"{len(program.denied)} syscalls denied"
+        if sec_ok and program
+        else seccomp_error or f"filter not active (Seccomp: {facts.get('seccomp')})"
+    )
+    checks.append(Check(SECCOMP, sec_ok, sec_detail, "the kernel's whole syscall surface is exposed"))
+    checks.append(_families_check(facts, sec_ok, sec_detail))
+    # The executor ships as bytecode compiled by the gateway's interpreter (fast start-up), so
+    # the sandbox's interpreter must be the same major.minor version.
+    runtime_version = str(facts.get("python", "?"))
+    gateway_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    checks.append(
+        Check(
+            RUNTIME_VERSION,
+            runtime_version.split(".")[:2] == gateway_version.split("."),
+            f"sandbox {runtime_version}, gateway {sys.version.split()[0]}",
+            f"the executor's bytecode is for Python {gateway_version}; run the gateway on that version",
+        )
+    )
+    capeff = facts.get("capeff", "")
+    checks.append(Check(CAPS, capeff and int(capeff, 16) == 0, f"CapEff {capeff}", "sandboxed code holds capabilities"))
+    checks.append(_masks_check(facts))
+    return checks
+
+
+def _families_check(facts: dict[str, Any], seccomp_ok: bool, seccomp_detail: str) -> Check:
+    """socket()/socketpair() of vsock, packet and bluetooth refused (EAFNOSUPPORT); unix ones work."""
+    if not seccomp_ok:
+        return Check(FAMILIES, False, seccomp_detail, _FAMILIES_WHY)
+    seen: dict[str, int] = facts.get("families", {})
+    refused = [name for name in _REFUSED_FAMILIES if seen.get(name) == errno.EAFNOSUPPORT]
+    unix_ok = seen.get("AF_UNIX") == 0 and seen.get("AF_UNIX pair") == 0
+    if len(refused) == len(_REFUSED_FAMILIES) and unix_ok:
+        return Check(FAMILIES, True, "AF_VSOCK, AF_PACKET, AF_BLUETOOTH refused; AF_UNIX works", _FAMILIES_WHY)
+    got = ", ".join(f"{name}: {errno.errorcode.get(n, n) if n else 'opened'}" for name, n in seen.items())
+    return Check(FAMILIES, False, f"probe saw {got}", _FAMILIES_WHY)
+
+
+def _masks_check(facts: dict[str, Any]) -> Check:
+    """Every masked /proc path reads as empty inside, and bwrap's command line (/proc/1/cmdline inside)
+    does not name the probe's host workspace."""
+    files, dirs = proc_masks()
+    expected = [*files, *dirs]
+    seen: dict[str, int] = facts.get("masked", {})
+    shown = sorted(path for path in expected if seen.get(path) != 0)
+    host_path_shown = str(facts.get("workdir")) in str(facts.get("pid1", ""))
+    if shown or host_path_shown:
+        what = [f"not empty inside: {', '.join(shown)}"] if shown else []
+        what += ["the host workspace path is in /proc/1/cmdline"] if host_path_shown else []
+        return Check(PROC_MASKS, False, "; ".join(what), _MASKS_WHY)
+    return Check(PROC_MASKS, True, f"{len(expected)} host entries read empty; no host path in /proc/1/cmdline", "")
 
 
 async def _probe(settings: Settings, bpf: bytes, *, switch_uid: bool) -> tuple[dict[str, Any] | None, str]:
@@ -190,7 +259,7 @@ async def _probe(settings: Settings, bpf: bytes, *, switch_uid: bool) -> tuple[d
             host_gid=uid,
             workspace=workdir,
             workspace_path=DEFAULT_WORKSPACE,
-            command=(str(sb.python), "-I", "-S", EXECUTOR_PATH),
+            command=(str(sb.python), "-I", "-S", EXECUTOR_PATH, *(p for group in proc_masks() for p in group)),
             runtime_dir=sb.runtime_dir if sb.runtime_dir and sb.runtime_dir.exists() else None,
             tmp_bytes=16 << 20,
         )
@@ -209,9 +278,11 @@ async def _probe(settings: Settings, bpf: bytes, *, switch_uid: bool) -> tuple[d
         if proc.returncode != 0:
             return None, err.decode(errors="replace").strip()[-300:] or f"exit {proc.returncode}"
         try:
-            return json.loads(out.decode().strip().splitlines()[-1]), ""
+            facts: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
         except (ValueError, IndexError):
             return None, f"unexpected probe output: {out[-200:]!r}"
+        facts["workdir"] = str(workdir)  # the host path that must not show inside
+        return facts, ""
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -20,11 +20,13 @@ from pathlib import Path
 from execbridge.config import SandboxSettings
 from execbridge.sandbox.base import DEFAULT_WORKSPACE
 from execbridge.sandbox.bwrap import (
+    BWRAP,
     EXECUTOR_PATH,
     SPAWN_ENV,
     Payloads,
     SandboxSpec,
-    bwrap_argv,
+    bwrap_options,
+    options_fd,
     payload_fds,
     sandbox_env,
     setpriv_argv,
@@ -102,20 +104,26 @@ async def spawn(
     options: LaunchOptions,
     stderr: int = asyncio.subprocess.PIPE,
 ) -> asyncio.subprocess.Process:
-    """Start the sandbox with pipes on stdin/stdout (the executor's channel) and ``stderr``."""
+    """Start the sandbox with pipes on stdin/stdout (the executor's channel) and ``stderr``.
+
+    bwrap gets its options through ``--args FD`` (``bwrap.options_fd``): they name host paths, and
+    bwrap's command line is ``/proc/1/cmdline`` inside the sandbox.
+    """
     with payload_fds(payloads, home=spec.workspace_path) as fds:
-        bw = bwrap_argv(spec, fds)
+        bw_options = bwrap_options(spec, fds)
         if not options.seccomp:
-            i = bw.index("--seccomp")
-            del bw[i : i + 2]
-        argv = wrap_argv(bw, spec, cgroup=cgroup, nproc=nproc, options=options)
-        return await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-            pass_fds=fds.all(),
-            env=dict(SPAWN_ENV),
-            cwd="/",
-            limit=STREAM_LIMIT,
-        )
+            i = bw_options.index("--seccomp")
+            del bw_options[i : i + 2]
+        with options_fd(bw_options) as args_fd:
+            bw = [BWRAP, "--args", str(args_fd), "--", *spec.command]
+            argv = wrap_argv(bw, spec, cgroup=cgroup, nproc=nproc, options=options)
+            return await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                pass_fds=(*fds.all(), args_fd),
+                env=dict(SPAWN_ENV),
+                cwd="/",
+                limit=STREAM_LIMIT,
+            )

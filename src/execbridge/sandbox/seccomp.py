@@ -3,13 +3,22 @@
 Default *allow*, and deny (``EPERM``) the syscalls a sandboxed program has no business making and that
 widen the kernel's attack surface: tracing other processes, mounting, kernel keyrings, eBPF, perf,
 userfaultfd, io_uring, module loading, reboot/kexec, swap, accounting, quotas, new namespaces
-(``unshare``/``setns``/``clone`` with a ``CLONE_NEW*`` flag), and personality changes that turn ASLR
-off. ``clone3`` answers ``ENOSYS`` instead: its flags sit in a struct the filter cannot read, and
-glibc falls back to ``clone`` (whose flags the filter *can* read) on ``ENOSYS``. Syscalls of a
-foreign ABI (i386 via ``int 0x80``, x32) kill the process: the filter only speaks the native one.
+(``unshare``/``setns``/``clone`` with a ``CLONE_NEW*`` flag), personality changes that turn ASLR
+off, LDT changes, secret memory and page migration. ``clone3`` answers ``ENOSYS`` instead: its flags
+sit in a struct the filter cannot read, and glibc falls back to ``clone`` (whose flags the filter
+*can* read) on ``ENOSYS``. Syscalls of a foreign ABI (i386 via ``int 0x80``, x32) kill the process:
+the filter only speaks the native one.
+
+Sockets: ``socket``/``socketpair`` take only the families in ``ALLOWED_FAMILIES`` (unix, inet, inet6,
+netlink); any other family — vsock above all, which no network namespace confines and which reaches
+the hypervisor of a VM host — answers ``EAFNOSUPPORT``, as if the kernel had no such family (so no
+protocol module is auto-loaded either). ``(AF_INET, SOCK_PACKET)``, the kernel's obsolete spelling
+of ``AF_PACKET``, is refused the same way, and netlink only speaks ``NETLINK_ROUTE`` (what
+``if_nameindex``/``getifaddrs`` and ``ip`` use; other protocols answer ``EPROTONOSUPPORT``).
+An argument with bits above the low 32 set never matches an allowed value, so it is refused too.
 
 This module must not load the filter into the gateway itself; it only *builds* the program.
-Building costs ≈ 0.3 ms, so callers build it once and keep the bytes (``SeccompProgram``).
+Building costs ≈ 1 ms, so callers build it once and keep the bytes (``SeccompProgram``).
 Invariant: numpy, pandas, subprocess and threads keep working under the filter (tested).
 """
 
@@ -18,6 +27,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
+from typing import Any
 
 # Denied outright (EPERM). Names unknown to this libseccomp are skipped (older libraries).
 DENIED_SYSCALLS: tuple[str, ...] = (
@@ -25,6 +35,7 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "ptrace",
     "process_vm_readv",
     "process_vm_writev",
+    "process_madvise",
     "kcmp",
     "pidfd_getfd",
     # filesystems and mount namespaces
@@ -79,7 +90,23 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "uselib",
     "_sysctl",
     "fanotify_init",
+    # rarely needed, and each a source of kernel bugs: 16-bit segments (Wine, DOS emulators), memory
+    # the kernel itself cannot see, moving pages between NUMA nodes
+    "modify_ldt",
+    "memfd_secret",
+    "move_pages",
+    "migrate_pages",
 )
+
+# Address families socket(2)/socketpair(2) may use; every other one answers EAFNOSUPPORT.
+AF_UNIX = 1
+AF_INET = 2
+AF_INET6 = 10
+AF_NETLINK = 16
+ALLOWED_FAMILIES: tuple[int, ...] = (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK)
+NETLINK_ROUTE = 0  # the only netlink protocol allowed (interfaces and addresses of the own namespace)
+_SOCK_PACKET = 10
+_SOCK_TYPE_MASK = 0xF  # the type without SOCK_NONBLOCK / SOCK_CLOEXEC
 
 # Namespace flags of clone(2)/unshare(2). CLONE_NEWTIME (0x80) is only valid for unshare: for clone
 # the same bit is part of the exit signal, so it is only checked on unshare.
@@ -130,7 +157,25 @@ def build_program() -> SeccompProgram:
         except (OSError, ValueError):
             continue  # unknown to this libseccomp/arch
         denied.append(name)
+    denied += _namespace_rules(sc, f)
+    denied += _family_rules(sc, f)
 
+    fd = os.memfd_create("execbridge-seccomp", os.MFD_CLOEXEC)
+    try:
+        with os.fdopen(os.dup(fd), "wb") as out:
+            f.export_bpf(out)
+        size = os.lseek(fd, 0, os.SEEK_END)
+        bpf = os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+    if not bpf or len(bpf) % 8:
+        raise RuntimeError("libseccomp exported an empty or malformed BPF program")
+    return SeccompProgram(bpf=bpf, denied=tuple(denied))
+
+
+def _namespace_rules(sc: Any, f: Any) -> list[str]:
+    """clone3, namespace flags of clone/unshare, and personality(ADDR_NO_RANDOMIZE)."""
+    eperm = sc.ERRNO(errno.EPERM)
     # clone3 hides its flags in memory; make glibc fall back to clone, which we can inspect.
     f.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
     for flag in _CLONE_NS_FLAGS:
@@ -150,16 +195,30 @@ def build_program() -> SeccompProgram:
             "personality",
             sc.Arg(0, sc.MASKED_EQ, _ADDR_NO_RANDOMIZE | mask, _ADDR_NO_RANDOMIZE),
         )
-    denied += ["clone3", "clone(CLONE_NEW*)", "unshare(CLONE_NEW*)", "personality(ADDR_NO_RANDOMIZE)"]
+    return ["clone3", "clone(CLONE_NEW*)", "unshare(CLONE_NEW*)", "personality(ADDR_NO_RANDOMIZE)"]
 
-    fd = os.memfd_create("execbridge-seccomp", os.MFD_CLOEXEC)
-    try:
-        with os.fdopen(os.dup(fd), "wb") as out:
-            f.export_bpf(out)
-        size = os.lseek(fd, 0, os.SEEK_END)
-        bpf = os.pread(fd, size, 0)
-    finally:
-        os.close(fd)
-    if not bpf or len(bpf) % 8:
-        raise RuntimeError("libseccomp exported an empty or malformed BPF program")
-    return SeccompProgram(bpf=bpf, denied=tuple(denied))
+
+def _family_rules(sc: Any, f: Any) -> list[str]:
+    """socket/socketpair: every family outside ``ALLOWED_FAMILIES`` answers EAFNOSUPPORT.
+
+    One rule cannot compare an argument twice, so "not in the set" is spelled as one rule per refused
+    value below the largest allowed one, and one "greater than it" (which also catches any value with
+    high bits set: the kernel would only read the low 32).
+    """
+    refuse = sc.ERRNO(errno.EAFNOSUPPORT)
+    top = max(ALLOWED_FAMILIES)
+    for syscall in ("socket", "socketpair"):
+        for family in range(top):
+            if family not in ALLOWED_FAMILIES:
+                f.add_rule(refuse, syscall, sc.Arg(0, sc.EQ, family))
+        f.add_rule(refuse, syscall, sc.Arg(0, sc.GT, top))
+        # The kernel turns (AF_INET, SOCK_PACKET) into an AF_PACKET socket after seccomp has looked.
+        packet = sc.Arg(1, sc.MASKED_EQ, _SOCK_TYPE_MASK, _SOCK_PACKET)
+        f.add_rule(refuse, syscall, sc.Arg(0, sc.EQ, AF_INET), packet)
+    f.add_rule(sc.ERRNO(errno.EPROTONOSUPPORT), "socket", sc.Arg(0, sc.EQ, AF_NETLINK), sc.Arg(2, sc.NE, NETLINK_ROUTE))
+    return [
+        "socket(family not unix/inet/inet6/netlink)",
+        "socketpair(family not unix/inet/inet6/netlink)",
+        "socket(AF_INET, SOCK_PACKET)",
+        "socket(AF_NETLINK, not NETLINK_ROUTE)",
+    ]
