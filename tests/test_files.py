@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from execbridge.errors import InvalidRequest, NotFound, RequestTooLarge
+from execbridge.errors import InvalidRequest, NotFound, RequestTooLarge, StorageError
 from execbridge.files import FileService, mime_type_for, upload_filename
 from execbridge.store.base import ContainerRecord
 from execbridge.store.memory import MemoryStore
@@ -91,12 +91,23 @@ async def test_delete_removes_row_and_bytes(files):
 
 
 async def test_publish_makes_downloadable_files_with_guessed_types(files):
-    published = await files.publish("alice", [("chart.png", b"\x89PNG"), ("notes", b"n")])
+    batch = files.output_batch("alice")
+    outputs = []
+    for name, data in [("chart.png", b"\x89PNG"), ("notes", b"n"), ("left.txt", b"not published")]:
+        path = batch.new_path()
+        assert path.parent == files.root and not path.exists()
+        path.write_bytes(data)
+        outputs.append((name, path))
+    published = await batch.publish(outputs[:2])
+    batch.discard()
     chart, _notes = published
     assert chart == OutputFile(chart.file_id, "chart.png", 4)
     records = [await files.get("alice", f.file_id) for f in published]
     assert [(r.mime_type, r.downloadable) for r in records] == [("image/png", True), ("application/octet-stream", True)]
     assert await files.read(records[1]) == b"n"
+    assert sorted(p.name for p in files.root.iterdir()) == sorted(f.file_id for f in published)  # renamed, not copied
+    with pytest.raises(StorageError):  # only the batch's own temporaries can be published
+        await files.output_batch("alice").publish([("x", files.path_of(records[0]))])
 
 
 async def test_paging_newest_first_with_every_cursor(files):

@@ -39,6 +39,13 @@ class SandboxSettings(BaseModel):
     output_limit_bytes: int = Field(1 << 20, ge=1024, description="stdout/stderr bytes kept per command.")
     output_file_limit_bytes: int = Field(100 << 20, ge=1024, description="Largest file captured from $OUTPUT_DIR.")
     output_file_count: int = Field(32, ge=1, description="Most files captured from one $OUTPUT_DIR.")
+    output_total_limit_bytes: int = Field(
+        64 << 20,
+        ge=1024,
+        description="Most bytes captured from one $OUTPUT_DIR, all files together (apparent sizes, sparse or "
+        "not; a hard link is taken once). A single file over this is too large, like one over "
+        "output_file_limit_bytes; files that no longer fit are left out with a note.",
+    )
     idle_evict_s: float = Field(300.0, gt=0, description="Stop a container's processes after this idle time.")
     retention_s: float = Field(30 * 86400.0, gt=0, description="Delete a container this long after last use.")
     spare_containers: int = Field(2, ge=0, description="Ready-made containers kept warm for new requests.")

@@ -1,11 +1,13 @@
 """The Files API's backend: file bytes under ``<data_dir>/files/``, metadata in the store.
 
-Job: create files from an upload stream (size-capped while it streams) or from bytes the sandbox
-produced, and get, list, read and delete them for their owner; remember which uploads were put into
-which container. HTTP lives in ``api/files.py``; this module is what it and the engine call.
+Job: create files from an upload stream (size-capped while it streams), from bytes in hand, or from
+the temporary files a command's outputs were streamed into (``OutputBatch``), and get, list, read
+and delete them for their owner; remember which uploads were put into which container. HTTP lives
+in ``api/files.py``; this module is what it and the engine call.
 
 Must not: know any wire format or HTTP; read anything but its own directory. Sandbox outputs arrive
-as bytes the executor already read inside the sandbox; the gateway never opens a workspace path.
+as bytes the executor already read inside the sandbox, written by the sandbox client into this
+directory's temporaries; the gateway never opens a workspace path.
 
 Invariants:
 - Every call is scoped by owner: another owner's file is ``NotFound``, like an id that never existed.
@@ -36,7 +38,15 @@ from execbridge.errors import InvalidRequest, NotFound, RequestTooLarge, Storage
 from execbridge.store.base import FileRecord, FileStore
 from execbridge.types import OutputFile
 
-__all__ = ["DEFAULT_MIME_TYPE", "FilePage", "FileService", "UploadSink", "mime_type_for", "upload_filename"]
+__all__ = [
+    "DEFAULT_MIME_TYPE",
+    "FilePage",
+    "FileService",
+    "OutputBatch",
+    "UploadSink",
+    "mime_type_for",
+    "upload_filename",
+]
 
 DEFAULT_MIME_TYPE = "application/octet-stream"
 MAX_LIST_LIMIT = 1000
@@ -119,6 +129,51 @@ class UploadSink:
         return self.committed
 
 
+class OutputBatch:
+    """One command's ``$OUTPUT_DIR`` files on their way into the Files API (a sandbox ``OutputSpool``).
+
+    The sandbox client writes each file, as it arrives, to a path from ``new_path``: a temporary name
+    in the Files API's directory, so ``publish`` only renames it into place and registers it (no
+    copy, nothing in memory); ``discard`` removes every temporary not published. Obtained from
+    ``FileService.output_batch``; its owner calls ``discard`` when the command is done with, whatever
+    happened (a crash leaves temporaries that ``FileService.prepare`` sweeps).
+    """
+
+    def __init__(self, service: FileService, owner: str) -> None:
+        self._service = service
+        self._owner = owner
+        self._paths: set[Path] = set()
+
+    def new_path(self) -> Path:
+        path = self._service.root / f"{_TEMP_PREFIX}{ids.random_token()}"
+        self._paths.add(path)
+        return path
+
+    async def publish(self, outputs: Sequence[tuple[str, Path]]) -> tuple[OutputFile, ...]:
+        """Register files (name, a path of this batch) as the owner's downloadable files."""
+        published = []
+        for name, path in outputs:
+            if path not in self._paths:
+                raise StorageError("an output file outside its batch")
+            try:
+                size = (await asyncio.to_thread(path.stat)).st_size
+            except OSError as exc:
+                raise StorageError(f"could not store the file: {exc.strerror}") from None
+            self._paths.discard(path)  # from here ``_commit`` owns it: renamed into place, or removed
+            record = await self._service._commit(
+                path, self._owner, name, mime_type_for(name, None), size, downloadable=True
+            )
+            published.append(OutputFile(record.id, record.filename, record.size_bytes))
+        return tuple(published)
+
+    def discard(self) -> None:
+        """Remove every temporary of this batch that was not published (a few unlinks, no waiting)."""
+        for path in self._paths:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        self._paths.clear()
+
+
 class FileService:
     """Files of every owner, kept in ``root`` (bytes) and ``store`` (metadata)."""
 
@@ -166,13 +221,9 @@ class FileService:
         mime_type = mime_type_for(filename, content_type)
         return await self._commit(temp, owner, filename, mime_type, len(data), downloadable=downloadable)
 
-    async def publish(self, owner: str, outputs: Sequence[tuple[str, bytes]]) -> tuple[OutputFile, ...]:
-        """Register files a command left in ``$OUTPUT_DIR`` (name, bytes) as downloadable files."""
-        published = []
-        for name, data in outputs:
-            record = await self.create(owner, name, data, downloadable=True)
-            published.append(OutputFile(record.id, record.filename, record.size_bytes))
-        return tuple(published)
+    def output_batch(self, owner: str) -> OutputBatch:
+        """Where one command's ``$OUTPUT_DIR`` files are streamed to, then published from as ``owner``'s."""
+        return OutputBatch(self, owner)
 
     async def _commit(
         self, temp: Path, owner: str, filename: str, mime_type: str, size: int, *, downloadable: bool

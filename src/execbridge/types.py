@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 # ---------------------------------------------------------------- content parts
 
@@ -48,9 +48,36 @@ class Thinking:
     signature: str = ""
 
 
+MAX_NESTING: Final = 100
+"""How deeply a tool call's ``input`` and a client tool's ``input_schema`` may nest objects and arrays.
+Client input nested deeper is refused (``api/wire.py``) and so are model arguments
+(``engine/turn.py``, as invalid JSON), so every encoder downstream has room for its own wrappers
+(orjson writes at most 255 levels)."""
+
+
+def nests_deeper_than(value: object, levels: int) -> bool:
+    """Whether the JSON ``value`` nests objects and arrays more than ``levels`` deep (``{}`` is one level).
+
+    Stops at the first container past the bound, so it recurses at most ``levels + 1`` frames.
+    """
+    if type(value) is dict:
+        children: Any = value.values()
+    elif type(value) is list:
+        children = value
+    else:
+        return False
+    if levels <= 0:
+        return True
+    for child in children:
+        if (type(child) is dict or type(child) is list) and nests_deeper_than(child, levels - 1):
+            return True
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class ToolCall:
-    """A tool call by the model. ``server`` calls run here (``server_tool_use``); others go to the client."""
+    """A tool call by the model. ``server`` calls run here (``server_tool_use``); others go to the client.
+    ``input`` nests at most ``MAX_NESTING`` levels."""
 
     id: str
     name: str

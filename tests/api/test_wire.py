@@ -58,6 +58,14 @@ def body(**fields: Any) -> dict[str, Any]:
     return base
 
 
+def nested(levels: int) -> dict[str, Any]:
+    """An object nesting ``levels`` objects and arrays (``{"k": [{"k": …}]}``)."""
+    value: Any = {} if levels % 2 else []
+    for _ in range(levels - 1):
+        value = [value] if isinstance(value, dict) else {"k": value}
+    return value
+
+
 def user(*blocks: Any) -> dict[str, Any]:
     return {"role": "user", "content": list(blocks)}
 
@@ -393,6 +401,17 @@ FIELD_CASES: list[tuple[str, dict[str, Any], dict[str, str], dict[str, Any]]] = 
     ),
     ("integral float max_tokens", body(max_tokens=1024.0), OLD, {"max_tokens": 1024}),
     ("max_tokens zero pre-warms", body(max_tokens=0), OLD, {"max_tokens": 0}),
+    ("max_tokens at the bound", body(max_tokens=2**31 - 1), OLD, {"max_tokens": 2**31 - 1}),
+    ("max_tokens as an exponent", body(max_tokens=1e3), OLD, {"max_tokens": 1000}),
+    (
+        "inputs and schemas nested to the bound",
+        body(
+            tools=[{**WEATHER, "input_schema": nested(100)}],
+            messages=[user(text("q")), assistant({"type": "tool_use", "id": "t", "name": "n", "input": nested(100)})],
+        ),
+        OLD,
+        {"max_tokens": 100},
+    ),
     ("container string", body(container="container_1"), OLD, {"container_id": "container_1"}),
     ("container object", body(container={"id": "container_1", "skills": None}), OLD, {"container_id": "container_1"}),
     ("container object without id", body(container={"id": None, "skills": []}), OLD, {"container_id": None}),
@@ -450,6 +469,47 @@ INVALID_CASES: list[tuple[str, object, dict[str, str], str]] = [
     ("max_tokens bool", body(max_tokens=True), OLD, "max_tokens: expected an integer, got boolean"),
     ("max_tokens fraction", body(max_tokens=1.5), OLD, "max_tokens: expected an integer, got number"),
     ("max_tokens negative", body(max_tokens=-1), OLD, "max_tokens: must be at least 0"),
+    ("max_tokens past 32 bits", body(max_tokens=2**31), OLD, "max_tokens: must be at most 2147483647"),
+    ("max_tokens huge float", body(max_tokens=1e30), OLD, "max_tokens: must be at most 2147483647"),
+    ("max_tokens huge negative float", body(max_tokens=-1e30), OLD, "max_tokens: must be at least 0"),
+    ("max_tokens past 64 bits", body(max_tokens=2**64), OLD, "max_tokens: must be at most 2147483647"),
+    ("top_k past 32 bits", body(top_k=2**31), OLD, "top_k: must be at most 2147483647"),
+    (
+        "tool_use input nested too deep",
+        msgs(user(text("q")), assistant({"type": "tool_use", "id": "t", "name": "n", "input": nested(101)})),
+        OLD,
+        "messages.1.content.0.input: nests objects and arrays more than 100 levels deep",
+    ),
+    (
+        "server_tool_use input nested too deep",
+        msgs(
+            user(text("q")),
+            assistant({"type": "server_tool_use", "id": "s", "name": "bash_code_execution", "input": nested(101)}),
+        ),
+        OLD,
+        "messages.1.content.0.input: nests objects and arrays more than 100 levels deep",
+    ),
+    (
+        "input_schema nested too deep",
+        body(tools=[{**WEATHER, "input_schema": nested(101)}]),
+        OLD,
+        "tools.0.input_schema: nests objects and arrays more than 100 levels deep",
+    ),
+    (
+        "result return code past 64 bits",
+        msgs(
+            user(text("q")),
+            assistant(
+                result(
+                    "bash_code_execution_tool_result",
+                    "s",
+                    {"type": "bash_code_execution_result", "stdout": "", "stderr": "", "return_code": 1e30},
+                )
+            ),
+        ),
+        OLD,
+        "messages.1.content.0.content.return_code: must be at most 9223372036854775807",
+    ),
     ("messages missing", {"model": "m", "max_tokens": 1}, OLD, "messages: Field required"),
     ("messages not a list", body(messages={}), OLD, "messages: expected an array, got object"),
     ("messages empty", body(messages=[]), OLD, "messages: at least one message is required"),

@@ -6,6 +6,8 @@ import pytest
 from jiter import from_json
 
 from execbridge.engine.json_prefix import JsonPrefix
+from execbridge.engine.turn import parse_arguments
+from execbridge.types import MAX_NESTING
 
 DOCUMENTS = [
     '{"command": "ls -la | head -5"}',
@@ -84,3 +86,15 @@ def test_fragments_of_any_size_give_the_same_answer():
     for size in (1, 3, 7, 64):
         checker = JsonPrefix()
         assert all(checker.feed(text[i : i + size]) for i in range(0, len(text), size))
+
+
+def test_nesting_past_the_bound_is_invalid():
+    """Arguments deeper than ``MAX_NESTING`` stop streaming where they pass it; ``parse_arguments``
+    refuses them too, so the call becomes ``invalid_tool_input`` either way."""
+    at_bound = '{"k":' * MAX_NESTING + "1" + "}" * MAX_NESTING
+    assert JsonPrefix().feed(at_bound)
+    assert parse_arguments(at_bound) is not None
+    too_deep = "[" + at_bound + "]"
+    assert not JsonPrefix().feed("[" * (MAX_NESTING + 1))
+    assert not JsonPrefix().feed(too_deep)
+    assert parse_arguments('{"a":' + too_deep + "}") is None

@@ -10,9 +10,9 @@ from execbridge.engine.loop import Engine
 from execbridge.engine.uploads import container_filename, unique_name, upload_ids
 from execbridge.errors import InvalidRequest
 from execbridge.files import FileService
-from execbridge.sandbox.base import CapturedFile, ExecutionResult
+from execbridge.sandbox.base import ExecutionResult
 from execbridge.store.memory import MemoryStore
-from execbridge.testing import FakeContainerService, ScriptedUpstream
+from execbridge.testing import FakeContainerService, ScriptedUpstream, fake_output
 from execbridge.types import (
     CommandOutcome,
     ContainerUpload,
@@ -122,7 +122,7 @@ async def test_without_the_tool_or_the_files_api_uploads_are_ignored_or_refused(
 
 async def test_command_outputs_are_published_and_listed_for_the_model(files):
     def respond(kind: str, source: str) -> ExecutionResult:
-        return ExecutionResult("drew\n", "", 0, 1.0, files=(CapturedFile("chart.png", b"\x89PNG..."),))
+        return ExecutionResult("drew\n", "", 0, 1.0, files=(fake_output("chart.png", b"\x89PNG..."),))
 
     upstream = ScriptedUpstream(call(0, "bash_code_execution", '{"command": "plot"}') + done("tool_calls"), done())
     events = await collect(engine(upstream, FakeContainerService(respond), files), request(user("go")))
@@ -143,7 +143,7 @@ async def test_a_too_large_bash_output_publishes_nothing(files):
             0,
             1.0,
             error_code="output_file_too_large",
-            files=(CapturedFile("ok.txt", b"ok"),),
+            files=(fake_output("ok.txt", b"ok"),),
             files_too_large=("big.bin",),
         )
 

@@ -39,12 +39,33 @@ LIMITS = ExecutorLimits(
 )
 
 
+class Spool:
+    """An ``OutputSpool`` in a test directory."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(exist_ok=True)
+        self.root = root
+        self.made = 0
+
+    def new_path(self) -> Path:
+        self.made += 1
+        return self.root / f"out-{self.made}"
+
+
+def contents(files: tuple[CapturedFile, ...]) -> tuple[tuple[str, bytes], ...]:
+    """(name, bytes) of captured files; each file's size is checked against its bytes."""
+    found = tuple((f.name, f.path.read_bytes()) for f in files)
+    assert [f.size for f in files] == [len(data) for _, data in found]
+    return found
+
+
 @dataclass
 class Running:
     client: ExecutorClient
     proc: asyncio.subprocess.Process
     workspace: Path
     output_root: Path
+    spool: Spool
 
 
 @contextlib.asynccontextmanager
@@ -61,7 +82,7 @@ async def start_executor(
     assert proc.stdin is not None and proc.stdout is not None
     client = ExecutorClient(proc.stdout, proc.stdin, limits=limits)
     try:
-        yield Running(client, proc, workspace, output_root)
+        yield Running(client, proc, workspace, output_root, Spool(tmp_path / "spool"))
     finally:
         client.close()
         with contextlib.suppress(ProcessLookupError):
@@ -315,15 +336,22 @@ async def test_output_dir_captures_top_level_regular_files_only(ex: Running) -> 
     secret.write_text("not for capture")
     result = await ex.client.run_bash(
         'cd "$OUTPUT_DIR" && echo hi > a.txt && printf "\\x89PNG\\r\\n\\x1a\\n" > b.png && mkdir sub '
-        f"&& echo deep > sub/c.txt && ln -s /etc/passwd passwd && ln -s {secret} secret && mkfifo fifo && ls | wc -l"
+        f"&& echo deep > sub/c.txt && ln -s /etc/passwd passwd && ln -s {secret} secret && mkfifo fifo && ls | wc -l",
+        spool=ex.spool,
     )
     assert result.stdout == "6\n" and result.error_code is None
-    assert result.files == (CapturedFile("a.txt", b"hi\n"), CapturedFile("b.png", b"\x89PNG\r\n\x1a\n"))
+    assert contents(result.files) == (("a.txt", b"hi\n"), ("b.png", b"\x89PNG\r\n\x1a\n"))
+    assert {(s.name, s.reason, s.detail) for s in result.files_skipped} == {
+        ("sub", "not_regular", "directory"),
+        ("passwd", "not_regular", "symbolic link"),
+        ("secret", "not_regular", "symbolic link"),
+        ("fifo", "not_regular", "FIFO"),
+    }
     assert secret.read_text() == "not for capture"
 
 
 async def test_output_dir_is_fresh_and_empty_for_every_command(ex: Running) -> None:
-    first = await ex.client.run_bash('echo "$OUTPUT_DIR"; echo 1 > "$OUTPUT_DIR/one"')
+    first = await ex.client.run_bash('echo "$OUTPUT_DIR"; echo 1 > "$OUTPUT_DIR/one"', spool=ex.spool)
     assert [f.name for f in first.files] == ["one"]
     first_dir = first.stdout.strip()
     second = await ex.client.run_bash(
@@ -341,15 +369,18 @@ async def test_output_file_over_the_size_limit(ex: Running) -> None:
     result = await ex.client.run_bash(
         'head -c 2000 /dev/zero > "$OUTPUT_DIR/big.bin"; echo small > "$OUTPUT_DIR/small.txt"; echo done',
         file_limit=1000,
+        spool=ex.spool,
     )
     assert result.error_code == "output_file_too_large"
     assert result.stdout == "done\n" and result.return_code == 0
-    assert result.files == (CapturedFile("small.txt", b"small\n"),)
+    assert contents(result.files) == (("small.txt", b"small\n"),)
     assert result.files_too_large == ("big.bin",)
 
 
 async def test_output_file_count_limit(ex: Running) -> None:
-    result = await ex.client.run_bash('for n in c a d b e; do echo $n > "$OUTPUT_DIR/$n"; done', file_count=2)
+    result = await ex.client.run_bash(
+        'for n in c a d b e; do echo $n > "$OUTPUT_DIR/$n"; done', file_count=2, spool=ex.spool
+    )
     assert [f.name for f in result.files] == ["a", "b"]
     assert result.error_code is None
     assert result.files_omitted == 3
@@ -357,8 +388,9 @@ async def test_output_file_count_limit(ex: Running) -> None:
 
 async def test_output_dir_swapped_for_a_symlink_is_not_followed(ex: Running) -> None:
     (ex.workspace / "keep.txt").write_text("keep")
-    result = await ex.client.run_bash('rm -r "$OUTPUT_DIR" && ln -s "$PWD" "$OUTPUT_DIR"')
+    result = await ex.client.run_bash('rm -r "$OUTPUT_DIR" && ln -s "$PWD" "$OUTPUT_DIR"', spool=ex.spool)
     assert result.return_code == 0 and result.files == ()
+    assert [(s.name, s.reason, s.detail) for s in result.files_skipped] == [(".", "replaced", "symbolic link")]
     assert (ex.workspace / "keep.txt").read_text() == "keep"
     assert (await ex.client.run_bash('ls -A "$OUTPUT_DIR"')).stdout == ""
 
@@ -496,8 +528,10 @@ async def test_put_file_and_multi_megabyte_round_trips(ex: Running) -> None:
     data = os.urandom(6 << 20)
     await ex.client.put_file("uploads/data.bin", data)
     assert (ex.workspace / "uploads/data.bin").read_bytes() == data
-    result = await ex.client.run_bash('cp uploads/data.bin "$OUTPUT_DIR/"')
-    assert result.files == (CapturedFile("data.bin", data),)
+    result = await ex.client.run_bash('cp uploads/data.bin "$OUTPUT_DIR/"', spool=ex.spool)
+    assert contents(result.files) == (("data.bin", data),)
+    inline = await ex.client.run_bash('cp uploads/data.bin "$OUTPUT_DIR/"')  # no spool: kept in memory
+    assert [(f.name, f.size, f.path, f.data) for f in inline.files] == [("data.bin", len(data), None, data)]
     text = "".join(f"{i}\n" for i in range(600_000))  # ~4 MB
     assert (await ex.client.create("big.txt", text)) == CreateOutcome(is_file_update=False)
     assert await ex.client.view("big.txt") == ViewOutcome("text", text, 600_000, 1, 600_000)

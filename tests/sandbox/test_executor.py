@@ -21,7 +21,7 @@ from execbridge.sandbox import executor, protocol
 from execbridge.sandbox.executor_image import EXECUTOR_SCRIPT, executor_argv, executor_bytecode
 
 EXECUTOR_PYTHON = "/usr/bin/python3.11" if os.path.exists("/usr/bin/python3.11") else sys.executable
-LIMITS = {"timeout": 5.0, "output_limit": 4096, "file_limit": 4096, "file_count": 4}
+LIMITS = {"timeout": 5.0, "output_limit": 4096, "file_limit": 4096, "file_count": 4, "file_total": 8192}
 
 
 def plain(value: Any) -> Any:
@@ -40,6 +40,8 @@ def plain(value: Any) -> Any:
 
 def test_protocol_versions_match() -> None:
     assert executor.PROTOCOL_VERSION == protocol.PROTOCOL_VERSION
+    assert executor.FILE_CHUNK == protocol.FILE_CHUNK
+    assert executor.MAX_LISTED == protocol.MAX_LISTED
 
 
 MESSAGES = [
@@ -48,6 +50,7 @@ MESSAGES = [
     {"id": 3, "text": 'ünïcode ✓ \n\t"quoted" \\ \x00', "lone": "\udcff\ud800", "nested": {"a": [1, [2, {}]]}},
     {"id": 4, "files": [{"name": "a.bin", "data": os.urandom(5 << 20)}, {"name": "b", "data": b"\x00" * 3}]},
     {"id": 5, "flags": [True, False], "big": 2**40, "neg": -1, "float": 0.1},
+    {"id": 6, "op": "file", "name": "bad\ufffd.bin", "data": os.urandom(executor.FILE_CHUNK), "end": None},
 ]
 
 

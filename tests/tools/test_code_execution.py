@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from execbridge.config import SandboxSettings
-from execbridge.sandbox.base import CapturedFile, ExecutionResult
-from execbridge.testing import FakeContainerService
+from execbridge.sandbox.base import ExecutionResult, SkippedFile
+from execbridge.testing import FakeContainerService, fake_output
 from execbridge.tools.code_execution import BASH, PYTHON, command_outcome, render_for_model, run_call
 from execbridge.types import CommandOutcome, OutputFile, ServerToolResult, ToolFailure
 
@@ -14,7 +16,7 @@ TOO_LARGE = ExecutionResult(
     0,
     1.0,
     error_code="output_file_too_large",
-    files=(CapturedFile("ok.txt", b"ok"),),
+    files=(fake_output("ok.txt", b"ok"),),
     files_too_large=("big.bin",),
 )
 
@@ -44,30 +46,74 @@ def test_many_too_large_names_are_cut_short():
     result = ExecutionResult("", "", 0, 1.0, files_too_large=tuple(f"f{i}" for i in range(25)))
     outcome = command_outcome(result, tool_name=BASH)
     assert isinstance(outcome, ToolFailure) and "f9 and 15 more" in outcome.message
+    past_the_list = ExecutionResult(
+        "", "", 0, 1.0, files_too_large=tuple(f"f{i}" for i in range(100)), files_too_large_unlisted=200
+    )
+    python = command_outcome(past_the_list, tool_name=PYTHON)
+    assert isinstance(python, CommandOutcome) and "f9 and 290 more\n" in python.stderr
 
 
-async def test_run_call_publishes_only_what_it_keeps():
+class Batch:
+    """An ``OutputBatch`` in a test directory: records what was published and what was discarded."""
+
+    def __init__(self, root: Path, published: list[list[tuple[str, bytes]]]) -> None:
+        self.root = root
+        self.published = published
+        self.paths: list[Path] = []
+
+    def new_path(self) -> Path:
+        path = self.root / f"tmp-{len(list(self.root.iterdir()))}"
+        self.paths.append(path)
+        return path
+
+    async def publish(self, outputs):
+        self.published.append([(name, path.read_bytes()) for name, path in outputs])
+        return tuple(OutputFile(f"file_{name}", name, path.stat().st_size) for name, path in outputs)
+
+    def discard(self) -> None:
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+
+
+async def test_run_call_publishes_only_what_it_keeps(tmp_path):
     published: list[list[tuple[str, bytes]]] = []
-
-    async def publish(outputs):
-        published.append(list(outputs))
-        return tuple(OutputFile(f"file_{name}", name, len(data)) for name, data in outputs)
 
     def respond(kind: str, source: str) -> ExecutionResult:
         if source == "big":
             return TOO_LARGE
-        return ExecutionResult("", "", 0, 1.0, files=(CapturedFile("a.txt", b"abc"),))
+        return ExecutionResult("", "", 0, 1.0, files=(fake_output("a.txt", b"abc"),))
 
     sandbox = FakeContainerService(respond)
     info = await sandbox.create("k")
     session = sandbox.sessions[info.id]
     limits = SandboxSettings()
-    ok = await run_call(session, BASH, {"command": "fine"}, limits, publish)
+    ok = await run_call(session, BASH, {"command": "fine"}, limits, lambda: Batch(tmp_path, published))
     assert ok == CommandOutcome("", "", 0, (OutputFile("file_a.txt", "a.txt", 3),))
-    assert isinstance(await run_call(session, BASH, {"command": "big"}, limits, publish), ToolFailure)
+    too_large = await run_call(session, BASH, {"command": "big"}, limits, lambda: Batch(tmp_path, published))
+    assert isinstance(too_large, ToolFailure)
+    assert list(tmp_path.iterdir()) == []  # the batch's files that were not published are gone
     unpublished = await run_call(session, BASH, {"command": "fine"}, limits)  # no Files API: dropped
     assert unpublished == CommandOutcome("", "", 0)
     assert published == [[("a.txt", b"abc")]]
+
+
+def test_skipped_entries_are_named_in_a_note_and_the_result_is_kept():
+    skipped = (
+        SkippedFile("l2", "hard_link", "l1"),
+        SkippedFile("fifo", "not_regular", "FIFO"),
+        SkippedFile("grow", "changed", "written to while it was read"),
+    )
+    result = ExecutionResult("out\n", "err", 3, 1.0, files_skipped=skipped, files_skipped_unlisted=5)
+    outcome = command_outcome(result, tool_name=BASH)
+    assert isinstance(outcome, CommandOutcome) and (outcome.stdout, outcome.return_code) == ("out\n", 3)
+    assert outcome.stderr == (
+        "err\n[execbridge] skipped in $OUTPUT_DIR: l2 (a hard link to l1, counted once), fifo (a FIFO, not a "
+        "regular file), grow (changed while it was collected: written to while it was read) and 5 more\n"
+    )
+    gone = ExecutionResult("", "", 0, 1.0, files_skipped=(SkippedFile(".", "replaced", "symbolic link"),))
+    note = command_outcome(gone, tool_name=PYTHON)
+    assert isinstance(note, CommandOutcome)
+    assert "$OUTPUT_DIR (replaced by a symbolic link; nothing in it was returned)" in note.stderr
 
 
 def test_model_sees_file_ids_when_names_are_unknown():

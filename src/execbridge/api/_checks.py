@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Final, NoReturn
 
 from execbridge.errors import InvalidRequest
+from execbridge.types import MAX_NESTING, nests_deeper_than
 
 __all__ = [
     "MISSING",
@@ -20,6 +21,7 @@ __all__ = [
     "choice_error",
     "fail",
     "kind_of",
+    "nested_at_most",
     "opt_bool",
     "opt_int",
     "opt_str",
@@ -88,17 +90,35 @@ def req_dict(obj: dict[str, Any], key: str, path: str) -> dict[str, Any]:
     wrong(path, key, "an object", value)
 
 
-def req_int(obj: dict[str, Any], key: str, path: str) -> int:
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
+
+def req_int(obj: dict[str, Any], key: str, path: str, *, minimum: int = INT64_MIN, maximum: int = INT64_MAX) -> int:
+    """An integer in ``[minimum, maximum]``; by default any 64-bit one, since every encoder downstream
+    (orjson, the upstream) stops there. An integral float counts (JSON has one number type; ``1024.0``
+    and ``1e3`` are integers), and is range-checked before it becomes an ``int``."""
     value = obj.get(key, MISSING)
-    if type(value) is int:
-        return value
-    if type(value) is float and value.is_integer():  # 1024.0 is an integer in JSON
-        return int(value)
-    wrong(path, key, "an integer", value)
+    if type(value) is not int and not (type(value) is float and value.is_integer()):
+        wrong(path, key, "an integer", value)
+    if value < minimum:
+        fail(at(path, key), f"must be at least {minimum}")
+    if value > maximum:
+        fail(at(path, key), f"must be at most {maximum}")
+    return int(value)
 
 
-def opt_int(obj: dict[str, Any], key: str, path: str) -> int | None:
-    return None if obj.get(key) is None else req_int(obj, key, path)
+def opt_int(
+    obj: dict[str, Any], key: str, path: str, *, minimum: int = INT64_MIN, maximum: int = INT64_MAX
+) -> int | None:
+    return None if obj.get(key) is None else req_int(obj, key, path, minimum=minimum, maximum=maximum)
+
+
+def nested_at_most(value: dict[str, Any], path: str) -> dict[str, Any]:
+    """``value``, unless it nests deeper than ``types.MAX_NESTING`` (it will reach an encoder)."""
+    if nests_deeper_than(value, MAX_NESTING):
+        fail(path, f"nests objects and arrays more than {MAX_NESTING} levels deep")
+    return value
 
 
 def opt_bool(obj: dict[str, Any], key: str, path: str) -> bool:

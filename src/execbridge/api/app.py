@@ -2,15 +2,21 @@
 
 Every response carries ``request-id``; every failure, including unknown routes and unexpected
 exceptions, is answered in Anthropic's error envelope (``api/errors.py``) and never with a traceback.
+An error answered before the request body has arrived in full waits for the rest of it first, so a
+client still sending reads the answer instead of a connection reset (``_Body``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Final
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,8 +34,49 @@ from execbridge.wiring import Services
 log = logging.getLogger(__name__)
 
 
+DRAIN_SECONDS: Final = 10.0
+"""How long an early answer waits for the rest of a request body it will not use."""
+
+
+class _Body:
+    """Watches a request's body go by, so an answer given before its end can first read the rest.
+
+    A client that writes its whole body before reading (httpx, the SDK, urllib) and meets a server
+    that answers and closes mid-body gets a TCP reset instead of the answer. So an early error answer
+    is held until the body has been read to its end (and dropped), for at most ``DRAIN_SECONDS``, and
+    closes the connection after itself; a client waiting for ``100 Continue`` has sent nothing and is
+    answered at once.
+    """
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length", "0").strip()
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        self.ended = not chunked and declared in ("", "0")
+        self.awaiting_continue = headers.get("expect", "").lower() == "100-continue"
+        self._receive = receive
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        self.awaiting_continue = False
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.ended = True
+        return message
+
+    async def drain(self) -> None:
+        if self.awaiting_continue:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_SECONDS):
+                while not self.ended:
+                    await self.receive()
+
+
 class RequestIdMiddleware:
-    """Gives each request an id (``request.state.request_id``) and echoes it as ``request-id``."""
+    """The app's edge. Gives each request an id (``request.state.request_id``, echoed as ``request-id``);
+    answers an unexpected exception itself, in the envelope, so the connection stays usable (Starlette's
+    outermost handler would re-raise it, and uvicorn then closes the connection under the client); and
+    lets an error answered before the request body was read to its end first drain it (``_Body``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -40,17 +87,31 @@ class RequestIdMiddleware:
             return
         request_id = ids.request_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"request-id", request_id.encode())
+        body = _Body(scope, receive)
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers", []))
                 if not any(name.lower() == b"request-id" for name, _ in headers):
-                    headers.append(header)
+                    headers.append((b"request-id", request_id.encode()))
+                if message["status"] >= 400 and not body.ended:
+                    await body.drain()
+                    headers.append((b"connection", b"close"))
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, body.receive, send_with_id)
+        except Exception as exc:
+            if started:
+                raise  # mid-response: the connection is closed, which is all a client can be told
+            log.exception("unexpected error", exc_info=exc)  # boundary: log everything, tell the client little
+            status, content, headers = error_response(exc, request_id)
+            response = Response(content, status_code=status, headers=headers, media_type="application/json")
+            await response(scope, body.receive, send_with_id)
 
 
 def _error(request: Request, exc: BaseException) -> Response:
@@ -72,11 +133,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 405:
         return _error(request, InvalidRequest(f"method {request.method} is not allowed on {request.url.path}"))
     return _error(request, InvalidRequest(exc.detail))
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error", exc_info=exc)  # boundary: log everything, tell the client little
-    return _error(request, exc)
 
 
 def create_app(
@@ -104,11 +160,8 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={
-            ExecbridgeError: _execbridge_error,
-            HTTPException: _http_error,
-            Exception: _unexpected,
-        },
+        # Any other exception is answered by RequestIdMiddleware, which wraps everything else.
+        exception_handlers={ExecbridgeError: _execbridge_error, HTTPException: _http_error},
     )
     app.add_middleware(GatewayKeyMiddleware)  # added first, so it runs inside RequestIdMiddleware
     app.add_middleware(RequestIdMiddleware)

@@ -102,6 +102,7 @@ class _MultipartUpload:
         self._header_value = b""
         self._in_file = False
         self._field_bytes = 0
+        self._ended = False  # the closing boundary was seen
 
     async def parse(self, request: Request, boundary: bytes) -> None:
         parser = MultipartParser(
@@ -113,6 +114,7 @@ class _MultipartUpload:
                 "on_header_value": self._header_value_data,
                 "on_header_end": self._header_end,
                 "on_headers_finished": self._headers_finished,
+                "on_end": self._end,
             },
         )
         try:
@@ -127,6 +129,11 @@ class _MultipartUpload:
         except ClientDisconnect:
             # Nobody is left to answer; the sink removes the partial file. Not an internal error.
             raise InvalidRequest("the client went away during the upload") from None
+        if not self._ended:  # python-multipart accepts a body cut short; its file would be cut short too
+            raise InvalidRequest("the upload is not a valid multipart/form-data body: its closing boundary is missing")
+
+    def _end(self) -> None:
+        self._ended = True
 
     def _part_begin(self) -> None:
         self._headers = []

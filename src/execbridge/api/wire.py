@@ -31,6 +31,7 @@ from execbridge.api._checks import (
     choice_error,
     fail,
     kind_of,
+    nested_at_most,
     opt_bool,
     opt_int,
     opt_str,
@@ -79,6 +80,10 @@ _SERVER_TOOL_LIST: Final = ", ".join(sorted(SERVER_TOOL_NAMES))
 _IMAGE_MEDIA_TYPES: Final = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _CLIENT_TOOL_NAME: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 MAX_MESSAGES: Final = 100_000
+# ``max_tokens`` and ``top_k`` bounds: OpenAI-compatible servers read both as 32-bit integers, and no
+# model's output limit comes near it (the upstream refuses what its model cannot do). A max_tokens of 0
+# is allowed (it pre-warms a cache).
+INT32_MAX: Final = 2**31 - 1
 
 
 def _unit(obj: dict[str, Any], key: str) -> float | None:
@@ -200,7 +205,7 @@ def _redacted_thinking(block: dict[str, Any], path: str, role: Role, new_dialect
 
 
 def _tool_input(block: dict[str, Any], path: str) -> dict[str, Any]:
-    return req_dict(block, "input", path)
+    return nested_at_most(req_dict(block, "input", path), at(path, "input"))
 
 
 def _tool_use(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> ToolCall:
@@ -370,7 +375,7 @@ def _tool(raw: object, path: str) -> ToolSpec:
         name = req_str(raw, "name", path)
         if _CLIENT_TOOL_NAME.fullmatch(name) is None:
             fail(at(path, "name"), f"tool names must match ^[a-zA-Z0-9_-]{{1,64}}$, got {name!r}")
-        schema = req_dict(raw, "input_schema", path)
+        schema = nested_at_most(req_dict(raw, "input_schema", path), at(path, "input_schema"))
         if schema.get("type", "object") != "object":
             fail(at(at(path, "input_schema"), "type"), f"expected 'object', got {schema.get('type')!r}")
         return ClientTool(name, opt_str(raw, "description", path), schema)
@@ -444,9 +449,7 @@ def _sampling(body: dict[str, Any], version: ApiVersion) -> Sampling:
             if key in body:
                 fail(key, "removed in anthropic-version 2026-10-21; omit it or send anthropic-version 2023-06-01")
         return Sampling()
-    top_k = opt_int(body, "top_k", "")
-    if top_k is not None and top_k < 0:
-        fail("top_k", "must be at least 0")
+    top_k = opt_int(body, "top_k", "", minimum=0, maximum=INT32_MAX)
     return Sampling(_unit(body, "temperature"), _unit(body, "top_p"), top_k)
 
 
@@ -488,9 +491,7 @@ def parse_messages_request(body: object, headers: Mapping[str, str]) -> Generati
     if type(body) is not dict:
         fail("body", f"expected a JSON object, got {kind_of(body)}")
     model = req_str(body, "model", "")
-    max_tokens = req_int(body, "max_tokens", "")
-    if max_tokens < 0:
-        fail("max_tokens", "must be at least 0")
+    max_tokens = req_int(body, "max_tokens", "", minimum=0, maximum=INT32_MAX)
     messages = _messages(body.get("messages", MISSING), version)
     tools = _tools(body.get("tools"))
     stream = body.get("stream")

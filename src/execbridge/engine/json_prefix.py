@@ -9,13 +9,16 @@ Why not a library: jiter re-parses the whole buffer each time, and ijson's push 
 partial token on every chunk; both are quadratic in a long string argument (a 300 KB ``file_text``
 arrives in thousands of fragments). This is a linear, character-at-a-time state machine.
 
-Must not: build values or allocate per character beyond its small stack. Invariant: once invalid,
-it stays invalid.
+Must not: build values or allocate per character beyond its small stack. Invariants: once invalid,
+it stays invalid; nesting deeper than ``types.MAX_NESTING`` is invalid (``turn.parse_arguments``
+refuses such arguments too, so the call becomes ``invalid_tool_input`` either way).
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from execbridge.types import MAX_NESTING
 
 _WHITESPACE: Final = frozenset(" \t\n\r")
 _ESCAPES: Final = frozenset('"\\/bfnrtu')
@@ -116,6 +119,8 @@ class JsonPrefix:
         if ch == '"':
             self._string, self._key = True, False
         elif ch in "{[":
+            if len(self._stack) >= MAX_NESTING:
+                return False  # deeper than any tool input may nest (``types.MAX_NESTING``)
             self._stack.append(ch)
             self._expect = "key_or_end" if ch == "{" else "value_or_end"
         elif ch in _LITERALS:

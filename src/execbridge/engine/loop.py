@@ -311,7 +311,7 @@ class Engine:
     ) -> AsyncIterator[EngineEvent]:
         """Run server calls in order, each result right after its call; held-back blocks interleave."""
         held = list(held_back)
-        publish = partial(self._files.publish, caller.owner) if self._files is not None else None
+        publish = partial(self._files.output_batch, caller.owner) if self._files is not None else None
         async with self._containers.lease(container.id, caller.owner) as session:
             for call in calls:
                 if call in held:

@@ -28,7 +28,7 @@ from execbridge.engine.events import (
     ThinkingDelta,
 )
 from execbridge.engine.json_prefix import JsonPrefix
-from execbridge.types import StopReason, Text, Thinking, ToolCall, Usage
+from execbridge.types import MAX_NESTING, StopReason, Text, Thinking, ToolCall, Usage, nests_deeper_than
 from execbridge.upstream import base as up
 
 
@@ -53,14 +53,15 @@ class TurnOutcome:
 
 
 def parse_arguments(raw: str) -> dict[str, Any] | None:
-    """The call's arguments as a dict, or ``None`` when they are not a JSON object."""
+    """The call's arguments as a dict, or ``None`` when they are not a JSON object (or nest deeper
+    than ``MAX_NESTING``: no encoder downstream could write them back)."""
     if not raw.strip():
         return {}
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    return value if isinstance(value, dict) else None
+    return value if isinstance(value, dict) and not nests_deeper_than(value, MAX_NESTING) else None
 
 
 _STOP_REASONS: dict[str, StopReason] = {

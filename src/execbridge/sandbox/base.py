@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Literal, Protocol
 
 from execbridge.types import CreateOutcome, StrReplaceOutcome, ToolFailure, ViewOutcome
@@ -26,12 +27,48 @@ DEFAULT_WORKSPACE = "/workspace"
 ``ContainerInfo.workspace``): the working directory and ``HOME`` of commands, where uploads go."""
 
 
+class OutputSpool(Protocol):
+    """Where the bytes of a command's ``$OUTPUT_DIR`` files go as they arrive from the sandbox.
+
+    The Files API's implementation hands out temporary paths in its own directory, so a published
+    file is renamed into place, never copied; whatever is not published, the spool's owner removes.
+    """
+
+    def new_path(self) -> Path:
+        """A path where nothing is yet, for one file; the caller creates it (0600) and writes it."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class CapturedFile:
-    """A file the command left at the top level of its ``$OUTPUT_DIR`` (bytes read inside the sandbox)."""
+    """A file the command left at the top level of its ``$OUTPUT_DIR``, read inside the sandbox.
+
+    Its bytes are at ``path``, a file of the ``OutputSpool`` the command was given (the gateway's
+    way: nothing in memory). Without a spool (the CLI, tests) they are in ``data``: all the command's
+    files together are at most its total budget (``output_total_limit_bytes``).
+    """
 
     name: str
-    data: bytes
+    size: int
+    path: Path | None = None
+    data: bytes = b""
+
+
+SkipReason = Literal["hard_link", "not_regular", "unreadable", "changed", "failed", "replaced", "unstored"]
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedFile:
+    """An entry of ``$OUTPUT_DIR`` that is not returned, and why (said in a note on stderr).
+
+    ``name`` is ``"."`` for the directory itself. ``detail``: for ``hard_link`` the name already
+    returned for the same inode; for ``not_regular`` and ``replaced`` the kind ("FIFO", "symbolic
+    link", …); for ``unreadable``, ``changed``, ``failed`` and ``unstored`` what went wrong.
+    """
+
+    name: str
+    reason: SkipReason
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +81,14 @@ class ExecutionResult:
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     files: tuple[CapturedFile, ...] = ()
-    # Left out of ``files``: names over the per-file size limit (``error_code`` says so too), and how
-    # many more were past the count limit.
+    # Left out of ``files``: names over the size limit (``error_code`` says so too; past the first
+    # hundred only counted), how many more were past the count limit or the total budget, and entries
+    # skipped for another reason (the same: past the first hundred only counted).
     files_too_large: tuple[str, ...] = ()
+    files_too_large_unlisted: int = 0
     files_omitted: int = 0
+    files_skipped: tuple[SkippedFile, ...] = ()
+    files_skipped_unlisted: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +108,17 @@ class ContainerSession(Protocol):
     @property
     def info(self) -> ContainerInfo: ...
 
-    async def run_bash(self, command: str, *, timeout: float | None = None) -> ExecutionResult: ...
+    async def run_bash(
+        self, command: str, *, timeout: float | None = None, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
+        """Run ``bash -c command``; its ``$OUTPUT_DIR`` files are written to ``spool`` (see ``CapturedFile``)."""
+        ...
 
-    async def run_python(self, code: str, *, timeout: float | None = None) -> ExecutionResult: ...
+    async def run_python(
+        self, code: str, *, timeout: float | None = None, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
+        """Run ``code`` as ``python -c`` would; ``spool`` as for ``run_bash``."""
+        ...
 
     async def view(self, path: str) -> ViewOutcome | ToolFailure: ...
 

@@ -2,9 +2,11 @@
 
 Job: send one command at a time over the executor's stdin/stdout, wait for its answer with a safety
 timeout, and hand the answer to ``protocol``'s decoders for the neutral result types
-(``ExecutionResult``, ``ViewOutcome``, …). It implements the command methods of ``ContainerSession``;
-the container manager owns the process, wraps a client in a session, and restarts the sandbox when
-the client reports it unusable. Packaging the executor is ``executor_image``'s job.
+(``ExecutionResult``, ``ViewOutcome``, …). A command's ``$OUTPUT_DIR`` files arrive before its
+answer as ``file`` frames, which ``output_files.OutputReceiver`` writes to the caller's
+``OutputSpool`` chunk by chunk. It implements the command methods of ``ContainerSession``; the
+container manager owns the process, wraps a client in a session, and restarts the sandbox when the
+client reports it unusable. Packaging the executor is ``executor_image``'s job.
 
 Must not: start or kill processes (the launcher and the manager do), or trust what comes back: user
 code shares the sandbox with the executor, so every frame is bounded before it is read and checked
@@ -15,9 +17,10 @@ Invariants:
   full, even when the caller gave up, so the stream never desynchronises.
 - Cancellation: when the awaiting task is cancelled mid-command, the client writes a ``cancel``
   frame; the executor kills the command and everything it started and answers as usual; a
-  background task reads and drops that answer, then frees the lock. The caller's ``CancelledError``
-  propagates at once. If the answer does not come within the command's safety timeout, the client
-  marks itself unusable (``failure``) and the manager must kill the sandbox.
+  background task reads and drops that answer (and the files before it: the spool files made for
+  them are removed), then frees the lock. The caller's ``CancelledError`` propagates at once. If
+  the answer does not come within the command's safety timeout, the client marks itself unusable
+  (``failure``) and the manager must kill the sandbox.
 - ``ExecutorError`` (a ``SandboxError``) means the executor is gone or broken: EOF, garbage, no
   answer in time. After it ``closed`` is true and every further call raises at once. An executor's
   ``internal_error`` answer also raises ``ExecutorError`` but leaves the client usable (the stream
@@ -32,12 +35,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from execbridge.errors import SandboxError
-from execbridge.sandbox.base import ExecutionResult
+from execbridge.sandbox.base import ExecutionResult, OutputSpool
+from execbridge.sandbox.output_files import OutputReceiver
 from execbridge.sandbox.protocol import (
+    FILE_CHUNK,
     PROTOCOL_VERSION,
     ProtocolError,
     bool_field,
@@ -71,6 +76,7 @@ class ExecutorLimits:
     output_limit_bytes: int = 1 << 20  # per stream
     output_file_limit_bytes: int = 100 << 20
     output_file_count: int = 32
+    output_total_limit_bytes: int = 64 << 20  # all of a command's output files together
     view_limit_bytes: int = 10 << 20  # text views are cut at a line boundary; bigger images/PDFs fail
     edit_limit_bytes: int = 64 << 20  # str_replace refuses files over this size
     reply_margin_s: float = 10.0  # added to a command's timeout: killing, collecting files, sending
@@ -83,6 +89,7 @@ class ExecutorLimits:
             output_limit_bytes=settings.output_limit_bytes,
             output_file_limit_bytes=settings.output_file_limit_bytes,
             output_file_count=settings.output_file_count,
+            output_total_limit_bytes=settings.output_total_limit_bytes,
         )
 
 
@@ -167,10 +174,15 @@ class ExecutorClient:
         output_limit: int | None = None,
         file_limit: int | None = None,
         file_count: int | None = None,
+        file_total: int | None = None,
+        spool: OutputSpool | None = None,
     ) -> ExecutionResult:
-        """Run ``bash -c command``; ``None`` limits fall back to ``self.limits``."""
+        """Run ``bash -c command``; ``None`` limits fall back to ``self.limits``.
+
+        Its ``$OUTPUT_DIR`` files are written to ``spool`` (without one they are read and dropped).
+        """
         message = {"op": "bash", "command": command}
-        return await self._execute(message, timeout, output_limit, file_limit, file_count)
+        return await self._execute(message, timeout, output_limit, (file_limit, file_count, file_total), spool)
 
     async def run_python(
         self,
@@ -180,10 +192,12 @@ class ExecutorClient:
         output_limit: int | None = None,
         file_limit: int | None = None,
         file_count: int | None = None,
+        file_total: int | None = None,
+        spool: OutputSpool | None = None,
     ) -> ExecutionResult:
-        """Run ``code`` as ``python -c`` would; ``None`` limits fall back to ``self.limits``."""
+        """Run ``code`` as ``python -c`` would; limits and ``spool`` as for ``run_bash``."""
         message = {"op": "python", "code": code}
-        return await self._execute(message, timeout, output_limit, file_limit, file_count)
+        return await self._execute(message, timeout, output_limit, (file_limit, file_count, file_total), spool)
 
     async def view(self, path: str) -> ViewOutcome | ToolFailure:
         limit = self.limits.view_limit_bytes
@@ -229,30 +243,49 @@ class ExecutorClient:
         message: dict[str, Any],
         timeout: float | None,
         output_limit: int | None,
-        file_limit: int | None,
-        file_count: int | None,
+        file_limits: tuple[int | None, int | None, int | None],
+        spool: OutputSpool | None,
     ) -> ExecutionResult:
         limits = self.limits
         timeout = limits.command_timeout_s if timeout is None else timeout
         output_limit = limits.output_limit_bytes if output_limit is None else output_limit
-        file_limit = limits.output_file_limit_bytes if file_limit is None else file_limit
-        file_count = limits.output_file_count if file_count is None else file_count
-        if timeout <= 0 or output_limit < 0 or file_limit < 0 or file_count < 0:
+        defaults = (limits.output_file_limit_bytes, limits.output_file_count, limits.output_total_limit_bytes)
+        file_limit, file_count, file_total = (d if v is None else v for v, d in zip(file_limits, defaults, strict=True))
+        if timeout <= 0 or min(output_limit, file_limit, file_count, file_total) < 0:
             raise ValueError("limits must be positive")
         message.update(timeout=timeout, output_limit=output_limit, file_limit=file_limit, file_count=file_count)
-        max_body = 2 * output_limit + file_count * file_limit  # what the executor may send back, at most
-        frame = await self._call(message, timeout=timeout + limits.reply_margin_s, max_body=max_body)
-        return self._decoded(execution_result, frame)
+        message["file_total"] = file_total
+        receiver = OutputReceiver(spool, file_limit=file_limit, file_count=file_count, file_total=file_total)
+        # The answer carries stdout and stderr; each file frame at most one chunk of a file.
+        max_body = max(2 * output_limit, FILE_CHUNK)
+        frame = await self._call(message, timeout=timeout + limits.reply_margin_s, max_body=max_body, receiver=receiver)
+        try:
+            result = self._decoded(execution_result, frame)
+        except BaseException:
+            receiver.discard()
+            raise
+        if not receiver.files and not receiver.skipped:
+            return result
+        skipped = result.files_skipped + tuple(receiver.skipped)
+        return replace(result, files=tuple(receiver.files), files_skipped=skipped)
 
-    async def _call(self, message: dict[str, Any], *, timeout: float, max_body: int) -> dict[str, Any]:
+    async def _call(
+        self, message: dict[str, Any], *, timeout: float, max_body: int, receiver: OutputReceiver | None = None
+    ) -> dict[str, Any]:
         await self.ready()
         request_id = self._next_id
         self._next_id += 1
         message["id"] = request_id
-        return await self._exchange(message, request_id, timeout=timeout, max_body=max_body)
+        return await self._exchange(message, request_id, timeout=timeout, max_body=max_body, receiver=receiver)
 
     async def _exchange(
-        self, message: dict[str, Any] | None, request_id: int, *, timeout: float, max_body: int
+        self,
+        message: dict[str, Any] | None,
+        request_id: int,
+        *,
+        timeout: float,
+        max_body: int,
+        receiver: OutputReceiver | None = None,
     ) -> dict[str, Any]:
         """Send ``message`` (None: only read, for the start-up frame) and return its answer."""
         await self._lock.acquire()
@@ -266,7 +299,7 @@ class ExecutorClient:
             raise
         # From here the answer must be read in full, whatever happens to the caller: a separate task
         # reads it and releases the lock when done.
-        reply = asyncio.ensure_future(self._read_reply(request_id, timeout, max_body))
+        reply = asyncio.ensure_future(self._read_reply(request_id, timeout, max_body, receiver))
         reply.add_done_callback(self._reply_done)
         try:
             if message is not None:
@@ -279,12 +312,37 @@ class ExecutorClient:
         except asyncio.CancelledError:
             if message is not None and not reply.done():
                 self._send_cancel(request_id)
+                if receiver is not None:
+                    receiver.abandon()  # the reader drops the files still to come, and removes the rest
             raise
 
-    async def _read_reply(self, request_id: int, timeout: float, max_body: int) -> dict[str, Any]:
+    async def _read_reply(
+        self, request_id: int, timeout: float, max_body: int, receiver: OutputReceiver | None
+    ) -> dict[str, Any]:
+        completed = False
+        try:
+            frame = await self._read_answer(request_id, timeout, max_body, receiver)
+            completed = True
+            return frame
+        finally:
+            if receiver is not None and not completed:
+                receiver.discard()
+
+    async def _read_answer(
+        self, request_id: int, timeout: float, max_body: int, receiver: OutputReceiver | None
+    ) -> dict[str, Any]:
+        """The answer to ``request_id``; the ``file`` frames before it go to ``receiver``."""
         try:
             async with asyncio.timeout(timeout):
-                frame = await read_frame(self._reader, max_body=max_body)
+                while True:
+                    frame = await read_frame(self._reader, max_body=max_body)
+                    if frame.get("op") != "file" or "status" in frame:
+                        break
+                    if receiver is None or frame.get("id") != request_id:
+                        raise ProtocolError(f"a file frame for request {frame.get('id')!r} during {request_id}")
+                    await receiver.take(frame)
+                if receiver is not None:
+                    receiver.finish()
         except TimeoutError:
             raise self._fail(f"the executor did not answer within {timeout:.1f} s") from None
         except asyncio.IncompleteReadError:

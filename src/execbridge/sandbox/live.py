@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Literal, TypeVar
 
 from execbridge.errors import SandboxError
-from execbridge.sandbox.base import ExecutionResult
+from execbridge.sandbox.base import ExecutionResult, OutputSpool
 from execbridge.sandbox.bwrap import Payloads, SandboxSpec
 from execbridge.sandbox.cgroups import ContainerCgroup
 from execbridge.sandbox.client import ExecutorClient, ExecutorLimits
@@ -128,7 +128,9 @@ class LiveSandbox:
 
     # ------------------------------------------------------------ commands
 
-    async def run(self, kind: Literal["bash", "python"], source: str, timeout: float | None) -> ExecutionResult:
+    async def run(
+        self, kind: Literal["bash", "python"], source: str, timeout: float | None, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
         limit = self.limits.executor.command_timeout_s
         if timeout is not None:
             limit = min(timeout, limit)
@@ -138,7 +140,7 @@ class LiveSandbox:
         try:
             # The client gives up after limit + reply_margin_s; the outer deadline is the last word.
             async with asyncio.timeout(backstop):
-                result = await call(source, timeout=limit)
+                result = await call(source, timeout=limit, spool=spool)
         except (SandboxError, TimeoutError, OSError) as exc:
             elapsed = time.monotonic() - started
             if isinstance(exc, SandboxError) and self.client.failure is None and self.proc.returncode is None:

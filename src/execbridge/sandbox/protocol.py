@@ -17,15 +17,29 @@ executor's first frame is ``{"id": 0, "op": "ready", "protocol", "pid", "python"
     op           request fields                               ok response fields
     ping         -                                            op="pong", warm
     bash         command, timeout, output_limit,              stdout (b), stderr (b), stdout_truncated,
-                 file_limit, file_count                       stderr_truncated, return_code, duration_ms,
-    python       code, (same limits)                          timed_out, cancelled, files [{name, data (b)}],
-                                                              files_too_large [name], files_omitted
+                 file_limit, file_count, file_total           stderr_truncated, return_code, duration_ms,
+    python       code, (same limits)                          timed_out, cancelled, files_too_large [name],
+                                                              files_too_large_unlisted, files_omitted,
+                                                              files_skipped [[name, reason, detail]],
+                                                              files_skipped_unlisted
     view         path, max_bytes                              file_type, data (b); for text also num_lines,
                                                               start_line, total_lines, truncated
     create       path, data (b: the file's UTF-8 text)        is_file_update
     str_replace  path, old_str, new_str, max_bytes            old_start, old_lines, new_start, new_lines, lines
     put_file     path, data (b)                               size
     cancel       id of the running bash/python command        (no response; that command answers, cancelled)
+
+Before the answer to ``bash``/``python``, the command's ``$OUTPUT_DIR`` files arrive one after the
+other as ``file`` frames with the request's ``id`` and no ``status`` (``output_files.py`` takes them):
+
+    file         name (a file's first frame only), data (b, at most FILE_CHUNK bytes),
+                 end (null: more of this file follows; "ok": the file is complete and kept;
+                 "changed", "unreadable", "failed": the file is dropped)
+
+A file's size is its apparent size; ``file_limit`` and ``file_total`` bound the bytes of one file
+and of all files of the command together, ``file_count`` how many are kept. The lists of the answer
+hold at most ``MAX_LISTED`` names each (``*_unlisted`` count the rest); ``reason`` is one of
+``SkippedFile``'s (``hard_link``: ``detail`` names the first name of the same inode).
 
 Must not: trust the executor. User code shares the sandbox with it, so every frame is bounded
 (``max_header``/``max_body``) and checked before use; nothing here can be made to allocate more than
@@ -43,14 +57,17 @@ import struct
 from collections.abc import Mapping
 from typing import Any, Literal, cast, get_args
 
-from execbridge.sandbox.base import CapturedFile, ExecutionResult
+from execbridge.sandbox.base import ExecutionResult, SkippedFile, SkipReason
 from execbridge.types import CreateOutcome, StrReplaceOutcome, ToolErrorCode, ToolFailure, ViewOutcome
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 PREFIX = struct.Struct(">II")
 MAX_HEADER_BYTES = 64 << 20  # headers hold only names, numbers, messages and diff lines
+FILE_CHUNK = 1 << 20  # file bytes per ``file`` frame, at most (executor/framing.py has the same)
+MAX_LISTED = 100  # names per list in a command's answer (executor/outputs.py has the same)
 
 _TOOL_ERROR_CODES = frozenset(get_args(ToolErrorCode))
+_SKIP_REASONS = frozenset(get_args(SkipReason))
 
 
 class ProtocolError(ValueError):
@@ -198,6 +215,8 @@ def execution_result(frame: dict[str, Any]) -> ExecutionResult:
         error_code = "execution_time_exceeded"
     elif too_large:
         error_code = "output_file_too_large"  # the files under the limit are still returned
+    if len(too_large) > MAX_LISTED:
+        raise ProtocolError("'files_too_large' is too long")
     return ExecutionResult(
         stdout=_decode_output(bytes_field(frame, "stdout"), stdout_truncated),
         stderr=_decode_output(bytes_field(frame, "stderr"), stderr_truncated),
@@ -206,25 +225,36 @@ def execution_result(frame: dict[str, Any]) -> ExecutionResult:
         error_code=error_code,
         stdout_truncated=stdout_truncated,
         stderr_truncated=stderr_truncated,
-        files=_captured_files(frame.get("files")),
         files_too_large=tuple(too_large),
-        files_omitted=int_field(frame, "files_omitted") if "files_omitted" in frame else 0,
+        files_too_large_unlisted=int_field(frame, "files_too_large_unlisted"),
+        files_omitted=int_field(frame, "files_omitted"),
+        files_skipped=_skipped_files(frame.get("files_skipped")),
+        files_skipped_unlisted=int_field(frame, "files_skipped_unlisted"),
     )
 
 
-def _captured_files(value: Any) -> tuple[CapturedFile, ...]:
-    if not isinstance(value, list):
-        raise ProtocolError("'files' must be a list")
-    files = []
+def _skipped_files(value: Any) -> tuple[SkippedFile, ...]:
+    if not isinstance(value, list) or len(value) > MAX_LISTED:
+        raise ProtocolError(f"'files_skipped' must be a list of at most {MAX_LISTED} entries")
+    skipped = []
     for item in value:
-        if not isinstance(item, dict):
-            raise ProtocolError("a captured file must be an object")
-        name = str_field(item, "name")
-        # Names come from one directory listing: anything path-like is forged.
-        if not name or name in (".", "..") or "/" in name or "\x00" in name:
-            raise ProtocolError(f"bad output file name {name!r}")
-        files.append(CapturedFile(name=name, data=bytes_field(item, "data")))
-    return tuple(files)
+        if (
+            not isinstance(item, list)
+            or len(item) != 3
+            or not all(isinstance(part, str) for part in item)
+            or item[1] not in _SKIP_REASONS
+        ):
+            raise ProtocolError(f"bad 'files_skipped' entry {item!r}")
+        skipped.append(SkippedFile(item[0], cast(SkipReason, item[1]), item[2]))
+    return tuple(skipped)
+
+
+def output_file_name(name: str) -> str:
+    """``name`` if it can be the name of a file at the top level of a directory, else ``ProtocolError``."""
+    # Names come from one directory listing: anything path-like is forged.
+    if not name or name in (".", "..") or "/" in name or "\x00" in name:
+        raise ProtocolError(f"bad output file name {name!r}")
+    return name
 
 
 def int_field(frame: dict[str, Any], key: str, *, minimum: int = 0) -> int:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Literal, NoReturn, TypeVar
 
 from execbridge.errors import NotFound, SandboxError
-from execbridge.sandbox.base import ContainerInfo, ExecutionResult
+from execbridge.sandbox.base import ContainerInfo, ExecutionResult, OutputSpool
 from execbridge.sandbox.entry import ContainerEntry
 from execbridge.sandbox.live import LiveSandbox
 from execbridge.types import CreateOutcome, StrReplaceOutcome, ToolFailure, ViewOutcome
@@ -82,14 +82,20 @@ class LeasedSession:
             return await call(live)
         return unavailable(reason)  # outside the handler: a raised error does not chain ``_Unavailable``
 
-    async def _run(self, kind: Literal["bash", "python"], source: str, timeout: float | None) -> ExecutionResult:
-        return await self._use(lambda live: live.run(kind, source, timeout), _unavailable_result)
+    async def _run(
+        self, kind: Literal["bash", "python"], source: str, timeout: float | None, spool: OutputSpool | None
+    ) -> ExecutionResult:
+        return await self._use(lambda live: live.run(kind, source, timeout, spool), _unavailable_result)
 
-    async def run_bash(self, command: str, *, timeout: float | None = None) -> ExecutionResult:
-        return await self._run("bash", command, timeout)
+    async def run_bash(
+        self, command: str, *, timeout: float | None = None, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
+        return await self._run("bash", command, timeout, spool)
 
-    async def run_python(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
-        return await self._run("python", code, timeout)
+    async def run_python(
+        self, code: str, *, timeout: float | None = None, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
+        return await self._run("python", code, timeout, spool)
 
     async def view(self, path: str) -> ViewOutcome | ToolFailure:
         return await self._use(lambda live: live.view(path), _unavailable_failure)

@@ -18,7 +18,7 @@ It needs nothing beyond execbridge's own dependencies (starlette, uvicorn, httpx
 ``starlette.testclient`` it has no import guard.
 """
 
-from execbridge.testing.containers import FakeContainerService, FakeSession, Responder, echo
+from execbridge.testing.containers import FakeContainerService, FakeSession, Responder, echo, fake_output
 from execbridge.testing.databricks import DATABRICKS_MODELS, FakeDatabricks, FakeOAuth
 from execbridge.testing.databricks_rules import check_request
 from execbridge.testing.script import (
@@ -51,6 +51,7 @@ __all__ = [
     "Turn",
     "check_request",
     "echo",
+    "fake_output",
     "last_tool_result",
     "tool_results",
 ]

@@ -3,10 +3,14 @@
 It runs nothing: commands are answered by a function the test supplies (default: echo the command),
 files live in a dict. Use it to test the engine's ordering and bookkeeping; use the real
 ``ContainerManager`` whenever the behaviour of code execution itself matters.
+
+Output files: a responder lists them in memory (``fake_output(name, data)``); a session given a
+spool writes their bytes there, as the real client does with what the executor sends.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -14,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from execbridge import ids
 from execbridge.errors import NotFound
-from execbridge.sandbox.base import ContainerInfo, ExecutionResult
+from execbridge.sandbox.base import CapturedFile, ContainerInfo, ExecutionResult, OutputSpool
 from execbridge.types import CreateOutcome, StrReplaceOutcome, ToolFailure, ViewOutcome
 
 Responder = Callable[[str, str], ExecutionResult]
@@ -24,6 +28,29 @@ def echo(kind: str, source: str) -> ExecutionResult:
     return ExecutionResult(stdout=f"{kind}: {source}\n", stderr="", return_code=0, duration_ms=0.1)
 
 
+def fake_output(name: str, data: bytes) -> CapturedFile:
+    """An output file a responder makes up, its bytes in memory."""
+    return CapturedFile(name, len(data), None, data)
+
+
+def _spooled(result: ExecutionResult, spool: OutputSpool | None) -> ExecutionResult:
+    """``result`` with its in-memory output files written into ``spool`` (as they are without one)."""
+    if spool is None:
+        return result
+    files = []
+    for made in result.files:
+        if made.path is None:
+            path = spool.new_path()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, made.data)
+            finally:
+                os.close(fd)
+            made = CapturedFile(made.name, made.size, path)
+        files.append(made)
+    return replace(result, files=tuple(files))
+
+
 @dataclass
 class FakeSession:
     info: ContainerInfo
@@ -31,13 +58,17 @@ class FakeSession:
     respond: Responder
     log: list[tuple[str, str]] = field(default_factory=list)
 
-    async def run_bash(self, command: str, *, timeout: float | None = None) -> ExecutionResult:
+    async def run_bash(
+        self, command: str, *, timeout: float | None = None, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
         self.log.append(("bash", command))
-        return self.respond("bash", command)
+        return _spooled(self.respond("bash", command), spool)
 
-    async def run_python(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
+    async def run_python(
+        self, code: str, *, timeout: float | None = None, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
         self.log.append(("python", code))
-        return self.respond("python", code)
+        return _spooled(self.respond("python", code), spool)
 
     async def view(self, path: str) -> ViewOutcome | ToolFailure:
         if path not in self.files:

@@ -6,8 +6,9 @@ unchanged), the note that tells the model what the sandbox is, validation of the
 dispatch of a call to a ``ContainerSession``, and the bounded text the model reads back.
 
 Must not: know any wire format (Anthropic blocks live in ``api/``, Chat Completions in ``upstream/``),
-or read files itself: ``$OUTPUT_DIR`` files arrive as bytes the executor read inside the sandbox, and
-are handed to a ``Publisher`` (the Files API) as they are.
+or read files itself: ``$OUTPUT_DIR`` files are streamed by the sandbox into an ``OutputBatch`` that
+the ``Publisher`` (the Files API) hands out for each command, and published from there; whatever is
+not published, the batch removes.
 Invariant: a bad argument from the model is a ``ToolFailure("invalid_tool_input")`` it can recover
 from, never an exception.
 
@@ -15,17 +16,20 @@ Generated files (docs/protocol.md §2.6, §2.9): a bash command that left a file
 ``output_file_too_large`` error block (the only block with that code; an error block has no room for
 the other files or the output, so none of its files are published). The Python tool's error block
 has no such code, so there the files under the limit are returned and a note on stderr names the
-rest. Files past the count limit are never an error: the others are returned and stderr says how
-many were left out.
+rest. Files past the count limit or the total budget are never an error: the others are returned
+and stderr says how many were left out. Entries skipped for another reason (a second hard link to a
+file already returned, a link, FIFO, socket, device or directory, an unreadable file, one that
+changed while it was read) are named in a note on stderr too; the command's own result is kept.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, assert_never
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol, assert_never
 
 from execbridge.config import SandboxSettings
-from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerSession, ExecutionResult
+from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerSession, ExecutionResult, OutputSpool, SkippedFile
 from execbridge.tools.versions import BASH, EDITOR, PYTHON, ToolVersion
 from execbridge.types import (
     CommandOutcome,
@@ -39,8 +43,21 @@ from execbridge.types import (
     ViewOutcome,
 )
 
-# Publishes a command's captured ``$OUTPUT_DIR`` files (name, bytes) and says under which file ids.
-Publisher = Callable[[Sequence[tuple[str, bytes]]], Awaitable[tuple[OutputFile, ...]]]
+
+class OutputBatch(OutputSpool, Protocol):
+    """One command's output files: written into the batch by the sandbox, then published or removed."""
+
+    async def publish(self, outputs: Sequence[tuple[str, Path]]) -> tuple[OutputFile, ...]:
+        """Register files (name, a path of this batch) and say under which file ids."""
+        ...
+
+    def discard(self) -> None:
+        """Remove every file of the batch not published."""
+        ...
+
+
+# A fresh batch for each command (``FileService.output_batch`` bound to the caller).
+Publisher = Callable[[], OutputBatch]
 # What the model reads back is bounded: a flood of output must not flood the context window.
 MODEL_OUTPUT_CHARS = 20_000
 
@@ -86,14 +103,12 @@ async def run_call(
             return command or ToolFailure("invalid_tool_input", "missing `command`")
         if not command.strip():
             return ToolFailure("invalid_tool_input", "`command` is empty")
-        result = await session.run_bash(command, timeout=limits.command_timeout_s)
-        return await _published(BASH, result, publish, limits)
+        return await _run_command(session, BASH, command, publish, limits)
     if name == PYTHON:
         code = _str_arg(args, "code")
         if not isinstance(code, str):
             return code or ToolFailure("invalid_tool_input", "missing `code`")
-        result = await session.run_python(code, timeout=limits.command_timeout_s)
-        return await _published(PYTHON, result, publish, limits)
+        return await _run_command(session, PYTHON, code, publish, limits)
     if name == EDITOR:
         return await _run_editor(session, args)
     return ToolFailure("invalid_tool_input", f"unknown tool `{name}`")
@@ -130,15 +145,25 @@ async def _run_editor(session: ContainerSession, args: Mapping[str, Any]) -> Too
             return ToolFailure("invalid_tool_input", f"unknown command `{command}`; use view, create or str_replace")
 
 
-async def _published(
-    tool_name: str, result: ExecutionResult, publish: Publisher | None, limits: SandboxSettings
+async def _run_command(
+    session: ContainerSession, tool_name: str, source: str, publish: Publisher | None, limits: SandboxSettings
 ) -> ToolOutcome:
-    """The outcome of a finished command, its ``$OUTPUT_DIR`` files published first when it keeps them."""
-    outcome = command_outcome(result, tool_name=tool_name, file_limit=limits.output_file_limit_bytes)
-    if not isinstance(outcome, CommandOutcome) or not result.files or publish is None:
-        return outcome
-    files = await publish([(f.name, f.data) for f in result.files])
-    return CommandOutcome(outcome.stdout, outcome.stderr, outcome.return_code, files)
+    """Run a bash or Python command; its ``$OUTPUT_DIR`` files are published when the outcome keeps them."""
+    batch = publish() if publish is not None else None
+    try:
+        if tool_name == BASH:
+            result = await session.run_bash(source, timeout=limits.command_timeout_s, spool=batch)
+        else:
+            result = await session.run_python(source, timeout=limits.command_timeout_s, spool=batch)
+        file_limit = min(limits.output_file_limit_bytes, limits.output_total_limit_bytes)
+        outcome = command_outcome(result, tool_name=tool_name, file_limit=file_limit)
+        if not isinstance(outcome, CommandOutcome) or not result.files or batch is None:
+            return outcome
+        files = await batch.publish([(f.name, f.path) for f in result.files if f.path is not None])
+        return CommandOutcome(outcome.stdout, outcome.stderr, outcome.return_code, files)
+    finally:
+        if batch is not None:
+            batch.discard()
 
 
 def command_outcome(
@@ -157,18 +182,22 @@ def command_outcome(
         return ToolFailure(result.error_code)
     too_large = result.error_code == "output_file_too_large" or bool(result.files_too_large)
     limit = f"the {file_limit}-byte limit" if file_limit else "the size limit"
+    too_large_names = _names(result.files_too_large, more=result.files_too_large_unlisted)
     if too_large and tool_name == BASH:
-        names = _names(result.files_too_large)
+        names = too_large_names
         detail = f"{names} in $OUTPUT_DIR over {limit}" if names else f"a file in $OUTPUT_DIR over {limit}"
         return ToolFailure("output_file_too_large", f"{detail}; no file of this command was returned")
     notes = []
     if too_large:
-        notes.append(f"not returned from $OUTPUT_DIR, over {limit}: {_names(result.files_too_large) or '?'}")
+        notes.append(f"not returned from $OUTPUT_DIR, over {limit}: {too_large_names or '?'}")
     if result.files_omitted:
         notes.append(
             f"{result.files_omitted} more file(s) in $OUTPUT_DIR not returned: too many, or too much in total "
             "(put them in an archive to return them together)"
         )
+    if result.files_skipped or result.files_skipped_unlisted:
+        skipped = _names([_skip_note(s) for s in result.files_skipped], more=result.files_skipped_unlisted)
+        notes.append(f"skipped in $OUTPUT_DIR: {skipped}")
     stderr = result.stderr
     if notes:
         separator = "\n" if stderr and not stderr.endswith("\n") else ""
@@ -176,10 +205,29 @@ def command_outcome(
     return CommandOutcome(result.stdout, stderr, result.return_code, files)
 
 
-def _names(names: Sequence[str], shown: int = 10) -> str:
+def _names(names: Sequence[str], shown: int = 10, *, more: int = 0) -> str:
     # A command can leave thousands of sparse files; the note stays short.
     listed = ", ".join(names[:shown])
-    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
+    rest = max(0, len(names) - shown) + more
+    if not rest:
+        return listed
+    return f"{listed} and {rest} more" if listed else f"{rest} entries"
+
+
+_SKIP_NOTES: Final[dict[str, str]] = {
+    "hard_link": "a hard link to {}, counted once",
+    "not_regular": "a {}, not a regular file",
+    "unreadable": "unreadable: {}",
+    "changed": "changed while it was collected: {}",
+    "failed": "collection stopped here: {}",
+    "replaced": "replaced by a {}; nothing in it was returned",
+    "unstored": "could not be stored: {}",
+}
+
+
+def _skip_note(skipped: SkippedFile) -> str:
+    name = "$OUTPUT_DIR" if skipped.name == "." else skipped.name
+    return f"{name} ({_SKIP_NOTES[skipped.reason].format(skipped.detail or '?')})"
 
 
 def _clip(text: str, limit: int = MODEL_OUTPUT_CHARS) -> str:

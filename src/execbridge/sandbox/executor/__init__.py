@@ -33,7 +33,8 @@ Must not (every module):
 - die because of user code: every command runs in a forked child that always ends in ``os._exit``.
 
 Invariants:
-- exactly one response per request, in order; ``cancel`` frames never get a response of their own;
+- exactly one response per request, in order (a bash/python answer comes after its ``file`` frames);
+  ``cancel`` frames never get a response of their own;
 - when a bash/python command's main process exits (or its time runs out, or it is cancelled), every
   other process it started is killed before the answer is sent, so nothing runs between commands
   (``reaper.py``);
@@ -42,10 +43,19 @@ Invariants:
   (the executor's objects are frozen out of the garbage collector's reach after warm-up).
 
 This module only re-exports, for the gateway-side tests, the pure pieces they check: the framing
-(which must interoperate with ``protocol.py``) and two editor helpers.
+and its bounds (which must agree with ``protocol.py``) and two editor helpers.
 """
 
 from .editor import _replacement_diff, _trim_partial_utf8
-from .framing import PROTOCOL_VERSION, decode_frame, encode_frame
+from .framing import FILE_CHUNK, PROTOCOL_VERSION, decode_frame, encode_frame
+from .outputs import MAX_LISTED
 
-__all__ = ["PROTOCOL_VERSION", "_replacement_diff", "_trim_partial_utf8", "decode_frame", "encode_frame"]
+__all__ = [
+    "FILE_CHUNK",
+    "MAX_LISTED",
+    "PROTOCOL_VERSION",
+    "_replacement_diff",
+    "_trim_partial_utf8",
+    "decode_frame",
+    "encode_frame",
+]

@@ -4,7 +4,8 @@ Frame := u32be header_len, u32be body_len, header (UTF-8 JSON object), body (raw
 value anywhere in the header is written as ``{"$b": [offset, length]}`` into the body, so file bytes
 and program output travel without base64. ``sandbox/protocol.py`` holds the gateway's copy and the
 table of fields; ``tests/sandbox/test_executor.py`` makes the two talk to each other, so a change
-here goes there too (and ``PROTOCOL_VERSION`` with it).
+here goes there too (and ``PROTOCOL_VERSION`` with it). ``FILE_CHUNK`` bounds the data of one ``file``
+frame (a command's ``$OUTPUT_DIR`` files travel as a series of them, never as one big frame).
 
 Must not: import ``json`` (it pulls in ``re`` and ``enum``, ~7 ms at start-up): the C half ``_json``
 does the scanning and string escaping; log, or know what any message means.
@@ -23,7 +24,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+FILE_CHUNK = 1 << 20  # at most this many file bytes per ``file`` frame
 _PREFIX_LEN = 8
 _MAX_REQUEST_HEADER = 1 << 30
 _MAX_REQUEST_BODY = 1 << 32

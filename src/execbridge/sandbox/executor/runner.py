@@ -146,6 +146,7 @@ class Runner:
         output_limit = field_int(request, "output_limit")
         file_limit = field_int(request, "file_limit")
         file_count = field_int(request, "file_count")
+        file_total = field_int(request, "file_total")
         self.current_id = request.get("id")
         out_dir = self.outputs.fresh()
         env = {**self.child_env, "OUTPUT_DIR": out_dir}
@@ -184,10 +185,8 @@ class Runner:
             os.close(err_r)
             self.current_id = None
         duration_ms = (time.monotonic() - started) * 1000.0
-        files, too_large, omitted = self.outputs.collect(
-            out_dir, file_limit, file_count, len(outcome["stdout"]) + len(outcome["stderr"])
-        )
-        outcome.update(duration_ms=round(duration_ms, 3), files=files, files_too_large=too_large, files_omitted=omitted)
+        files = self.outputs.collect(out_dir, request.get("id"), file_limit, file_count, file_total)
+        outcome.update(duration_ms=round(duration_ms, 3), **files)
         return outcome
 
     def _python_child(self, out_w: int, err_w: int, env: dict[str, str], code: str) -> "NoReturn":

@@ -9,7 +9,8 @@ Must not: write anything but frames to the protocol fd; let one bad request end 
 an ``internal_error`` answer); carry on after a malformed frame or a request during a command
 (exit 2: nothing after it can be trusted); leave a process running when it exits.
 
-Invariants: exactly one response per request, in order; ``cancel`` frames never get a response of
+Invariants: exactly one response per request, in order (a bash/python answer is preceded by the
+``file`` frames of its ``$OUTPUT_DIR``, with the same id); ``cancel`` frames never get a response of
 their own; the first frame is ``ready`` with id 0.
 """
 
@@ -46,7 +47,7 @@ class Executor:
         self.proto_out = proto_out
         self.pid = os.getpid()
         self.reaper = Reaper(self.pid, kill_all=kill_all)
-        outputs = OutputDirs(output_root)
+        outputs = OutputDirs(output_root, send=lambda frame: write_frame(proto_out, frame))
         self.runner = Runner(proto_in, workspace=workspace, extra_env=extra_env, reaper=self.reaper, outputs=outputs)
         editor = Editor(workspace)
         self.handlers = {
