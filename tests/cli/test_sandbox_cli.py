@@ -75,7 +75,7 @@ def test_doctor_reports_every_protection(run):
     r = run("doctor")
     lines = r.stdout.splitlines()
     assert r.exit_code == 0, r.output
-    assert len(lines) == 14 and all(line.startswith("ok") for line in lines)
+    assert len(lines) == 15 and all(line.startswith("ok") for line in lines)
     for name in (
         "bubblewrap",
         "user namespaces",

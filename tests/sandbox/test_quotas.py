@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from execbridge.errors import QuotaExceeded
-from execbridge.sandbox.doctor import DoctorReport
+from execbridge.sandbox.doctor import DoctorReport, check_uid_range
 from execbridge.sandbox.manager import ContainerManager
 
-from .conftest import open_manager
+from .conftest import open_manager, small_settings
 
 
 def live_ids(m: ContainerManager) -> set[str]:
@@ -70,3 +70,15 @@ async def test_the_number_of_containers_and_so_of_host_uids_is_bounded(workdir: 
         await m.delete(kept[0].id, "alice")
         again = await m.create("carol")
         assert m._entries[again.id].slot in slots  # a freed slot (host uid) is used again
+
+
+def test_the_doctor_refuses_a_uid_range_that_holds_a_host_account(tmp_path: Path):
+    """``nobody`` (65534) is on every Debian machine: a range over it would make containers run as it."""
+    overlapping = small_settings(tmp_path, uid_base=65000, max_containers=1000)
+    check = check_uid_range(overlapping)
+    assert not check.ok and "nobody (65534)" in check.detail
+    clear = small_settings(tmp_path, uid_base=600_000, max_containers=1000)
+    check = check_uid_range(clear)
+    assert check.ok and "600000-601001" in check.detail  # slot 0 (the doctor) to max + spare
+    too_far = small_settings(tmp_path, uid_base=2**32 - 500, max_containers=1000)
+    assert not check_uid_range(too_far).ok

@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import grp
 import json
 import os
+import pwd
 import shutil
 import sys
 import tempfile
@@ -131,6 +133,7 @@ RUNTIME = "runtime interpreter"
 RUNTIME_VERSION = "runtime python version"
 FAMILIES = "socket families"
 PROC_MASKS = "masked /proc"
+UID_RANGE = "host uid range"
 
 # Families the probe tries; each must answer EAFNOSUPPORT (vsock is the one that matters on a VM host).
 _REFUSED_FAMILIES = ("AF_VSOCK", "AF_VSOCK pair", "AF_PACKET", "AF_BLUETOOTH")
@@ -174,7 +177,30 @@ async def diagnose(settings: Settings) -> DoctorReport:
         checks += _probe_checks(facts, program, seccomp_error)
     checks += _check_cgroups()
     checks.append(await _check_disk(settings))
+    checks.append(check_uid_range(settings))
     return DoctorReport(tuple(checks))
+
+
+def check_uid_range(settings: Settings) -> Check:
+    """The budgets bound the host uids containers run as (``max_containers`` slots, plus the spares and
+    the doctor's slot 0); none of them may be a real user's or group's, or a container would share
+    that account's process limit and own its files."""
+    sb = settings.sandbox
+    first, last = sb.uid_base + PROBE_SLOT, sb.uid_base + sb.max_containers + sb.spare_containers
+    taken = sorted(
+        {f"user {u.pw_name} ({u.pw_uid})" for u in pwd.getpwall() if first <= u.pw_uid <= last}
+        | {f"group {g.gr_name} ({g.gr_gid})" for g in grp.getgrall() if first <= g.gr_gid <= last}
+    )
+    budgets = (
+        f"live containers ≤ {sb.max_live_containers} (≤ {sb.max_live_per_owner} per key), "
+        f"containers ≤ {sb.max_containers}, output ≤ {sb.output_total_limit_bytes >> 20} MiB per command"
+    )
+    why = "a container would run as an existing account: its process limit and its files"
+    if last >= 2**32 - 2:
+        return Check(UID_RANGE, False, f"uids {first}-{last} pass the largest uid", why)
+    if taken:
+        return Check(UID_RANGE, False, f"uids {first}-{last} include {', '.join(taken[:3])}", why)
+    return Check(UID_RANGE, True, f"uids {first}-{last}, no host account among them; {budgets}", why)
 
 
 _FAMILIES_WHY = "sandboxed code can open sockets of any family: vsock reaches the hypervisor of a VM host"
