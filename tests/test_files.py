@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import stat
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -192,3 +192,94 @@ def test_mime_type_for(name, declared, expected):
 )
 def test_upload_filename_keeps_the_final_component(raw, mime, expected):
     assert upload_filename(raw, mime) == expected
+
+
+class Clock:
+    """A settable clock for ``FileService`` (expiry without sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def budget(store, tmp_path) -> FileService:
+    """100 bytes per file, 150 per owner, a settable clock (``budget.clock``)."""
+    service = FileService(store.files, tmp_path / "files", max_bytes=100, max_owner_bytes=150, clock=Clock())
+    service.prepare()
+    return service
+
+
+async def test_owner_budget_refuses_uploads_past_it_and_deleting_frees_it(budget):
+    first = await upload(budget, "alice", [b"x" * 100], "a.bin", None)
+    assert await budget.room("alice") == 50
+    with pytest.raises(InvalidRequest) as refused:  # streamed past what is left
+        await upload(budget, "alice", [b"x" * 40, b"x" * 20], "b.bin", None)
+    assert not isinstance(refused.value, RequestTooLarge) and "full" in refused.value.message
+    assert "DELETE /v1/files" in refused.value.message
+    with pytest.raises(RequestTooLarge):  # over the per-file limit stays a 413, budget or not
+        await upload(budget, "alice", [b"x" * 101], "c.bin", None)
+    assert sorted(p.name for p in budget.root.iterdir()) == [first.id]  # nothing left behind
+    await upload(budget, "bob", [b"x" * 100], "b.bin", None)  # other owners are unaffected
+    await upload(budget, "alice", [b"x" * 50], "fits.bin", None)  # exactly full is fine
+    await budget.delete("alice", first.id)
+    await upload(budget, "alice", [b"x" * 60], "b.bin", None)
+
+
+async def test_outputs_past_the_budget_are_left_out_and_named(budget):
+    await budget.create("alice", "have.bin", b"x" * 100, downloadable=False)
+    batch = budget.output_batch("alice")
+    outputs = []
+    for name, size in [("big.bin", 60), ("small.bin", 30), ("also.bin", 30)]:
+        path = batch.new_path()
+        path.write_bytes(b"y" * size)
+        outputs.append((name, path))
+    published = await batch.publish(outputs)
+    batch.discard()
+    assert [f.filename for f in published] == ["small.bin"]
+    assert batch.over_budget == ["big.bin", "also.bin"]
+    assert len(list(budget.root.iterdir())) == 2  # the upload and small.bin; no temporaries
+    assert await budget.room("alice") == 20
+
+
+async def test_expired_files_are_gone_and_swept(budget, store):
+    clock = budget._clock
+    assert isinstance(clock, Clock)
+    async with budget.upload("alice") as sink:
+        await sink.write(b"x" * 100)
+        record = await sink.commit("a.csv", None, expires_in_seconds=3600)
+    keep = await upload(budget, "alice", [b"k"], "keep.csv", None)
+    assert record.expires_at == clock.now + timedelta(seconds=3600) and keep.expires_at is None
+    assert await budget.get("alice", record.id) == record
+    clock.now += timedelta(seconds=3600)
+    with pytest.raises(NotFound):
+        await budget.get("alice", record.id)
+    with pytest.raises(NotFound):
+        await budget.delete("alice", record.id)
+    assert await budget.find("alice", [record.id, keep.id]) == {keep.id: keep}
+    assert budget.path_of(record).exists()  # invisible, not yet swept
+    assert [r.id for r in (await budget.list("alice")).records] == [keep.id]  # a listing sweeps
+    assert not budget.path_of(record).exists()
+    assert await store.files.bytes_of("alice") == 1
+    # an upload sweeps too, before it counts what the owner has left
+    async with budget.upload("alice") as sink:
+        await sink.write(b"x" * 100)
+        again = await sink.commit("b.csv", None, expires_in_seconds=3600)
+    clock.now += timedelta(hours=2)
+    await upload(budget, "alice", [b"x" * 100], "c.csv", None)
+    assert not budget.path_of(again).exists() and await store.files.get(again.id, "alice") is None
+
+
+async def test_start_up_sweep_removes_every_expired_file(budget, store):
+    clock = budget._clock
+    assert isinstance(clock, Clock)
+    made = []
+    for i in range(3):
+        async with budget.upload(f"owner{i}") as sink:
+            await sink.write(b"x")
+            made.append(await sink.commit("a", None, expires_in_seconds=3600))
+    clock.now += timedelta(days=1)
+    await budget.sweep_all()
+    assert list(budget.root.iterdir()) == [] and await store.files.expired(clock.now, limit=10) == []

@@ -141,6 +141,14 @@ class Settings(BaseSettings):
         description="Largest file accepted by POST /v1/files (Anthropic's limit is 500 MB); a bigger upload "
         "is refused with 413 request_too_large while it streams, so it is never held in memory.",
     )
+    max_file_bytes_per_owner: int = Field(
+        10 << 30,
+        ge=1,
+        description="Most bytes one owner (API key) may keep in the Files API, uploads and code-execution "
+        "outputs together (the sum of size_bytes). An upload past it is refused with 400 "
+        "invalid_request_error until files are deleted or expire; output files past it are not returned "
+        "(a note on the command's stderr names them).",
+    )
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
 
     @classmethod

@@ -16,6 +16,10 @@ Invariants:
   bytes. Temporaries left by a crash are swept by ``prepare``.
 - The on-disk name is the file id (``file_`` + base62, made here), never a client-supplied name.
 - Uploads are ``downloadable=False``; sandbox outputs ``downloadable=True`` (docs/protocol.md §2.10).
+- An owner's files together (``size_bytes``, uploads and outputs) stay within ``max_owner_bytes``:
+  an upload past it is ``OwnerStorageFull`` (400), an output past it is left out of its batch.
+- A file past its ``expires_at`` is gone for every reader (``NotFound``, absent from lists); its row
+  and bytes are removed by ``sweep``, which runs at start-up and on every upload and listing.
 - Blocking disk work runs in a thread; disk failures become ``StorageError``.
 """
 
@@ -26,10 +30,10 @@ import contextlib
 import mimetypes
 import os
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,6 +47,7 @@ __all__ = [
     "FilePage",
     "FileService",
     "OutputBatch",
+    "OwnerStorageFull",
     "UploadSink",
     "mime_type_for",
     "upload_filename",
@@ -50,6 +55,10 @@ __all__ = [
 
 DEFAULT_MIME_TYPE = "application/octet-stream"
 MAX_LIST_LIMIT = 1000
+# ``expires_in_seconds`` of an upload: Anthropic's documented range (one hour to ninety days).
+MIN_EXPIRES_IN_SECONDS = 3600
+MAX_EXPIRES_IN_SECONDS = 7_776_000
+_SWEEP_BATCH = 1000  # expired files removed per sweep on a request path (start-up sweeps them all)
 _FLUSH_BYTES = 1 << 20  # upload bytes are buffered up to this much between thread hops
 _TEMP_PREFIX = ".tmp-"
 _FILE_ID = re.compile(r"file_[0-9A-Za-z]+")
@@ -81,6 +90,14 @@ def upload_filename(raw: str | None, mime_type: str) -> str:
     return "unnamed" + (mimetypes.guess_extension(mime_type, strict=False) or "")
 
 
+class OwnerStorageFull(InvalidRequest):
+    """The owner's files together would pass ``max_owner_bytes``."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class FilePage:
     records: tuple[FileRecord, ...]
@@ -89,14 +106,20 @@ class FilePage:
 
 class UploadSink:
     """One upload on its way to disk. ``write`` streams (refusing bytes past the limit); ``commit``
-    makes it a file. Obtained from ``FileService.upload``, which removes it unless committed."""
+    makes it a file. Obtained from ``FileService.upload``, which removes it unless committed.
 
-    def __init__(self, service: FileService, owner: str, temp: Path, handle: BinaryIO, limit: int) -> None:
+    Past what the owner's budget has left (``room``) bytes are counted but no longer written, so a
+    file over the per-file limit is still ``RequestTooLarge`` (413); one within it is refused with
+    ``OwnerStorageFull`` (400) by ``commit``.
+    """
+
+    def __init__(self, service: FileService, owner: str, temp: Path, handle: BinaryIO, limit: int, room: int) -> None:
         self._service = service
         self._owner = owner
         self._temp = temp
         self._handle = handle
         self._limit = limit
+        self.room = room  # what the owner's budget had left when the upload began
         self._buffer = bytearray()
         self.size = 0
         self.committed: FileRecord | None = None
@@ -105,6 +128,9 @@ class UploadSink:
         self.size += len(chunk)
         if self.size > self._limit:
             raise RequestTooLarge(f"file is larger than the limit of {self._limit} bytes")
+        if self.size > self.room:
+            self._buffer.clear()  # refused at commit; only the count matters now
+            return
         self._buffer += chunk
         if len(self._buffer) >= _FLUSH_BYTES:
             await self._flush()
@@ -116,7 +142,12 @@ class UploadSink:
         except OSError as exc:
             raise StorageError(f"could not store the file: {exc.strerror}") from None
 
-    async def commit(self, filename: str | None, content_type: str | None) -> FileRecord:
+    async def commit(
+        self, filename: str | None, content_type: str | None, *, expires_in_seconds: int | None = None
+    ) -> FileRecord:
+        """Make the upload a file; ``expires_in_seconds`` (already checked by the caller) sets its expiry."""
+        if self.size > self.room:
+            raise self._service.storage_full()
         await self._flush()
         try:
             await asyncio.to_thread(self._handle.close)
@@ -124,7 +155,13 @@ class UploadSink:
             raise StorageError(f"could not store the file: {exc.strerror}") from None
         mime_type = mime_type_for(filename or "", content_type)
         self.committed = await self._service._commit(
-            self._temp, self._owner, upload_filename(filename, mime_type), mime_type, self.size, downloadable=False
+            self._temp,
+            self._owner,
+            upload_filename(filename, mime_type),
+            mime_type,
+            self.size,
+            downloadable=False,
+            expires_in_seconds=expires_in_seconds,
         )
         return self.committed
 
@@ -136,13 +173,15 @@ class OutputBatch:
     in the Files API's directory, so ``publish`` only renames it into place and registers it (no
     copy, nothing in memory); ``discard`` removes every temporary not published. Obtained from
     ``FileService.output_batch``; its owner calls ``discard`` when the command is done with, whatever
-    happened (a crash leaves temporaries that ``FileService.prepare`` sweeps).
+    happened (a crash leaves temporaries that ``FileService.prepare`` sweeps). Files that would pass
+    the owner's budget are not published; ``over_budget`` names them.
     """
 
     def __init__(self, service: FileService, owner: str) -> None:
         self._service = service
         self._owner = owner
         self._paths: set[Path] = set()
+        self.over_budget: list[str] = []
 
     def new_path(self) -> Path:
         path = self._service.root / f"{_TEMP_PREFIX}{ids.random_token()}"
@@ -160,9 +199,13 @@ class OutputBatch:
             except OSError as exc:
                 raise StorageError(f"could not store the file: {exc.strerror}") from None
             self._paths.discard(path)  # from here ``_commit`` owns it: renamed into place, or removed
-            record = await self._service._commit(
-                path, self._owner, name, mime_type_for(name, None), size, downloadable=True
-            )
+            try:
+                record = await self._service._commit(
+                    path, self._owner, name, mime_type_for(name, None), size, downloadable=True
+                )
+            except OwnerStorageFull:
+                self.over_budget.append(name)
+                continue
             published.append(OutputFile(record.id, record.filename, record.size_bytes))
         return tuple(published)
 
@@ -177,10 +220,22 @@ class OutputBatch:
 class FileService:
     """Files of every owner, kept in ``root`` (bytes) and ``store`` (metadata)."""
 
-    def __init__(self, store: FileStore, root: Path, *, max_bytes: int) -> None:
+    def __init__(
+        self,
+        store: FileStore,
+        root: Path,
+        *,
+        max_bytes: int,
+        max_owner_bytes: int | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
         self._store = store
         self.root = root
         self.max_bytes = max_bytes
+        self.max_owner_bytes = max_owner_bytes  # None: no budget per owner
+        self._clock = clock
+        # Held from the budget check to the row's insert, so two commits cannot both take the last room.
+        self._budget_lock = asyncio.Lock()
 
     def prepare(self) -> None:
         """Create the directory (0700) and drop temporaries a crash left behind. Call once at start."""
@@ -191,15 +246,29 @@ class FileService:
 
     # ------------------------------------------------------------ creating
 
+    async def room(self, owner: str) -> int:
+        """How many more bytes the owner may store (one query; no budget: a huge number)."""
+        if self.max_owner_bytes is None:
+            return 1 << 62
+        return max(0, self.max_owner_bytes - await self._store.bytes_of(owner))
+
+    def storage_full(self) -> OwnerStorageFull:
+        return OwnerStorageFull(
+            f"file storage for this API key is full (its files may hold {self.max_owner_bytes} bytes in all); "
+            "delete files you no longer need (DELETE /v1/files/{file_id}) to free space"
+        )
+
     @asynccontextmanager
     async def upload(self, owner: str) -> AsyncIterator[UploadSink]:
         """A sink for one streamed upload; its bytes are removed unless ``commit`` was called."""
+        await self.sweep()
+        room = await self.room(owner)
         temp = self.root / f"{_TEMP_PREFIX}{ids.random_token()}"
         try:
             handle = await asyncio.to_thread(_open_new, temp)
         except OSError as exc:
             raise StorageError(f"could not store the file: {exc.strerror}") from None
-        sink = UploadSink(self, owner, temp, handle, self.max_bytes)
+        sink = UploadSink(self, owner, temp, handle, self.max_bytes, room)
         try:
             yield sink
         finally:
@@ -226,28 +295,43 @@ class FileService:
         return OutputBatch(self, owner)
 
     async def _commit(
-        self, temp: Path, owner: str, filename: str, mime_type: str, size: int, *, downloadable: bool
+        self,
+        temp: Path,
+        owner: str,
+        filename: str,
+        mime_type: str,
+        size: int,
+        *,
+        downloadable: bool,
+        expires_in_seconds: int | None = None,
     ) -> FileRecord:
+        """Rename ``temp`` into place and insert its row; ``OwnerStorageFull`` (``temp`` removed) past the budget."""
+        now = self._clock()
         record = FileRecord(
             id=ids.file_id(),
             owner=owner,
             filename=filename,
             mime_type=mime_type,
             size_bytes=size,
-            created_at=datetime.now(UTC),
+            created_at=now,
             downloadable=downloadable,
+            expires_at=None if expires_in_seconds is None else now + timedelta(seconds=expires_in_seconds),
         )
         final = self.path_of(record)
-        try:
-            await asyncio.to_thread(os.replace, temp, final)
-        except OSError as exc:
-            temp.unlink(missing_ok=True)  # noqa: ASYNC240  (error path: one unlink of our own temp file)
-            raise StorageError(f"could not store the file: {exc.strerror}") from None
-        try:
-            await self._store.insert(record)
-        except BaseException:
-            final.unlink(missing_ok=True)
-            raise
+        async with self._budget_lock:
+            if size > await self.room(owner):
+                temp.unlink(missing_ok=True)  # noqa: ASYNC240  (refusal: one unlink of our own temp file)
+                raise self.storage_full()
+            try:
+                await asyncio.to_thread(os.replace, temp, final)
+            except OSError as exc:
+                temp.unlink(missing_ok=True)  # noqa: ASYNC240  (error path: one unlink of our own temp file)
+                raise StorageError(f"could not store the file: {exc.strerror}") from None
+            try:
+                await self._store.insert(record)
+            except BaseException:
+                final.unlink(missing_ok=True)
+                raise
         return record
 
     # ------------------------------------------------------------ reading
@@ -259,7 +343,7 @@ class FileService:
         return self.root / record.id
 
     async def get(self, owner: str, file_id: str) -> FileRecord:
-        record = await self._store.get(file_id, owner)
+        record = await self._store.get(file_id, owner, now=self._clock())
         if record is None:
             raise NotFound(f"file '{file_id}' not found")
         return record
@@ -269,7 +353,7 @@ class FileService:
         unique = list(dict.fromkeys(file_ids))
         found: dict[str, FileRecord] = {}
         for start in range(0, len(unique), 500):  # stay far below SQLite's parameter limit
-            for record in await self._store.get_many(unique[start : start + 500], owner):
+            for record in await self._store.get_many(unique[start : start + 500], owner, now=self._clock()):
                 found[record.id] = record
         return found
 
@@ -298,17 +382,18 @@ class FileService:
         """
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidRequest(f"limit: must be between 1 and {MAX_LIST_LIMIT}")
+        await self.sweep()
         if after_id is not None:
             after = (await self._cursor_of(owner, after_id, "after_id")).cursor
         before = (await self._cursor_of(owner, before_id, "before_id")).cursor if before_id is not None else None
         # One more than asked says whether there is a next page without a second query.
-        rows = await self._store.list(owner, limit=limit + 1, after=after, before=before)
+        rows = await self._store.list(owner, limit=limit + 1, after=after, before=before, now=self._clock())
         if before is not None:
             return FilePage(tuple(rows[-limit:]), len(rows) > limit)
         return FilePage(tuple(rows[:limit]), len(rows) > limit)
 
     async def _cursor_of(self, owner: str, file_id: str, name: str) -> FileRecord:
-        record = await self._store.get(file_id, owner)
+        record = await self._store.get(file_id, owner, now=self._clock())
         if record is None:
             raise InvalidRequest(f"{name}: no file '{file_id}'")
         return record
@@ -323,6 +408,25 @@ class FileService:
             await asyncio.to_thread(self.path_of(record).unlink, missing_ok=True)
         except OSError as exc:
             raise StorageError(f"could not delete the bytes of '{file_id}': {exc.strerror}") from None
+
+    async def sweep(self, limit: int = _SWEEP_BATCH) -> int:
+        """Remove up to ``limit`` expired files (rows, then bytes) of any owner; how many were removed.
+
+        Expired files are invisible already; this frees their disk. A concurrent sweep that removed a
+        row first wins; a byte file that cannot be unlinked stays (it has no row, nothing lists it).
+        """
+        removed = 0
+        for record in await self._store.expired(self._clock(), limit=limit):
+            if await self._store.delete(record.id, record.owner):
+                removed += 1
+                with contextlib.suppress(OSError, StorageError):
+                    await asyncio.to_thread(self.path_of(record).unlink, missing_ok=True)
+        return removed
+
+    async def sweep_all(self) -> None:
+        """Remove every expired file (at start-up)."""
+        while await self.sweep() == _SWEEP_BATCH:
+            pass
 
     # ------------------------------------------------------------ uploads in containers
 

@@ -109,8 +109,14 @@ async def open_services(settings: Settings, target: UpstreamTarget | None = None
         gate = await key_gate(settings, store.keys)
         target = target or await resolve_upstream(settings)
         containers = await stack.enter_async_context(open_containers(settings, store))
-        files = FileService(store.files, settings.files_dir, max_bytes=settings.max_file_bytes)
+        files = FileService(
+            store.files,
+            settings.files_dir,
+            max_bytes=settings.max_file_bytes,
+            max_owner_bytes=settings.max_file_bytes_per_owner,
+        )
         files.prepare()
+        await files.sweep_all()  # then on every upload and listing (``FileService.sweep``)
         upstream = await stack.enter_async_context(open_upstream(settings, target))
         engine = Engine(upstream, containers, settings, files=files)
         key_check = None if settings.gateway_holds_credentials else UpstreamKeyCheck(upstream)

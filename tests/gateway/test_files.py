@@ -8,6 +8,8 @@ the SDK and checked as a real PNG; list/get/delete in both namespaces; another k
 from __future__ import annotations
 
 import base64
+import contextlib
+import sqlite3
 import struct
 import zlib
 
@@ -422,3 +424,93 @@ def test_files_survive_a_restart(fake_upstream, tmp_path):
         assert [f.id for f in sdk.beta.files.list()] == [uploaded.id]
         sdk.beta.files.delete(uploaded.id)
     assert not (data_dir / "files" / uploaded.id).exists()
+
+
+# ---------------------------------------------------------------- budgets and expiry
+
+
+def test_owner_budget_is_a_400_and_deleting_frees_it(fake_upstream, tmp_path):
+    data_dir = tmp_path / "budget"
+    data_dir.mkdir()
+    budget = 130_000  # room for one upload; the second's content-length is over what is left + slack
+    options = {
+        "EXECBRIDGE_MAX_FILE_BYTES_PER_OWNER": str(budget),
+        "EXECBRIDGE_SANDBOX__SPARE_CONTAINERS": "0",
+        "EXECBRIDGE_SANDBOX__UID_BASE": "250000",
+    }
+    chunk = b"x" * 120_000
+    with serve(fake_upstream, data_dir, **options) as running:
+        alice, bob = client(running), client(running, OTHER_KEY)
+        first = alice.beta.files.upload(file=("one.bin", chunk, "application/octet-stream"))
+        with pytest.raises(anthropic.BadRequestError) as refused:  # declared content-length: before reading
+            alice.files.upload(file=("two.bin", chunk, "application/octet-stream"))
+        error = refused.value.body["error"]
+        assert error["type"] == "invalid_request_error" and "full" in error["message"]
+        assert "DELETE /v1/files" in error["message"]
+
+        # No content-length: refused while the body streams in, nothing left behind.
+        boundary = "b0undary"
+
+        def body():
+            yield f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="two.bin"\r\n\r\n'.encode()
+            for _ in range(4):
+                yield b"y" * 30_000
+            yield f"\r\n--{boundary}--\r\n".encode()
+
+        response = httpx.post(
+            f"{running.url}/v1/files",
+            content=body(),
+            headers={"x-api-key": CLIENT_KEY, "content-type": f"multipart/form-data; boundary={boundary}"},
+        )
+        assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+        assert not list((data_dir / "files").glob(".tmp-*"))
+
+        # Over the per-file limit stays a 413, whatever the budget.
+        with pytest.raises(anthropic.APIStatusError) as too_large:
+            alice.files.upload(file=("big.bin", b"z" * (MAX_FILE_BYTES + 1), "application/octet-stream"))
+        assert too_large.value.status_code == 413
+
+        theirs = bob.files.upload(file=("two.bin", chunk, "application/octet-stream"))  # bob is unaffected
+        alice.files.delete(first.id)
+        again = alice.files.upload(file=("two.bin", chunk, "application/octet-stream"))
+        assert again.size_bytes == len(chunk) and bob.files.retrieve_metadata(theirs.id) == theirs
+
+
+def test_expires_in_seconds_sets_expires_at_and_is_checked(gateway: Gateway, fake):
+    sdk = client(gateway)
+    beta = sdk.beta.files.upload(file=("soon.csv", SALES, "text/csv"), expires_in_seconds=3600)
+    ga = sdk.files.upload(file=("later.csv", SALES, "text/csv"), expires_in_seconds=7_776_000)
+    assert beta.expires_at is not None and ga.expires_at is not None
+    assert (beta.expires_at - beta.created_at).total_seconds() == 3600
+    assert (ga.expires_at - ga.created_at).total_seconds() == 7_776_000
+    assert sdk.files.retrieve_metadata(beta.id).expires_at == beta.expires_at
+    assert sdk.files.upload(file=("never.csv", SALES, "text/csv")).expires_at is None
+    for bad in (3599, 7_776_001, 0):
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            sdk.files.upload(file=("bad.csv", SALES, "text/csv"), expires_in_seconds=bad)
+        assert "expires_in_seconds" in refused.value.body["error"]["message"]
+    response = httpx.post(
+        f"{gateway.url}/v1/files",
+        headers={"x-api-key": CLIENT_KEY},
+        data={"expires_in_seconds": "soon"},
+        files={"file": ("bad.csv", SALES, "text/csv")},
+    )
+    assert response.status_code == 400 and "expires_in_seconds" in response.json()["error"]["message"]
+
+
+def test_an_expired_file_is_gone(gateway: Gateway, fake):
+    sdk = client(gateway)
+    doomed = sdk.beta.files.upload(file=("doomed.csv", SALES, "text/csv"), expires_in_seconds=3600)
+    # Expiry without waiting an hour: move the stored expiry into the past (another process may write
+    # the WAL database; the gateway's next read sees it).
+    with contextlib.closing(sqlite3.connect(gateway.data_dir / "execbridge.sqlite3")) as db:
+        db.execute("UPDATE files SET expires_us = 1 WHERE id = ?", (doomed.id,))
+        db.commit()
+    for attempt in (sdk.beta.files.retrieve_metadata, sdk.beta.files.download, sdk.beta.files.delete):
+        with pytest.raises(anthropic.NotFoundError):
+            attempt(doomed.id)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        sdk.messages.create(model="m", max_tokens=10, tools=BASH_TOOL, messages=upload_message(doomed.id))
+    assert doomed.id in refused.value.body["error"]["message"] and fake.chat_requests == []
+    assert doomed.id not in {f.id for f in sdk.beta.files.list()}  # a listing also sweeps it
+    assert not (gateway.data_dir / "files" / doomed.id).exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -145,3 +146,35 @@ async def test_upload_placements_go_with_their_container(tmp_path):
             await s.files.add_placement("container_gone", "file_1", "/workspace/a.csv")
     finally:
         await s.close()
+
+
+async def test_owner_bytes_and_expiry_queries(store):
+    f = store.files
+    soon, later = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
+    await f.insert(replace(file_record("file_a"), size_bytes=10))
+    await f.insert(replace(file_record("file_b", at=T0 + timedelta(seconds=1)), size_bytes=20, expires_at=soon))
+    await f.insert(replace(file_record("file_c", at=T0 + timedelta(seconds=2)), size_bytes=40, expires_at=later))
+    await f.insert(replace(file_record("file_z", owner="bob"), size_bytes=1000, expires_at=soon))
+    assert (await f.bytes_of("alice"), await f.bytes_of("bob"), await f.bytes_of("nobody")) == (70, 1000, 0)
+    assert (await f.get("file_b", "alice")).expires_at == soon  # microseconds and zone kept
+    # ``now`` hides what expired at or before it; without it everything is there.
+    assert await f.get("file_b", "alice", now=soon) is None
+    assert await f.get("file_b", "alice", now=soon - timedelta(microseconds=1)) is not None
+    assert [r.id for r in await f.list("alice", limit=10, now=soon)] == ["file_c", "file_a"]
+    assert [r.id for r in await f.list("alice", limit=10)] == ["file_c", "file_b", "file_a"]
+    assert [r.id for r in await f.get_many(["file_a", "file_b"], "alice", now=soon)] == ["file_a"]
+    assert [r.id for r in await f.expired(soon, limit=10)] in (["file_b", "file_z"], ["file_z", "file_b"])
+    assert [r.id for r in await f.expired(later, limit=10)][-1] == "file_c"
+    assert len(await f.expired(later, limit=1)) == 1
+    assert await f.expired(T0, limit=10) == []
+
+
+def test_expiry_migration_keeps_older_rows(tmp_path):
+    db = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
+    migrations.apply(db, migrations.MIGRATIONS[:3])
+    db.execute("INSERT INTO files VALUES ('file_old', 'alice', 'a.csv', 'text/csv', 5, 0, 0)")
+    assert migrations.apply(db) == ["0004_files_expiry"]
+    assert db.execute("SELECT id, expires_us FROM files").fetchall() == [("file_old", None)]
+    plan = db.execute("EXPLAIN QUERY PLAN SELECT COALESCE(SUM(size_bytes), 0) FROM files WHERE owner = ?", ("a",))
+    assert "COVERING INDEX files_owner_size" in " ".join(str(row) for row in plan.fetchall())
+    db.close()

@@ -60,6 +60,7 @@ class Batch:
         self.root = root
         self.published = published
         self.paths: list[Path] = []
+        self.over_budget: list[str] = []
 
     def new_path(self) -> Path:
         path = self.root / f"tmp-{len(list(self.root.iterdir()))}"
@@ -95,6 +96,25 @@ async def test_run_call_publishes_only_what_it_keeps(tmp_path):
     unpublished = await run_call(session, BASH, {"command": "fine"}, limits)  # no Files API: dropped
     assert unpublished == CommandOutcome("", "", 0)
     assert published == [[("a.txt", b"abc")]]
+
+
+async def test_outputs_over_the_owners_budget_are_named_on_stderr(tmp_path):
+    class FullBatch(Batch):
+        async def publish(self, outputs):
+            self.over_budget = [name for name, _ in outputs]
+            return ()
+
+    def respond(kind: str, source: str) -> ExecutionResult:
+        return ExecutionResult("out\n", "err", 0, 1.0, files=(fake_output("a.txt", b"abc"),))
+
+    sandbox = FakeContainerService(respond)
+    session = sandbox.sessions[(await sandbox.create("k")).id]
+    outcome = await run_call(session, BASH, {"command": "x"}, SandboxSettings(), lambda: FullBatch(tmp_path, []))
+    assert isinstance(outcome, CommandOutcome) and (outcome.stdout, outcome.files) == ("out\n", ())
+    assert outcome.stderr == (
+        "err\n[execbridge] not returned from $OUTPUT_DIR, the file storage of this API key is full: a.txt "
+        "(delete files with the Files API to free space)\n"
+    )
 
 
 def test_skipped_entries_are_named_in_a_note_and_the_result_is_kept():

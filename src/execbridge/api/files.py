@@ -7,8 +7,10 @@ accepted and ignored: both SDK generations call the same paths.
 
 Must not: hold an upload in memory. The multipart body is parsed as it arrives and the ``file`` part
 goes straight to a temporary file through an ``UploadSink``, which refuses bytes past
-``max_file_bytes`` (413 ``request_too_large``); a declared ``content-length`` over the limit is
-refused before any byte is read.
+``max_file_bytes`` (413 ``request_too_large``) and past what the owner's budget has left
+(``max_file_bytes_per_owner``, 400 ``invalid_request_error``; past it bytes are counted, not kept,
+so that a file over the per-file limit is still a 413); a declared ``content-length`` that is surely
+over either is refused before any byte is read. ``expires_in_seconds`` (3600 to 7776000 seconds) sets ``expires_at``.
 
 Choices where Anthropic's documentation is silent: listings are newest first; the GA ``page`` cursor encodes a
 position (it survives the deletion of the file it came from); unknown beta ``after_id``/``before_id``
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -31,7 +34,13 @@ from starlette.responses import FileResponse, Response
 
 from execbridge.api.auth import caller_for
 from execbridge.errors import InvalidRequest, RequestTooLarge
-from execbridge.files import MAX_LIST_LIMIT, FileService, UploadSink
+from execbridge.files import (
+    MAX_EXPIRES_IN_SECONDS,
+    MAX_LIST_LIMIT,
+    MIN_EXPIRES_IN_SECONDS,
+    FileService,
+    UploadSink,
+)
 from execbridge.store.base import FileRecord
 from execbridge.wiring import Services
 
@@ -42,10 +51,11 @@ _MAX_FIELDS: Final = 16  # other form fields (``expires_in_seconds``), each smal
 _MAX_FIELD_BYTES: Final = 1024
 _MAX_IDS: Final = 100
 _PAGE_PREFIX: Final = "page_"
+_INTEGER: Final = re.compile(r"[+-]?[0-9]+")
 
 
 def render_file(record: FileRecord) -> dict[str, Any]:
-    """The file object, exactly the documented keys (``expires_at``: files do not expire here)."""
+    """The file object, exactly the documented keys (``expires_at`` null unless the upload set one)."""
     return {
         "id": record.id,
         "type": "file",
@@ -54,7 +64,7 @@ def render_file(record: FileRecord) -> dict[str, Any]:
         "size_bytes": record.size_bytes,
         "created_at": _timestamp(record.created_at),
         "downloadable": record.downloadable,
-        "expires_at": None,
+        "expires_at": None if record.expires_at is None else _timestamp(record.expires_at),
     }
 
 
@@ -95,12 +105,15 @@ class _MultipartUpload:
         self.filename: str | None = None
         self.content_type: str | None = None
         self.got_file = False
+        self.expires_in_seconds: int | None = None
         self._pending: list[bytes] = []
         self._fields = 0
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_name = b""
         self._header_value = b""
         self._in_file = False
+        self._field_name: bytes | None = None
+        self._field_value = bytearray()
         self._field_bytes = 0
         self._ended = False  # the closing boundary was seen
 
@@ -114,6 +127,7 @@ class _MultipartUpload:
                 "on_header_value": self._header_value_data,
                 "on_header_end": self._header_end,
                 "on_headers_finished": self._headers_finished,
+                "on_part_end": self._part_end,
                 "on_end": self._end,
             },
         )
@@ -138,7 +152,13 @@ class _MultipartUpload:
     def _part_begin(self) -> None:
         self._headers = []
         self._in_file = False
+        self._field_name = None
+        self._field_value = bytearray()
         self._field_bytes = 0
+
+    def _part_end(self) -> None:
+        if self._field_name == b"expires_in_seconds":
+            self.expires_in_seconds = _expires_in_seconds(bytes(self._field_value))
 
     def _header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]
@@ -165,15 +185,30 @@ class _MultipartUpload:
         self._fields += 1
         if self._fields > _MAX_FIELDS:
             raise InvalidRequest("the upload has too many form fields")
+        self._field_name = name
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_file:
             self._pending.append(data[start:end])
             return
-        # Other fields (``expires_in_seconds``) are accepted and ignored; they stay small.
+        # Other fields than ``expires_in_seconds`` are accepted and ignored; all stay small.
         self._field_bytes += end - start
         if self._field_bytes > _MAX_FIELD_BYTES:
             raise InvalidRequest("a form field of the upload is too large")
+        if self._field_name == b"expires_in_seconds":
+            self._field_value += data[start:end]
+
+
+def _expires_in_seconds(raw: bytes) -> int:
+    text = raw.decode("latin-1").strip()
+    if not _INTEGER.fullmatch(text):
+        raise InvalidRequest("expires_in_seconds: must be an integer number of seconds")
+    value = int(text)
+    if not MIN_EXPIRES_IN_SECONDS <= value <= MAX_EXPIRES_IN_SECONDS:
+        raise InvalidRequest(
+            f"expires_in_seconds: must be between {MIN_EXPIRES_IN_SECONDS} and {MAX_EXPIRES_IN_SECONDS}"
+        )
+    return value
 
 
 def _form_filename(raw: bytes | None) -> str | None:
@@ -200,11 +235,14 @@ async def upload_file(request: Request) -> Response:
     if declared.isdigit() and int(declared) > files.max_bytes + _MULTIPART_SLACK:
         raise RequestTooLarge(f"file is larger than the limit of {files.max_bytes} bytes")
     async with files.upload(owner) as sink:
+        # Only when the file surely fits the per-file limit: one over it is a 413 whatever the budget.
+        if declared.isdigit() and sink.room + _MULTIPART_SLACK < int(declared) <= files.max_bytes:
+            raise files.storage_full()
         form = _MultipartUpload(sink)
         await form.parse(request, boundary)
         if not form.got_file:
             raise InvalidRequest("file: the upload has no `file` part")
-        record = await sink.commit(form.filename, form.content_type)
+        record = await sink.commit(form.filename, form.content_type, expires_in_seconds=form.expires_in_seconds)
     return _json(render_file(record))
 
 

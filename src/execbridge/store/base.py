@@ -53,6 +53,7 @@ class FileRecord:
 
     ``downloadable`` is true only for files the sandbox produced; client uploads are never served back
     (docs/protocol.md §2.10). ``created_at`` keeps microseconds exactly: with ``id`` it is the list order.
+    ``expires_at`` (from the upload's ``expires_in_seconds``; None: never) is when the file is gone.
     """
 
     id: str
@@ -62,6 +63,10 @@ class FileRecord:
     size_bytes: int
     created_at: datetime
     downloadable: bool
+    expires_at: datetime | None = None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
     @property
     def cursor(self) -> tuple[datetime, str]:
@@ -74,14 +79,14 @@ class FileStore(Protocol):
 
     Listings are newest first. ``after`` returns the records that come after a cursor in that order
     (older ones); ``before`` the ones that come before it (newer), the ``limit`` nearest, still newest
-    first.
+    first. With ``now``, the reading methods leave out records that expired at or before it.
     """
 
     async def insert(self, record: FileRecord) -> None: ...
 
-    async def get(self, file_id: str, owner: str) -> FileRecord | None: ...
+    async def get(self, file_id: str, owner: str, *, now: datetime | None = None) -> FileRecord | None: ...
 
-    async def get_many(self, file_ids: Sequence[str], owner: str) -> list[FileRecord]:
+    async def get_many(self, file_ids: Sequence[str], owner: str, *, now: datetime | None = None) -> list[FileRecord]:
         """The owner's records among ``file_ids`` (unknown ids are left out), newest first."""
         ...
 
@@ -92,7 +97,16 @@ class FileStore(Protocol):
         limit: int,
         after: tuple[datetime, str] | None = None,
         before: tuple[datetime, str] | None = None,
+        now: datetime | None = None,
     ) -> list[FileRecord]: ...
+
+    async def bytes_of(self, owner: str) -> int:
+        """The sum of ``size_bytes`` of the owner's records, expired ones included (one indexed query)."""
+        ...
+
+    async def expired(self, now: datetime, *, limit: int) -> builtins.list[FileRecord]:  # ``list`` is a method here
+        """Up to ``limit`` records of any owner that expired at or before ``now``, oldest expiry first."""
+        ...
 
     async def delete(self, file_id: str, owner: str) -> bool:
         """Remove the record; False when the owner has no such file."""

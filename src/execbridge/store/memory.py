@@ -47,17 +47,19 @@ class MemoryFileStore:
             raise ValueError(f"duplicate file id: {record.id}")
         self.records[record.id] = record
 
-    async def get(self, file_id: str, owner: str) -> FileRecord | None:
+    async def get(self, file_id: str, owner: str, *, now: datetime | None = None) -> FileRecord | None:
         record = self.records.get(file_id)
-        return record if record is not None and record.owner == owner else None
+        if record is None or record.owner != owner or (now is not None and record.expired(now)):
+            return None
+        return record
 
-    def _newest_first(self, owner: str) -> list[FileRecord]:
-        mine = (r for r in self.records.values() if r.owner == owner)
+    def _newest_first(self, owner: str, now: datetime | None) -> list[FileRecord]:
+        mine = (r for r in self.records.values() if r.owner == owner and (now is None or not r.expired(now)))
         return sorted(mine, key=lambda r: r.cursor, reverse=True)
 
-    async def get_many(self, file_ids: Sequence[str], owner: str) -> list[FileRecord]:
+    async def get_many(self, file_ids: Sequence[str], owner: str, *, now: datetime | None = None) -> list[FileRecord]:
         wanted = set(file_ids)
-        return [r for r in self._newest_first(owner) if r.id in wanted]
+        return [r for r in self._newest_first(owner, now) if r.id in wanted]
 
     async def list(
         self,
@@ -66,12 +68,20 @@ class MemoryFileStore:
         limit: int,
         after: tuple[datetime, str] | None = None,
         before: tuple[datetime, str] | None = None,
+        now: datetime | None = None,
     ) -> list[FileRecord]:
-        found = self._newest_first(owner)
+        found = self._newest_first(owner, now)
         if after is not None:
             found = [r for r in found if r.cursor < after]
         if before is not None:
             return [r for r in found if r.cursor > before][-limit:]
+        return found[:limit]
+
+    async def bytes_of(self, owner: str) -> int:
+        return sum(r.size_bytes for r in self.records.values() if r.owner == owner)
+
+    async def expired(self, now: datetime, *, limit: int) -> builtins.list[FileRecord]:  # ``list`` is a method here
+        found = sorted((r for r in self.records.values() if r.expired(now)), key=lambda r: r.expires_at or now)
         return found[:limit]
 
     async def delete(self, file_id: str, owner: str) -> bool:

@@ -77,10 +77,19 @@ def _api_keys(db: sqlite3.Connection) -> None:
     )
 
 
+def _files_expiry(db: sqlite3.Connection) -> None:
+    # expires_us: integer microseconds like created_us; NULL for files that never expire (the sweep
+    # reads the partial index). files_owner_size lets the per-owner byte sum read the index alone.
+    db.execute("ALTER TABLE files ADD COLUMN expires_us INTEGER")
+    db.execute("CREATE INDEX files_expires ON files (expires_us) WHERE expires_us IS NOT NULL")
+    db.execute("CREATE INDEX files_owner_size ON files (owner, size_bytes)")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_containers", _containers),
     ("0002_files", _files),
     ("0003_api_keys", _api_keys),
+    ("0004_files_expiry", _files_expiry),
 ]
 
 

@@ -91,11 +91,18 @@ def _from_us(value: int) -> datetime:
     return _EPOCH + value * _MICROSECOND
 
 
-_FILE_COLUMNS = "id, owner, filename, mime_type, size_bytes, created_us, downloadable"
+_FILE_COLUMNS = "id, owner, filename, mime_type, size_bytes, created_us, downloadable, expires_us"
 _NEWEST_FIRST = "ORDER BY created_us DESC, id DESC"
 
 
-def _file(row: tuple[str, str, str, str, int, int, int]) -> FileRecord:
+def _unexpired(now: datetime | None) -> tuple[str, tuple[object, ...]]:
+    """The SQL condition (and its parameters) that leaves out records expired at ``now``."""
+    if now is None:
+        return "", ()
+    return " AND (expires_us IS NULL OR expires_us > ?)", (_us(now),)
+
+
+def _file(row: tuple[str, str, str, str, int, int, int, int | None]) -> FileRecord:
     return FileRecord(
         id=row[0],
         owner=row[1],
@@ -104,6 +111,7 @@ def _file(row: tuple[str, str, str, str, int, int, int]) -> FileRecord:
         size_bytes=row[4],
         created_at=_from_us(row[5]),
         downloadable=bool(row[6]),
+        expires_at=None if row[7] is None else _from_us(row[7]),
     )
 
 
@@ -113,7 +121,7 @@ class SqliteFileStore:
 
     async def insert(self, record: FileRecord) -> None:
         await self._store.execute(
-            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.id,
                 record.owner,
@@ -122,23 +130,26 @@ class SqliteFileStore:
                 record.size_bytes,
                 _us(record.created_at),
                 int(record.downloadable),
+                None if record.expires_at is None else _us(record.expires_at),
             ),
         )
 
-    async def get(self, file_id: str, owner: str) -> FileRecord | None:
+    async def get(self, file_id: str, owner: str, *, now: datetime | None = None) -> FileRecord | None:
+        live, live_params = _unexpired(now)
         rows = await self._store.query(
-            f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ? AND owner = ?", (file_id, owner)
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ? AND owner = ?{live}", (file_id, owner, *live_params)
         )
         return _file(rows[0]) if rows else None
 
-    async def get_many(self, file_ids: Sequence[str], owner: str) -> list[FileRecord]:
+    async def get_many(self, file_ids: Sequence[str], owner: str, *, now: datetime | None = None) -> list[FileRecord]:
         if not file_ids:
             return []
         # One parameter per id; callers bound the count (the list route allows 100).
         marks = ", ".join("?" * len(file_ids))
+        live, live_params = _unexpired(now)
         rows = await self._store.query(
-            f"SELECT {_FILE_COLUMNS} FROM files WHERE owner = ? AND id IN ({marks}) {_NEWEST_FIRST}",
-            (owner, *file_ids),
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE owner = ? AND id IN ({marks}){live} {_NEWEST_FIRST}",
+            (owner, *file_ids, *live_params),
         )
         return [_file(r) for r in rows]
 
@@ -149,9 +160,11 @@ class SqliteFileStore:
         limit: int,
         after: tuple[datetime, str] | None = None,
         before: tuple[datetime, str] | None = None,
+        now: datetime | None = None,
     ) -> list[FileRecord]:
-        sql = f"SELECT {_FILE_COLUMNS} FROM files WHERE owner = ?"
-        params: list[object] = [owner]
+        live, live_params = _unexpired(now)
+        sql = f"SELECT {_FILE_COLUMNS} FROM files WHERE owner = ?{live}"
+        params: list[object] = [owner, *live_params]
         if after is not None:
             sql += " AND (created_us, id) < (?, ?)"
             params += [_us(after[0]), after[1]]
@@ -162,6 +175,18 @@ class SqliteFileStore:
             rows = await self._store.query(f"{sql} ORDER BY created_us, id LIMIT ?", (*params, limit))
             return [_file(r) for r in reversed(rows)]
         rows = await self._store.query(f"{sql} {_NEWEST_FIRST} LIMIT ?", (*params, limit))
+        return [_file(r) for r in rows]
+
+    async def bytes_of(self, owner: str) -> int:
+        rows = await self._store.query("SELECT COALESCE(SUM(size_bytes), 0) FROM files WHERE owner = ?", (owner,))
+        return int(rows[0][0])
+
+    async def expired(self, now: datetime, *, limit: int) -> builtins.list[FileRecord]:  # ``list`` is a method here
+        rows = await self._store.query(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE expires_us IS NOT NULL AND expires_us <= ? "
+            "ORDER BY expires_us LIMIT ?",
+            (_us(now), limit),
+        )
         return [_file(r) for r in rows]
 
     async def delete(self, file_id: str, owner: str) -> bool:

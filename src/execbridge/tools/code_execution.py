@@ -55,6 +55,11 @@ class OutputBatch(OutputSpool, Protocol):
         """Remove every file of the batch not published."""
         ...
 
+    @property
+    def over_budget(self) -> Sequence[str]:
+        """Names ``publish`` left out because the owner's file storage is full."""
+        ...
+
 
 # A fresh batch for each command (``FileService.output_batch`` bound to the caller).
 Publisher = Callable[[], OutputBatch]
@@ -160,7 +165,14 @@ async def _run_command(
         if not isinstance(outcome, CommandOutcome) or not result.files or batch is None:
             return outcome
         files = await batch.publish([(f.name, f.path) for f in result.files if f.path is not None])
-        return CommandOutcome(outcome.stdout, outcome.stderr, outcome.return_code, files)
+        stderr = outcome.stderr
+        if batch.over_budget:
+            note = (
+                f"not returned from $OUTPUT_DIR, the file storage of this API key is full: {_names(batch.over_budget)}"
+                " (delete files with the Files API to free space)"
+            )
+            stderr = _with_notes(stderr, [note])
+        return CommandOutcome(outcome.stdout, stderr, outcome.return_code, files)
     finally:
         if batch is not None:
             batch.discard()
@@ -198,11 +210,15 @@ def command_outcome(
     if result.files_skipped or result.files_skipped_unlisted:
         skipped = _names([_skip_note(s) for s in result.files_skipped], more=result.files_skipped_unlisted)
         notes.append(f"skipped in $OUTPUT_DIR: {skipped}")
-    stderr = result.stderr
-    if notes:
-        separator = "\n" if stderr and not stderr.endswith("\n") else ""
-        stderr += separator + "".join(f"[execbridge] {note}\n" for note in notes)
-    return CommandOutcome(result.stdout, stderr, result.return_code, files)
+    return CommandOutcome(result.stdout, _with_notes(result.stderr, notes), result.return_code, files)
+
+
+def _with_notes(stderr: str, notes: Sequence[str]) -> str:
+    """``stderr`` with an ``[execbridge] …`` line per note appended."""
+    if not notes:
+        return stderr
+    separator = "\n" if stderr and not stderr.endswith("\n") else ""
+    return stderr + separator + "".join(f"[execbridge] {note}\n" for note in notes)
 
 
 def _names(names: Sequence[str], shown: int = 10, *, more: int = 0) -> str:
