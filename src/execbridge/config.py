@@ -62,6 +62,13 @@ class SandboxSettings(BaseModel):
         "are stopped first (their files stay; the next use restarts them); only when every live container is in "
         "use is a new one refused with 429.",
     )
+    min_free_disk_mb: int = Field(
+        256,
+        ge=0,
+        description="Free space the data directory's disk must keep: below it no new container is made (429). "
+        "Workspace images are sparse, so disk_mb caps a container without reserving it; this floor keeps the "
+        "store and the logs writable when their real growth fills the disk (raise it on a production host).",
+    )
     max_live_per_owner: int = Field(
         500, ge=1, description="The same budget per owner (a key): one client cannot take every live container."
     )

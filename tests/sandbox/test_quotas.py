@@ -82,3 +82,12 @@ def test_the_doctor_refuses_a_uid_range_that_holds_a_host_account(tmp_path: Path
     assert check.ok and "600000-601001" in check.detail  # slot 0 (the doctor) to max + spare
     too_far = small_settings(tmp_path, uid_base=2**32 - 500, max_containers=1000)
     assert not check_uid_range(too_far).ok
+
+
+async def test_no_new_container_on_a_nearly_full_disk(workdir: Path, doctor_report: DoctorReport):
+    # A floor larger than any disk: the data directory's disk is "nearly full" here.
+    async with open_manager(workdir, doctor_report, spare_containers=0, min_free_disk_mb=1 << 40) as m:
+        with pytest.raises(QuotaExceeded) as refused:
+            await m.create("alice")
+        assert refused.value.code == "disk_full" and refused.value.retry_after
+        assert [i async for i in m.list("alice")] == []

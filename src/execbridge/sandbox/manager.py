@@ -31,6 +31,7 @@ import functools
 import hashlib
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 
 # How long a client is asked to wait when every live container is in use (commands last seconds).
 _BUSY_RETRY_AFTER_S = 5.0
+_DISK_RETRY_AFTER_S = 60.0  # when the disk is nearly full: deletions and expiry free it, slowly
 _PERSIST_EVERY_S = 1.0  # last_used_at is written at most this often per container (it is a retention clock)
 # Without these no sandbox can start at all.
 _REQUIRED = (doctor.BWRAP, doctor.USERNS, doctor.RUNTIME, doctor.RUNTIME_VERSION)
@@ -208,6 +210,7 @@ class ContainerManager:
     # ------------------------------------------------------------ ContainerService
 
     async def create(self, owner: str) -> ContainerInfo:
+        self._check_free_disk()
         await self._make_room(owner)
         live = self._pool.take() if self._pool is not None else None
         if live is None:
@@ -305,6 +308,17 @@ class ContainerManager:
             entry.mounted = True
         entry.live = live = await prov.start(entry.slot, entry.workspace)
         return live
+
+    def _check_free_disk(self) -> None:
+        """Workspace images are sparse (``disk_mb`` is a cap, not a reservation): a new container is made
+        only while the data directory's disk keeps ``min_free_disk_mb`` free."""
+        free = shutil.disk_usage(self.root).free
+        if free < self._sb.min_free_disk_mb << 20:
+            raise QuotaExceeded(
+                f"the gateway's disk is nearly full ({free >> 20} MiB free); retry after containers are deleted",
+                code="disk_full",
+                retry_after=_DISK_RETRY_AFTER_S,
+            )
 
     async def _make_room(self, owner: str) -> None:
         """Before a container of ``owner`` goes live: keep within the live budgets (in all, and per
