@@ -10,12 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from execbridge.config import Settings, load_settings
 from execbridge.sandbox.doctor import DoctorReport, diagnose
+
+if TYPE_CHECKING:
+    from execbridge.sandbox.manager import ContainerManager
+    from execbridge.sandbox.session import LeasedSession
+
+BASELINE_PROCS = 3  # a live sandbox's own processes: bwrap (host side), bwrap (namespace init), the executor
 
 # Host uids for test containers; far from the default range a real gateway on this machine uses.
 TEST_UID_BASE = 400_000 + (os.getpid() % 50) * 1000
@@ -130,3 +139,28 @@ async def open_manager(data_dir: Path, report: DoctorReport, *, check_clean: boo
     # A closed manager leaves nothing running or mounted: no cgroup, no runtime directory.
     leftovers = [p for p in Path("/sys/fs/cgroup").glob(f"*/execbridge/{manager.instance}") if p.exists()]
     assert leftovers == [] and not manager.run_dir.exists(), (leftovers, manager.run_dir)
+
+
+def private_dir(base_dir: Path, prefix: str) -> Path:
+    """A data directory of its own under ``base_dir``, searchable by the container uids."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base_dir))
+    os.chmod(path, 0o711)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def container(m: ContainerManager, owner: str = "attacker") -> AsyncIterator[LeasedSession]:
+    """A new container of ``owner``, leased for the block and deleted after it."""
+    info = await m.create(owner)
+    try:
+        async with m.lease(info.id, owner) as session:
+            yield session
+    finally:
+        await m.delete(info.id, owner)
+
+
+def sandbox_pids(m: ContainerManager, session: LeasedSession) -> set[int]:
+    """Host pids of every process in the leased container's sandbox (its cgroup)."""
+    live = m._entries[session.info.id].live
+    assert live is not None
+    return live.pids()

@@ -13,10 +13,8 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -24,14 +22,12 @@ import pytest_asyncio
 
 from execbridge.sandbox.doctor import DoctorReport
 from execbridge.sandbox.manager import ContainerManager
-from execbridge.sandbox.session import LeasedSession
 
-from .conftest import open_manager
+from .conftest import BASELINE_PROCS, container, open_manager, private_dir, sandbox_pids
 
 pytestmark = [pytest.mark.adversarial, pytest.mark.asyncio(loop_scope="module")]
 
 SECRET = "sk-execbridge-adversarial-7f3e9c"
-BASELINE_PROCS = 3  # bwrap (host side), bwrap (namespace init), the executor
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -40,26 +36,9 @@ async def m(base_dir: Path, doctor_report: DoctorReport) -> AsyncIterator[Contai
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EXECBRIDGE_UPSTREAM_API_KEY", SECRET)
         mp.setenv("DATABRICKS_TOKEN", SECRET + "-dbx")
-        data = Path(tempfile.mkdtemp(prefix="adversarial-", dir=base_dir))
-        os.chmod(data, 0o711)
+        data = private_dir(base_dir, "adversarial-")
         async with open_manager(data, doctor_report, spare_containers=1, command_timeout_s=10.0) as manager:
             yield manager
-
-
-@asynccontextmanager
-async def container(m: ContainerManager, owner: str = "attacker") -> AsyncIterator[LeasedSession]:
-    info = await m.create(owner)
-    try:
-        async with m.lease(info.id, owner) as session:
-            yield session
-    finally:
-        await m.delete(info.id, owner)
-
-
-def sandbox_pids(m: ContainerManager, session: LeasedSession) -> set[int]:
-    live = m._entries[session.info.id].live
-    assert live is not None
-    return live.pids()
 
 
 async def test_network_is_unreachable(m: ContainerManager):
@@ -234,8 +213,7 @@ async def test_containers_together_cannot_take_more_memory_than_their_total(
     base_dir: Path, doctor_report: DoctorReport
 ):
     # Each container stays under its own 256 MiB limit; three of them at once would need ~600 MiB.
-    data = Path(tempfile.mkdtemp(prefix="adversarial-total-", dir=base_dir))
-    os.chmod(data, 0o711)
+    data = private_dir(base_dir, "adversarial-total-")
     hog = (  # 200 MiB, every page touched so it is really resident, held while the others run
         "import time\nheld = bytearray(200 << 20)\nheld[::4096] = b'x' * (len(held) // 4096)\n"
         "time.sleep(2)\nprint('held')"

@@ -10,10 +10,7 @@ comes back from its ``$OUTPUT_DIR``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -21,13 +18,11 @@ import pytest_asyncio
 
 from execbridge.sandbox.doctor import DoctorReport
 from execbridge.sandbox.manager import ContainerManager
-from execbridge.sandbox.session import LeasedSession
 
-from .conftest import open_manager
+from .conftest import BASELINE_PROCS, container, open_manager, private_dir, sandbox_pids
 
 pytestmark = [pytest.mark.adversarial, pytest.mark.asyncio(loop_scope="module")]
 
-BASELINE_PROCS = 3  # bwrap (host side), bwrap (namespace init), the executor
 
 # What a surviving implant does, forever: name itself, then spy on later commands and plant files in
 # their output directories. Written to a file so each variant can start it in its own way.
@@ -139,26 +134,9 @@ print(" ".join(sorted(seen)))
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def m(base_dir: Path, doctor_report: DoctorReport) -> AsyncIterator[ContainerManager]:
-    data = Path(tempfile.mkdtemp(prefix="implants-", dir=base_dir))
-    os.chmod(data, 0o711)
+    data = private_dir(base_dir, "implants-")
     async with open_manager(data, doctor_report, spare_containers=0, command_timeout_s=10.0) as manager:
         yield manager
-
-
-@asynccontextmanager
-async def container(m: ContainerManager) -> AsyncIterator[LeasedSession]:
-    info = await m.create("attacker")
-    try:
-        async with m.lease(info.id, "attacker") as session:
-            yield session
-    finally:
-        await m.delete(info.id, "attacker")
-
-
-def sandbox_pids(m: ContainerManager, session: LeasedSession) -> set[int]:
-    live = m._entries[session.info.id].live
-    assert live is not None
-    return live.pids()
 
 
 @pytest.mark.parametrize("source", list(VARIANTS.values()), ids=list(VARIANTS))

@@ -13,9 +13,7 @@ import os
 import platform
 import re
 import signal
-import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pyseccomp as sc
@@ -28,7 +26,7 @@ from execbridge.sandbox.manager import ContainerManager
 from execbridge.sandbox.seccomp import ALLOWED_FAMILIES
 from execbridge.sandbox.session import LeasedSession
 
-from .conftest import open_manager
+from .conftest import container, open_manager, private_dir
 
 pytestmark = [pytest.mark.adversarial, pytest.mark.asyncio(loop_scope="module")]
 
@@ -52,20 +50,9 @@ NR = {
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def m(base_dir: Path, doctor_report: DoctorReport) -> AsyncIterator[ContainerManager]:
-    data = Path(tempfile.mkdtemp(prefix="adversarial-kernel-", dir=base_dir))
-    os.chmod(data, 0o711)
+    data = private_dir(base_dir, "adversarial-kernel-")
     async with open_manager(data, doctor_report, spare_containers=1, command_timeout_s=10.0) as manager:
         yield manager
-
-
-@asynccontextmanager
-async def container(m: ContainerManager, owner: str = "attacker") -> AsyncIterator[LeasedSession]:
-    info = await m.create(owner)
-    try:
-        async with m.lease(info.id, owner) as session:
-            yield session
-    finally:
-        await m.delete(info.id, owner)
 
 
 async def run_json(s: LeasedSession, code: str) -> dict[str, object]:

@@ -12,9 +12,7 @@ another one still answer afterwards.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from execbridge.store.memory import MemoryStore
 from execbridge.tools.code_execution import BASH, PYTHON, run_call
 from execbridge.types import CommandOutcome, OutputFile, ToolFailure
 
-from .conftest import open_manager
+from .conftest import BASELINE_PROCS, container, open_manager, private_dir, sandbox_pids
 
 pytestmark = [pytest.mark.adversarial, pytest.mark.asyncio(loop_scope="module")]
 
@@ -43,15 +41,13 @@ FILE_LIMIT = 12 << 20
 TOTAL = 16 << 20
 COUNT = 8
 OUTPUT_LIMIT = 64 * 1024  # stdout/stderr per command (conftest.small_settings)
-BASELINE_PROCS = 3  # bwrap (host side), bwrap (namespace init), the executor
 RSS_SLACK = 32 << 20  # the gateway's peak RSS may grow by this much during one attack, no more
 OWNER = "attacker"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def m(base_dir: Path, doctor_report: DoctorReport) -> AsyncIterator[ContainerManager]:
-    data = Path(tempfile.mkdtemp(prefix="adversarial-outputs-", dir=base_dir))
-    os.chmod(data, 0o711)
+    data = private_dir(base_dir, "adversarial-outputs-")
     limits = {"output_file_limit_bytes": FILE_LIMIT, "output_total_limit_bytes": TOTAL, "output_file_count": COUNT}
     async with open_manager(data, doctor_report, spare_containers=1, command_timeout_s=20.0, **limits) as manager:
         yield manager
@@ -62,22 +58,6 @@ def files(m: ContainerManager) -> FileService:
     service = FileService(MemoryStore().files, m.settings.files_dir, max_bytes=1 << 30)
     service.prepare()
     return service
-
-
-@asynccontextmanager
-async def container(m: ContainerManager, owner: str = OWNER) -> AsyncIterator[LeasedSession]:
-    info = await m.create(owner)
-    try:
-        async with m.lease(info.id, owner) as session:
-            yield session
-    finally:
-        await m.delete(info.id, owner)
-
-
-def sandbox_pids(m: ContainerManager, session: LeasedSession) -> set[int]:
-    live = m._entries[session.info.id].live
-    assert live is not None
-    return live.pids()
 
 
 # ---------------------------------------------------------------- what the gateway paid
