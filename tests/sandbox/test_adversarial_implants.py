@@ -31,9 +31,17 @@ import ctypes, os, platform, threading, time
 libc = ctypes.CDLL(None, use_errno=True)
 SYS_exit = {"x86_64": 60, "aarch64": 93}[platform.machine()]  # exit (one thread), not exit_group
 libc.prctl(15, b"implant", 0, 0, 0)  # PR_SET_NAME: findable in /proc/*/task/*/comm
-def spy():
+def ready():  # the disguise is in place: the command may return now
+    open("/workspace/.ready", "w").close()
+def leader_is_zombie():
+    stat = open(f"/proc/{os.getpid()}/stat").read()
+    return stat[stat.rfind(")") + 2] == "Z"
+def spy(ready_once_zombie=False):
     libc.prctl(15, b"implant", 0, 0, 0)
     while True:
+        if ready_once_zombie and leader_is_zombie():
+            ready()
+            ready_once_zombie = False
         for root, dirs, files in os.walk("/tmp/outputs"):
             for d in dirs:
                 try:
@@ -55,8 +63,7 @@ VARIANTS = {
     # while its other thread keeps running.
     "zombie-looking leader": SPY
     + r"""
-threading.Thread(target=spy).start()
-time.sleep(0.05)
+threading.Thread(target=spy, args=(True,)).start()
 libc.syscall(SYS_exit, 0)  # only this thread ends
 """,
     # The same from a grandchild that left the command's session and process group first.
@@ -65,8 +72,7 @@ libc.syscall(SYS_exit, 0)  # only this thread ends
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
-        threading.Thread(target=spy).start()
-        time.sleep(0.05)
+        threading.Thread(target=spy, args=(True,)).start()
         libc.syscall(SYS_exit, 0)
     os._exit(0)
 os.wait()
@@ -77,6 +83,7 @@ os.wait()
 import os, time
 if os.fork() == 0:
     os.setsid()
+    open("/workspace/.ready", "w").close()
     while True:
         if os.fork():
             os._exit(0)
@@ -89,7 +96,7 @@ if os.fork() == 0:
 if os.fork() == 0:
     os.setsid()
     threading.Thread(target=spy, daemon=True).start()
-    time.sleep(0.05)
+    ready()
     os.kill(os.getpid(), 19)  # SIGSTOP: the whole process, spy thread included, stops
     time.sleep(1000)
 """,
@@ -106,6 +113,7 @@ if os.fork() == 0:
         except (OSError, ValueError):
             pass
     threading.Thread(target=spy).start()
+    ready()
     time.sleep(1000)
 """,
 }
@@ -143,8 +151,12 @@ async def m(base_dir: Path, doctor_report: DoctorReport) -> AsyncIterator[Contai
 async def test_nothing_a_command_starts_survives_it(m: ContainerManager, source: str):
     async with container(m) as s:
         await s.create("implant.py", source)
-        started = await s.run_bash("python3 implant.py & disown -a; sleep 0.3; echo started")
-        assert started.stdout == "started\n" and started.error_code is None
+        # Returns once the implant says its disguise is in place (bounded: it fails the test otherwise).
+        started = await s.run_bash(
+            "python3 implant.py & disown -a; "
+            "for _ in $(seq 500); do [ -e .ready ] && break; sleep 0.01; done; [ -e .ready ] && echo started"
+        )
+        assert started.stdout == "started\n" and started.error_code is None, started.stderr
         # Host side, right after the command: the sandbox's cgroup holds only its baseline processes.
         assert len(sandbox_pids(m, s)) == BASELINE_PROCS
         # Inside, on later commands: no implant task, and nothing planted in their output directories.

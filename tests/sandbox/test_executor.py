@@ -369,17 +369,29 @@ def _tasks_named(name: str) -> list[str]:
     return found
 
 
-async def test_a_zombie_looking_leader_with_a_live_thread_is_killed(raw: Raw) -> None:
+async def test_a_zombie_looking_leader_with_a_live_thread_is_killed(raw: Raw, tmp_path: Path) -> None:
     """Without a namespace (only the executor's subtree is swept): a leader that ended with the raw
     ``exit`` syscall shows ``Z`` while its thread runs on; the sweep must see through that."""
     name = f"impl{os.getpid() % 100000}"
-    implant = (
-        "import ctypes, platform, threading, time; libc = ctypes.CDLL(None)\n"
+    # The thread says "ready" once its leader shows Z: the command returns only with the disguise in place.
+    (tmp_path / "ws" / "implant.py").write_text(  # the raw executor's workspace
+        "import ctypes, os, platform, threading, time\n"
+        "libc = ctypes.CDLL(None)\n"
         f"libc.prctl(15, b'{name}', 0, 0, 0)\n"
-        f"threading.Thread(target=lambda: (libc.prctl(15, b'{name}', 0, 0, 0), time.sleep(1000))).start()\n"
-        "time.sleep(0.05); libc.syscall({'x86_64': 60, 'aarch64': 93}[platform.machine()], 0)\n"
+        "def linger():\n"
+        f"    libc.prctl(15, b'{name}', 0, 0, 0)\n"
+        "    stat = lambda: open(f'/proc/{os.getpid()}/stat').read()\n"
+        "    while stat()[stat().rfind(')') + 2] != 'Z':\n"
+        "        time.sleep(0.001)\n"
+        "    open('ready', 'w').close()\n"
+        "    time.sleep(1000)\n"
+        "threading.Thread(target=linger).start()\n"
+        "libc.syscall({'x86_64': 60, 'aarch64': 93}[platform.machine()], 0)\n"
     )
-    command = f'python3 -c "{implant}" & sleep 0.3; echo started'
+    command = (
+        "python3 implant.py & for _ in $(seq 500); do [ -e ready ] && break; sleep 0.01; done; "
+        "[ -e ready ] && echo started"
+    )
     answer = await raw.call({"op": "bash", "id": 1, "command": command, **LIMITS})
     assert answer["stdout"] == b"started\n"
     assert _tasks_named(name) == []
