@@ -447,7 +447,11 @@ async def test_names_that_are_not_utf8_come_back_readable(m: ContainerManager, f
 async def test_a_file_grown_in_the_background_ends_consistent(m: ContainerManager, files: FileService):
     # The writer is killed with everything else before collection starts; whatever size the file had
     # by then decides whether it is returned (whole) or too large (never read). Both are checked.
-    command = '(while :; do head -c 65536 /dev/zero >> "$OUTPUT_DIR/grow"; done) & sleep 0.2; echo started'
+    # Returns once the file exists and is growing (waits on that, not on a guess of how long it takes).
+    command = (
+        '(while :; do head -c 65536 /dev/zero >> "$OUTPUT_DIR/grow"; done) & '
+        'for _ in $(seq 1000); do [ -s "$OUTPUT_DIR/grow" ] && break; sleep 0.01; done; echo started'
+    )
     async with container(m) as s, measured(files) as cost:
         result, published = await run(s, files, command)
         await assert_responsive(m, s)
