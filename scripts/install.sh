@@ -4,6 +4,7 @@
 #     libseccomp2 (syscall filter), and the sandbox runtime (Python 3.11 + data libraries + CLI tools);
 #   - the sandbox runtime venv at $EXECBRIDGE_RUNTIME (default /opt/execbridge/runtime), built on
 #     Debian's python3.11 with its packages, plus the few libraries Debian lacks (from PyPI);
+#   - the user `execbridge` that the gateway runs as when started as root;
 #   - the gateway itself into ./.venv (with test extras when --test is given).
 # Usage: scripts/install.sh [--test] [--runtime full|minimal]
 set -euo pipefail
@@ -47,6 +48,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The unprivileged user the gateway runs as when `execbridge serve` is started as root (the privilege
+# split, docs/sandbox.md): no login, no home, its own group (the sandbox host's socket is 0660 to it).
+if ! getent passwd execbridge >/dev/null; then
+  sudo_if_needed useradd --system --user-group --home-dir /nonexistent --no-create-home \
+    --shell /usr/sbin/nologin execbridge
+fi
+
 # The sandbox runtime: Debian's interpreter and packages, seen through a venv so extra PyPI
 # libraries stay out of the system's site-packages.
 if [ ! -x "$runtime_dir/bin/python3" ]; then
@@ -70,9 +78,14 @@ PY
   rm -f "$constraints"
 fi
 
-# The gateway.
-python=${PYTHON:-python3.11}
-command -v "$python" >/dev/null || python=python3
+# The gateway, on Debian's python3.11 unless $PYTHON names another: started as root, `serve` runs the
+# gateway as the user `execbridge`, which must be able to run this interpreter (a pyenv build under
+# /root is out of its reach). A venv built on another interpreter than the chosen one is rebuilt.
+python=$(command -v "${PYTHON:-/usr/bin/python3.11}" || command -v python3)
+python_home=$(dirname "$python")
+if [ -x "$here/.venv/bin/python" ] && ! grep -qx "home = $python_home" "$here/.venv/pyvenv.cfg"; then
+  rm -rf "$here/.venv"
+fi
 if [ ! -x "$here/.venv/bin/python" ]; then
   "$python" -m venv "$here/.venv"
 fi

@@ -9,7 +9,6 @@ import pytest
 
 from execbridge.errors import InvalidRequest, NotFound, RequestTooLarge, StorageError
 from execbridge.files import FileService, mime_type_for, upload_filename
-from execbridge.store.base import ContainerRecord
 from execbridge.store.memory import MemoryStore
 from execbridge.store.sqlite import SqliteStore
 from execbridge.types import OutputFile
@@ -154,8 +153,6 @@ async def test_files_survive_reopening_the_store_and_temporaries_are_swept(tmp_p
 
 
 async def test_placements_are_per_container_and_first_one_wins(files, store):
-    now = datetime.now(UTC)
-    await store.containers.insert(ContainerRecord("container_a", "alice", 1, now, now))
     await files.add_placement("container_a", "file_1", "/workspace/x.csv")
     await files.add_placement("container_a", "file_1", "/workspace/other.csv")
     assert await files.placements("container_a") == {"file_1": "/workspace/x.csv"}

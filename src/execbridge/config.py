@@ -7,6 +7,7 @@ Precedence, highest first: command-line flags, ``EXECBRIDGE_*`` environment vari
 
 from __future__ import annotations
 
+import hashlib
 import os
 import types
 from pathlib import Path
@@ -157,6 +158,19 @@ class Settings(BaseSettings):
         "(a note on the command's stderr names them).",
     )
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    sandbox_host: str | None = Field(
+        None,
+        description="unix:PATH of a running sandbox host to keep containers in (serve --sandbox-host). Unset: "
+        "serve started as root starts its own (see privilege_split); otherwise containers run in-process.",
+    )
+    privilege_split: bool = Field(
+        True,
+        description="serve started as root runs the HTTP gateway as gateway_user and keeps containers in a "
+        "separate root sandbox host it starts and restarts (docs/sandbox.md, 'Privilege split').",
+    )
+    gateway_user: str = Field(
+        "execbridge", description="The unprivileged user the gateway runs as (scripts/install.sh creates it)."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -180,6 +194,32 @@ class Settings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "execbridge.sqlite3"
+
+    @property
+    def instance(self) -> str:
+        """Tells this data directory's cgroups, mounts and sandbox host apart from another instance's."""
+        return hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:12]
+
+    @property
+    def sandbox_dir(self) -> Path:
+        """The sandbox's part of the data directory (images, container records, the lock): root's alone."""
+        return self.data_dir / "sandbox"
+
+    @property
+    def sandbox_database_path(self) -> Path:
+        """Container records: beside the images, out of the gateway's reach, so no gateway can rewrite an owner."""
+        return self.sandbox_dir / "containers.sqlite3"
+
+    @property
+    def sandbox_run_dir(self) -> Path:
+        return self.sandbox.run_dir or Path("/run/execbridge") / self.instance
+
+    @property
+    def sandbox_socket_path(self) -> Path:
+        """Where this data directory's sandbox host listens unless ``sandbox_host`` names another."""
+        if self.sandbox_host is not None:
+            return Path(self.sandbox_host.removeprefix("unix:"))
+        return self.sandbox_run_dir / "sandbox.sock"
 
     @property
     def files_dir(self) -> Path:

@@ -227,9 +227,15 @@ class FileService:
         *,
         max_bytes: int,
         max_owner_bytes: int | None = None,
+        placement_ttl: timedelta | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._store = store
+        # Container records are the sandbox's (another database): an upload's placement row is
+        # forgotten this long after it was made, by when its container is long gone (twice the
+        # containers' retention; a container used without a break for longer re-puts the upload under
+        # a new name rather than reusing it, never overwriting anything).
+        self._placement_ttl = placement_ttl
         self.root = root
         self.max_bytes = max_bytes
         self.max_owner_bytes = max_owner_bytes  # None: no budget per owner
@@ -424,9 +430,11 @@ class FileService:
         return removed
 
     async def sweep_all(self) -> None:
-        """Remove every expired file (at start-up)."""
+        """Remove every expired file and forget old upload placements (at start-up)."""
         while await self.sweep() == _SWEEP_BATCH:
             pass
+        if self._placement_ttl is not None:
+            await self._store.forget_placements(self._clock() - self._placement_ttl)
 
     # ------------------------------------------------------------ uploads in containers
 
@@ -434,7 +442,7 @@ class FileService:
         return await self._store.placements(container_id)
 
     async def add_placement(self, container_id: str, file_id: str, path: str) -> None:
-        await self._store.add_placement(container_id, file_id, path)
+        await self._store.add_placement(container_id, file_id, path, self._clock())
 
 
 def _open_new(path: Path) -> BinaryIO:

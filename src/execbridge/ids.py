@@ -6,6 +6,7 @@ never helps to guess another; ownership is still checked on every use.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -42,3 +43,10 @@ def file_id() -> str:
 
 def request_id() -> str:
     return new_id("req")
+
+
+def key_id(secret: str) -> str:
+    """The id of the key ``secret`` (``keys.py``; a gateway key or a passed-through upstream key): also
+    the owner of what the key makes. Here, at the bottom layer, so a sandbox host derives owners by the
+    same formula as the gateway without importing it."""
+    return "key_" + hashlib.sha256(secret.encode()).hexdigest()[:40]

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 from execbridge.config import Settings
 from execbridge.errors import AuthenticationFailed, ConfigurationError
+from execbridge.ids import key_id
 from execbridge.store.base import ApiKeyRecord, KeyStore
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,6 @@ _TOUCH_EVERY_S = 60.0
 
 def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def key_id(secret: str) -> str:
-    """The id of the key ``secret`` (whether or not it is a gateway key): also its owner string."""
-    return "key_" + secret_hash(secret)[:40]
 
 
 class GatewayKeys:

@@ -224,10 +224,16 @@ class ToolChoice:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who is asking: ``owner`` scopes containers and files; ``upstream_api_key`` is passed through."""
+    """Who is asking: ``owner`` scopes containers and files; ``upstream_api_key`` is passed through.
+
+    ``key`` is the key the client presented, whose digest ``owner`` is (``keys.key_id``): a separate
+    sandbox host derives the owner from it again instead of trusting the gateway's word
+    (docs/sandbox.md, "Privilege split"). Never logged: it is left out of ``repr``.
+    """
 
     owner: str
-    upstream_api_key: str | None = None
+    upstream_api_key: str | None = field(default=None, repr=False)
+    key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,14 @@ or sandbox process behind.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 
 from execbridge.config import Settings
 from execbridge.engine.loop import Engine
@@ -20,6 +24,7 @@ from execbridge.errors import ConfigurationError
 from execbridge.files import FileService
 from execbridge.keys import KeyGate, key_gate
 from execbridge.sandbox.base import ContainerService
+from execbridge.sandbox.host_client import SandboxHostClient
 from execbridge.sandbox.manager import ContainerManager
 from execbridge.store.sqlite import SqliteStore
 from execbridge.upstream.base import Credentials, ModelCatalog
@@ -90,15 +95,59 @@ async def open_store(settings: Settings) -> AsyncIterator[SqliteStore]:
 
 
 @asynccontextmanager
-async def open_containers(settings: Settings, store: SqliteStore | None = None) -> AsyncIterator[ContainerManager]:
-    """The container manager over ``store`` (or over its own store: ``serve`` shares one, the CLI not)."""
+async def open_containers(settings: Settings) -> AsyncIterator[ContainerService]:
+    """The containers ``settings`` name: a running sandbox host's (``sandbox_host``), else in-process."""
+    if settings.sandbox_host is not None:
+        sb = settings.sandbox
+        client = SandboxHostClient(
+            settings.sandbox_socket_path,
+            output_limits=(sb.output_file_limit_bytes, sb.output_file_count, sb.output_total_limit_bytes),
+        )
+        try:
+            yield client
+        finally:
+            await client.aclose()
+        return
+    async with open_local_containers(settings) as manager:
+        yield manager
+
+
+@asynccontextmanager
+async def open_local_containers(settings: Settings) -> AsyncIterator[ContainerManager]:
+    """The container manager of this data directory, over its own store in the sandbox directory."""
     async with AsyncExitStack() as stack:
-        if store is None:
-            store = await stack.enter_async_context(open_store(settings))
+        await asyncio.to_thread(_prepare_sandbox_dir, settings.sandbox_dir)
+        fresh = not settings.sandbox_database_path.exists()
+        store = await SqliteStore.open(settings.sandbox_database_path)
+        stack.push_async_callback(store.close)
+        if fresh:
+            await _adopt_legacy_records(settings, store)
         manager = ContainerManager(settings, store)
         await manager.start()
         stack.push_async_callback(manager.close)
         yield manager
+
+
+def _prepare_sandbox_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)  # images, records and the lock: the sandbox's alone
+
+
+async def _adopt_legacy_records(settings: Settings, store: SqliteStore) -> None:
+    """Container records from before the privilege split lived in the gateway's database; move them once."""
+    if not settings.database_path.exists():
+        return
+    legacy = await SqliteStore.open(settings.database_path)
+    try:
+        records = await legacy.containers.list()
+        for record in records:
+            await store.containers.insert(record)
+        for record in records:
+            await legacy.containers.delete(record.id)
+    finally:
+        await legacy.close()
+    if records:
+        log.info("moved %d container records into %s", len(records), settings.sandbox_database_path)
 
 
 @asynccontextmanager
@@ -108,12 +157,13 @@ async def open_services(settings: Settings, target: UpstreamTarget | None = None
         store = await stack.enter_async_context(open_store(settings))
         gate = await key_gate(settings, store.keys)
         target = target or await resolve_upstream(settings)
-        containers = await stack.enter_async_context(open_containers(settings, store))
+        containers = await stack.enter_async_context(open_containers(settings))
         files = FileService(
             store.files,
             settings.files_dir,
             max_bytes=settings.max_file_bytes,
             max_owner_bytes=settings.max_file_bytes_per_owner,
+            placement_ttl=timedelta(seconds=2 * settings.sandbox.retention_s),
         )
         files.prepare()
         await files.sweep_all()  # then on every upload and listing (``FileService.sweep``)

@@ -67,12 +67,22 @@ def fake_upstream() -> Iterator[FakeUpstream]:
         yield fake
 
 
+def searchable_by_the_gateway_user(data_dir: Path) -> None:
+    """pytest's temporary directories are 0700; a gateway started as root runs as ``execbridge``, which
+    must reach its data directory (only search permission is added, nothing becomes listable)."""
+    for parent in data_dir.parents:
+        if parent == Path("/tmp") or parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o001)
+
+
 @contextmanager
 def serve_process(env: dict[str, str], data_dir: Path, *args: str) -> Iterator[str]:
     """``execbridge serve --host 127.0.0.1 --port <free> *args`` until the block ends; yields its URL.
 
     The process's output goes to ``data_dir/serve.log`` (appended, so a restart keeps the history).
     """
+    searchable_by_the_gateway_user(data_dir)
     log = data_dir / "serve.log"
     port = _free_port()
     command = [sys.executable, "-m", "execbridge", "serve", "--host", "127.0.0.1", "--port", str(port), *args]

@@ -133,19 +133,36 @@ async def test_file_listing_is_newest_first_with_ties_broken_by_id(store):
     assert await f.get_many([], "alice") == []
 
 
-async def test_upload_placements_go_with_their_container(tmp_path):
+async def test_upload_placements_are_kept_until_forgotten_by_age(tmp_path):
+    """Container records live in the sandbox host's database now: placements are forgotten by age."""
     s = await SqliteStore.open(tmp_path / "db.sqlite3")
     try:
-        await s.containers.insert(record("container_a"))
-        await s.files.add_placement("container_a", "file_1", "/workspace/a.csv")
-        await s.files.add_placement("container_a", "file_1", "/workspace/again.csv")  # first one stays
+        await s.files.add_placement("container_a", "file_1", "/workspace/a.csv", T0)
+        await s.files.add_placement("container_a", "file_1", "/workspace/again.csv", T0)  # first one stays
+        await s.files.add_placement("container_b", "file_1", "/workspace/b.csv", T0 + timedelta(days=2))
         assert await s.files.placements("container_a") == {"file_1": "/workspace/a.csv"}
-        await s.containers.delete("container_a")
+        assert await s.files.forget_placements(T0 + timedelta(days=1)) == 1
         assert await s.files.placements("container_a") == {}
-        with pytest.raises(sqlite3.IntegrityError):  # never a placement for a container that is gone
-            await s.files.add_placement("container_gone", "file_1", "/workspace/a.csv")
+        assert await s.files.placements("container_b") == {"file_1": "/workspace/b.csv"}
     finally:
         await s.close()
+
+
+def test_placements_made_before_the_split_survive_its_migration(tmp_path):
+    """A database with the old foreign key keeps its rows through 0005 and accepts rows of any container."""
+    path = tmp_path / "db.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    migrations.apply(db, migrations.MIGRATIONS[:4])
+    db.execute("INSERT INTO containers VALUES ('container_a', 'alice', 1, 0, 0)")
+    db.execute("INSERT INTO container_uploads VALUES ('container_a', 'file_1', '/workspace/a.csv')")
+    assert migrations.apply(db) == ["0005_uploads_without_container_key"]
+    db.execute("INSERT INTO container_uploads VALUES ('container_elsewhere', 'file_2', '/workspace/b.csv', 0)")
+    rows = db.execute("SELECT container_id, file_id, path FROM container_uploads ORDER BY file_id").fetchall()
+    db.close()
+    assert rows == [
+        ("container_a", "file_1", "/workspace/a.csv"),
+        ("container_elsewhere", "file_2", "/workspace/b.csv"),
+    ]
 
 
 async def test_owner_bytes_and_expiry_queries(store):
@@ -173,7 +190,7 @@ def test_expiry_migration_keeps_older_rows(tmp_path):
     db = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
     migrations.apply(db, migrations.MIGRATIONS[:3])
     db.execute("INSERT INTO files VALUES ('file_old', 'alice', 'a.csv', 'text/csv', 5, 0, 0)")
-    assert migrations.apply(db) == ["0004_files_expiry"]
+    assert migrations.apply(db, migrations.MIGRATIONS[:4]) == ["0004_files_expiry"]
     assert db.execute("SELECT id, expires_us FROM files").fetchall() == [("file_old", None)]
     plan = db.execute("EXPLAIN QUERY PLAN SELECT COALESCE(SUM(size_bytes), 0) FROM files WHERE owner = ?", ("a",))
     assert "COVERING INDEX files_owner_size" in " ".join(str(row) for row in plan.fetchall())

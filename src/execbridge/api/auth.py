@@ -51,13 +51,13 @@ def caller_for(headers: Headers, settings: Settings) -> Caller:
     if settings.gateway_holds_credentials:
         # The gateway holds the upstream credential; the client's key (already admitted by the
         # middleware) only scopes its resources: for a gateway key, its owner is the key's id.
-        return Caller(owner=owner_of(key) if key else ANONYMOUS_OWNER, upstream_api_key=None)
+        return Caller(owner=owner_of(key) if key else ANONYMOUS_OWNER, upstream_api_key=None, key=key)
     if key is None:
         raise AuthenticationFailed(
             "x-api-key header is required: send your upstream API key (e.g. a Databricks token) as "
             "`x-api-key` or `Authorization: Bearer`"
         )
-    return Caller(owner=owner_of(key), upstream_api_key=key)
+    return Caller(owner=owner_of(key), upstream_api_key=key, key=key)
 
 
 class GatewayKeyMiddleware:

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "execbridge.cli.doctor",
     "execbridge.cli.keys",
     "execbridge.cli.sandbox",
+    "execbridge.cli.sandbox_host",
     "execbridge.cli.serve",
 )
 

@@ -5,14 +5,18 @@
 command could not run to completion. A program that fails is still exit status 0 here (its status is
 in the JSON); the CLI exits 1 only when it could not do what was asked (unknown container, …).
 
-The CLI holds the data directory's lock while it runs, so it cannot run beside a gateway serving the
-same data directory. It keeps no spare containers (it would only throw them away).
+When a sandbox host serves the data directory (``serve`` started as root runs one), the commands
+are its requests, made as root: any owner may be named. Otherwise the CLI runs the containers
+itself, holding the data directory's lock while it runs, and keeps no spare containers (it would
+only throw them away).
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import click
@@ -21,13 +25,31 @@ import orjson
 from execbridge.cli._context import CliContext
 from execbridge.config import Settings
 from execbridge.errors import ExecbridgeError
+from execbridge.sandbox.base import ContainerService
+from execbridge.sandbox.host_client import host_answers
 from execbridge.wiring import open_containers
 
 DEFAULT_OWNER = "cli"
 
 
-def _settings(obj: CliContext, **sandbox: Any) -> Settings:
-    return obj.settings(sandbox={"spare_containers": 0, **sandbox})
+def _settings(obj: CliContext, sandbox_host: str | None) -> Settings:
+    return obj.settings(sandbox_host=sandbox_host, sandbox={"spare_containers": 0})
+
+
+@asynccontextmanager
+async def _containers(settings: Settings) -> AsyncIterator[ContainerService]:
+    """The running sandbox host's containers when one answers, else this process's own."""
+    if settings.sandbox_host is None and await host_answers(settings.sandbox_socket_path):
+        settings = settings.model_copy(update={"sandbox_host": f"unix:{settings.sandbox_socket_path}"})
+    async with open_containers(settings) as containers:
+        yield containers
+
+
+_host_option = click.option(
+    "--sandbox-host",
+    default=None,
+    help="unix:PATH of the sandbox host to ask (default: this data directory's, when one is running).",
+)
 
 
 def _fail(exc: ExecbridgeError) -> None:
@@ -46,16 +68,23 @@ def command() -> None:
 @click.option("--python", "python", default=None, help="Python code to run.")
 @click.option("--timeout", type=float, default=None, help="Wall-clock limit in seconds.")
 @click.option("--owner", default=DEFAULT_OWNER, show_default=True, help="Owner key of the container.")
+@_host_option
 @click.pass_obj
 def exec_(
-    obj: CliContext, container_id: str | None, bash: str | None, python: str | None, timeout: float | None, owner: str
+    obj: CliContext,
+    container_id: str | None,
+    bash: str | None,
+    python: str | None,
+    timeout: float | None,
+    owner: str,
+    sandbox_host: str | None,
 ) -> None:
     """Run one bash command or Python program and print the result as JSON."""
     if (bash is None) == (python is None):
         raise click.UsageError("give exactly one of --bash or --python")
 
     async def run() -> dict[str, Any]:
-        async with open_containers(_settings(obj)) as manager:
+        async with _containers(_settings(obj, sandbox_host)) as manager:
             cid = container_id or (await manager.create(owner)).id
             async with manager.lease(cid, owner) as session:
                 if bash is not None:
@@ -83,12 +112,13 @@ def exec_(
 @command.command("ls")
 @click.option("--owner", default=None, help="Only this owner's containers (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_host_option
 @click.pass_obj
-def ls(obj: CliContext, owner: str | None, as_json: bool) -> None:
+def ls(obj: CliContext, owner: str | None, as_json: bool, sandbox_host: str | None) -> None:
     """List containers, most recently used first."""
 
     async def run() -> list[dict[str, Any]]:
-        async with open_containers(_settings(obj)) as manager:
+        async with _containers(_settings(obj, sandbox_host)) as manager:
             return [
                 {
                     "id": info.id,
@@ -115,12 +145,13 @@ def ls(obj: CliContext, owner: str | None, as_json: bool) -> None:
 @command.command("rm")
 @click.argument("container_id")
 @click.option("--owner", default=None, help="The container's owner (default: whoever owns it).")
+@_host_option
 @click.pass_obj
-def rm(obj: CliContext, container_id: str, owner: str | None) -> None:
+def rm(obj: CliContext, container_id: str, owner: str | None, sandbox_host: str | None) -> None:
     """Delete a container and its workspace."""
 
     async def run() -> None:
-        async with open_containers(_settings(obj)) as manager:
+        async with _containers(_settings(obj, sandbox_host)) as manager:
             key = owner
             if key is None:  # an operator's command: find the owner rather than ask for it
                 owners = [i.owner async for i in manager.list() if i.id == container_id]

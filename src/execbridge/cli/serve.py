@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
+from pathlib import Path
 
 import click
 import uvicorn
 
 from execbridge.api.app import create_app
 from execbridge.cli._context import CliContext
+from execbridge.cli.supervisor import GatewayUser, SplitError, Supervisor
 from execbridge.config import Settings
 from execbridge.errors import ConfigurationError
 from execbridge.keys import key_gate
@@ -41,6 +45,20 @@ log = logging.getLogger(__name__)
 )
 @click.option("--max-iterations", type=int, default=None, help="Server-tool rounds per request before pause_turn.")
 @click.option("--allow-weak-isolation", is_flag=True, default=None, help="Run even if a sandbox protection is missing.")
+@click.option(
+    "--sandbox-host",
+    default=None,
+    help="unix:PATH of a running `execbridge sandbox-host` to keep containers in (default: started as root, "
+    "serve starts its own; otherwise containers run in this process).",
+)
+@click.option(
+    "--gateway-user", default=None, help="User the gateway runs as when started as root (default execbridge)."
+)
+@click.option(
+    "--privilege-split/--no-privilege-split",
+    default=None,
+    help="Started as root: run the HTTP gateway unprivileged beside a root sandbox host (default), or all as root.",
+)
 @click.pass_obj
 def command(
     cli: CliContext,
@@ -51,6 +69,9 @@ def command(
     upstream_api_key: str | None,
     max_iterations: int | None,
     allow_weak_isolation: bool | None,
+    sandbox_host: str | None,
+    gateway_user: str | None,
+    privilege_split: bool | None,
 ) -> None:
     """Serve the Anthropic Messages API with code execution on an OpenAI-compatible upstream."""
     settings = cli.settings(
@@ -60,10 +81,17 @@ def command(
         provider=provider,
         upstream_api_key=upstream_api_key,
         max_iterations=max_iterations,
+        sandbox_host=sandbox_host,
+        gateway_user=gateway_user,
+        privilege_split=privilege_split,
         sandbox={"allow_weak_isolation": allow_weak_isolation},
     )
     if not settings.upstream_url and settings.provider != "databricks":
         raise click.UsageError("no upstream: pass --upstream URL (or --provider databricks)")
+    if settings.sandbox_host is None and settings.privilege_split and os.geteuid() == 0:
+        sys.exit(_split(cli, settings, host, port, upstream_url, provider, max_iterations))
+    if settings.sandbox_host is not None and not settings.sandbox_host.startswith("unix:"):
+        raise click.BadParameter("must be unix:PATH", param_hint="--sandbox-host")
     try:
         target = asyncio.run(_preflight(settings))
     except ConfigurationError as exc:
@@ -81,6 +109,51 @@ def command(
     )
     click.echo(f"execbridge listening on http://{settings.host}:{settings.port} → {target.base_url}", err=True)
     uvicorn.Server(config).run()
+
+
+def _split(
+    cli: CliContext,
+    settings: Settings,
+    host: str | None,
+    port: int | None,
+    upstream_url: str | None,
+    provider: str | None,
+    max_iterations: int | None,
+) -> int:
+    """Run as the privilege split's supervisor (``supervisor.py``); the gateway's exit status."""
+    args: list[str] = []
+    for flag, value in (
+        ("--host", host),
+        ("--port", port),
+        ("--upstream", upstream_url),
+        ("--provider", provider),
+        ("--max-iterations", max_iterations),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    if settings.sandbox.allow_weak_isolation:
+        args.append("--allow-weak-isolation")
+    env = {k: v for k, v in os.environ.items() if k != "EXECBRIDGE_CONFIG"}
+    if settings.upstream_api_key is not None:  # by environment, not on a command line others can read
+        env["EXECBRIDGE_UPSTREAM_API_KEY"] = settings.upstream_api_key.get_secret_value()
+    config = cli.config or (Path(os.environ["EXECBRIDGE_CONFIG"]) if os.environ.get("EXECBRIDGE_CONFIG") else None)
+    try:
+        user = GatewayUser.named(settings.gateway_user)
+        supervisor = Supervisor(
+            settings,
+            user,
+            config_file=config,
+            log_level=logging.getLevelName(logging.getLogger().level).lower(),
+            serve_args=args,
+            env=env,
+        )
+        click.echo(
+            f"execbridge: gateway runs as {user.name!r}; containers in a root sandbox host at {supervisor.socket_path}",
+            err=True,
+        )
+        return supervisor.run()
+    except SplitError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 async def _preflight(settings: Settings) -> UpstreamTarget:

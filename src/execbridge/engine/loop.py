@@ -141,7 +141,7 @@ class Engine:
                 if not isinstance(item, _Began):
                     yield item
         container = run.container
-        ref = _container_ref(await self._containers.get(container.id, caller.owner)) if container else None
+        ref = _container_ref(await self._containers.get(container.id, caller)) if container else None
         stop_sequence = run.stop_sequence if run.stop_reason == "stop_sequence" else None
         yield MessageFinished(run.stop_reason, stop_sequence, run.usage, ref)
 
@@ -149,7 +149,7 @@ class Engine:
         # The message starts with the first output, and a new container is made only then: a request
         # the upstream refuses (a stranger's key, a bad model) builds nothing.
         if run.container is None and run.version is not None:
-            run.container = await self._containers.create(run.caller.owner)
+            run.container = await self._containers.create(run.caller)
         ref = _container_ref(run.container) if run.container else None
         return MessageStarted(message_id, run.request.model, Usage(), ref)
 
@@ -271,16 +271,16 @@ class Engine:
         """
         container = None
         if request.container_id:
-            container = await self._containers.get(request.container_id, caller.owner)
+            container = await self._containers.get(request.container_id, caller)
         wanted = upload_ids(request.messages) if version is not None else ()
         placed: dict[str, str] = {}
         if wanted and container is not None and self._files is not None:
             placed = await self._files.placements(container.id)
         records = await records_to_put(self._files, caller.owner, [i for i in wanted if i not in placed])
         if container is None and version is not None and (records or needed_now):
-            container = await self._containers.create(caller.owner)
+            container = await self._containers.create(caller)
         if records and container is not None and self._files is not None:
-            placed = await put_uploads(self._files, self._containers, container, caller.owner, records, placed)
+            placed = await put_uploads(self._files, self._containers, container, caller, records, placed)
         return container, placed
 
     async def _known_outputs(self, request: GenerationRequest, caller: Caller) -> dict[str, OutputFile]:
@@ -312,7 +312,7 @@ class Engine:
         """Run server calls in order, each result right after its call; held-back blocks interleave."""
         held = list(held_back)
         publish = partial(self._files.output_batch, caller.owner) if self._files is not None else None
-        async with self._containers.lease(container.id, caller.owner) as session:
+        async with self._containers.lease(container.id, caller) as session:
             for call in calls:
                 if call in held:
                     for event in replay(call):

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 
 from execbridge.errors import InvalidRequest, NotFound
 from execbridge.files import FileService
-from execbridge.sandbox.base import ContainerInfo, ContainerService
+from execbridge.sandbox.base import ContainerInfo, ContainerService, Owner
 from execbridge.store.base import FileRecord
 from execbridge.types import ContainerUpload, Message
 
@@ -93,7 +93,7 @@ async def put_uploads(
     files: FileService,
     containers: ContainerService,
     container: ContainerInfo,
-    owner: str,
+    owner: Owner,
     records: Sequence[FileRecord],
     placed: dict[str, str],
 ) -> dict[str, str]:

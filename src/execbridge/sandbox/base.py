@@ -20,11 +20,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
-from execbridge.types import CreateOutcome, StrReplaceOutcome, ToolFailure, ViewOutcome
+from execbridge.types import Caller, CreateOutcome, StrReplaceOutcome, ToolFailure, ViewOutcome
 
 DEFAULT_WORKSPACE = "/workspace"
 """Where a container's workspace is inside its sandbox unless the container says otherwise (its
 ``ContainerInfo.workspace``): the working directory and ``HOME`` of commands, where uploads go."""
+
+
+Owner = str | Caller
+"""Whose containers a call is about: an owner id taken as given (the in-process manager; root's CLI
+on a sandbox host), or a ``Caller``, whose ``key`` a separate sandbox host checks: it derives the
+owner from the key itself, so a gateway cannot name an owner whose key it never saw."""
+
+
+def owner_id(owner: Owner) -> str:
+    return owner.owner if isinstance(owner, Caller) else owner
 
 
 class OutputSpool(Protocol):
@@ -132,12 +142,16 @@ class ContainerSession(Protocol):
 
 
 class ContainerService(Protocol):
-    async def create(self, owner: str) -> ContainerInfo: ...
+    """Containers, scoped by owner: the in-process ``ContainerManager`` or a ``SandboxHostClient``."""
 
-    async def get(self, container_id: str, owner: str) -> ContainerInfo: ...
+    async def create(self, owner: Owner) -> ContainerInfo: ...
 
-    def lease(self, container_id: str, owner: str) -> AbstractAsyncContextManager[ContainerSession]: ...
+    async def get(self, container_id: str, owner: Owner) -> ContainerInfo: ...
 
-    def list(self, owner: str | None = None) -> AsyncIterator[ContainerInfo]: ...
+    def lease(self, container_id: str, owner: Owner) -> AbstractAsyncContextManager[ContainerSession]: ...
 
-    async def delete(self, container_id: str, owner: str) -> None: ...
+    def list(self, owner: Owner | None = None) -> AsyncIterator[ContainerInfo]:
+        """Every container (of ``owner`` when given; all of them only for a trusted caller)."""
+        ...
+
+    async def delete(self, container_id: str, owner: Owner) -> None: ...

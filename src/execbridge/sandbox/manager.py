@@ -28,14 +28,12 @@ import asyncio
 import contextlib
 import fcntl
 import functools
-import hashlib
 import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -43,7 +41,7 @@ from execbridge import ids
 from execbridge.config import Settings
 from execbridge.errors import NotFound, QuotaExceeded, SandboxError, SandboxUnavailable
 from execbridge.sandbox import doctor
-from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo
+from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo, Owner, owner_id
 from execbridge.sandbox.cgroups import Cgroups
 from execbridge.sandbox.entry import ContainerEntry
 from execbridge.sandbox.live import LiveSandbox
@@ -78,10 +76,9 @@ class ContainerManager:
         self._provisioner: Provisioner | None = None
         self._pool: SparePool | None = None
         self._cgroups: Cgroups | None = None
-        self.root = settings.data_dir / "sandbox"
-        # Distinguishes this data directory's cgroups and mounts from another instance's on the machine.
-        self.instance = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:12]
-        self.run_dir = self._sb.run_dir or Path("/run/execbridge") / self.instance
+        self.root = settings.sandbox_dir
+        self.instance = settings.instance
+        self.run_dir = settings.sandbox_run_dir
         self.weakened: tuple[str, ...] = ()
 
     # ------------------------------------------------------------ lifetime
@@ -209,7 +206,8 @@ class ContainerManager:
 
     # ------------------------------------------------------------ ContainerService
 
-    async def create(self, owner: str) -> ContainerInfo:
+    async def create(self, owner: Owner) -> ContainerInfo:
+        owner = owner_id(owner)
         self._check_free_disk()
         await self._make_room(owner)
         live = self._pool.take() if self._pool is not None else None
@@ -227,11 +225,11 @@ class ContainerManager:
         self._entries[record.id] = entry
         return self._info(entry)
 
-    async def get(self, container_id: str, owner: str) -> ContainerInfo:
+    async def get(self, container_id: str, owner: Owner) -> ContainerInfo:
         return self._info(await self._entry(container_id, owner))
 
     @asynccontextmanager
-    async def lease(self, container_id: str, owner: str) -> AsyncIterator[LeasedSession]:
+    async def lease(self, container_id: str, owner: Owner) -> AsyncIterator[LeasedSession]:
         entry = await self._entry(container_id, owner)
         entry.users += 1
         try:
@@ -257,14 +255,14 @@ class ContainerManager:
         finally:
             entry.users -= 1
 
-    async def list(self, owner: str | None = None) -> AsyncIterator[ContainerInfo]:
+    async def list(self, owner: Owner | None = None) -> AsyncIterator[ContainerInfo]:
         cutoff = self._cutoff()
-        for record in await self._store.containers.list(owner):
+        for record in await self._store.containers.list(None if owner is None else owner_id(owner)):
             entry = self._entries.get(record.id) or ContainerEntry(record)
             if not entry.deleted and entry.record.last_used_at >= cutoff:
                 yield self._info(entry)
 
-    async def delete(self, container_id: str, owner: str) -> None:
+    async def delete(self, container_id: str, owner: Owner) -> None:
         entry = await self._entry(container_id, owner)
         entry.deleted = True
         if entry.live is not None:
@@ -275,7 +273,8 @@ class ContainerManager:
 
     # ------------------------------------------------------------ internals
 
-    async def _entry(self, container_id: str, owner: str) -> ContainerEntry:
+    async def _entry(self, container_id: str, owner: Owner) -> ContainerEntry:
+        owner = owner_id(owner)
         entry = self._entries.get(container_id)
         if entry is None:
             record = await self._store.containers.get(container_id)

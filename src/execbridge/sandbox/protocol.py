@@ -228,12 +228,12 @@ def execution_result(frame: dict[str, Any]) -> ExecutionResult:
         files_too_large=tuple(too_large),
         files_too_large_unlisted=int_field(frame, "files_too_large_unlisted"),
         files_omitted=int_field(frame, "files_omitted"),
-        files_skipped=_skipped_files(frame.get("files_skipped")),
+        files_skipped=skipped_files(frame.get("files_skipped")),
         files_skipped_unlisted=int_field(frame, "files_skipped_unlisted"),
     )
 
 
-def _skipped_files(value: Any) -> tuple[SkippedFile, ...]:
+def skipped_files(value: Any) -> tuple[SkippedFile, ...]:
     if not isinstance(value, list) or len(value) > MAX_LISTED:
         raise ProtocolError(f"'files_skipped' must be a list of at most {MAX_LISTED} entries")
     skipped = []

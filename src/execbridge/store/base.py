@@ -113,10 +113,14 @@ class FileStore(Protocol):
         ...
 
     async def placements(self, container_id: str) -> dict[str, str]:
-        """``file_id → path`` of the uploads already put into a container (gone with the container)."""
+        """``file_id → path`` of the uploads already put into a container."""
         ...
 
-    async def add_placement(self, container_id: str, file_id: str, path: str) -> None: ...
+    async def add_placement(self, container_id: str, file_id: str, path: str, placed_at: datetime) -> None: ...
+
+    async def forget_placements(self, placed_before: datetime) -> int:
+        """Drop the rows of uploads placed before ``placed_before``; how many."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

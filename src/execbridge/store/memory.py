@@ -41,6 +41,7 @@ class MemoryFileStore:
     def __init__(self) -> None:
         self.records: dict[str, FileRecord] = {}
         self.placed: dict[str, dict[str, str]] = {}
+        self.placed_at: dict[tuple[str, str], datetime] = {}
 
     async def insert(self, record: FileRecord) -> None:
         if record.id in self.records:
@@ -93,8 +94,17 @@ class MemoryFileStore:
     async def placements(self, container_id: str) -> dict[str, str]:
         return dict(self.placed.get(container_id, {}))
 
-    async def add_placement(self, container_id: str, file_id: str, path: str) -> None:
-        self.placed.setdefault(container_id, {}).setdefault(file_id, path)
+    async def add_placement(self, container_id: str, file_id: str, path: str, placed_at: datetime) -> None:
+        if file_id not in self.placed.setdefault(container_id, {}):
+            self.placed[container_id][file_id] = path
+            self.placed_at[(container_id, file_id)] = placed_at
+
+    async def forget_placements(self, placed_before: datetime) -> int:
+        old = [key for key, when in self.placed_at.items() if when < placed_before]
+        for container_id, file_id in old:
+            del self.placed_at[(container_id, file_id)]
+            del self.placed[container_id][file_id]
+        return len(old)
 
 
 class MemoryKeyStore:

@@ -85,11 +85,36 @@ def _files_expiry(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX files_owner_size ON files (owner, size_bytes)")
 
 
+def _uploads_without_container_key(db: sqlite3.Connection) -> None:
+    # Container records moved to the sandbox host's own database (the privilege split), so a row can no
+    # longer name its container by foreign key; ``placed_us`` lets a sweep forget rows of containers
+    # long gone instead (``FileStore.forget_placements``).
+    db.execute("ALTER TABLE container_uploads RENAME TO container_uploads_old")
+    db.execute(
+        """
+        CREATE TABLE container_uploads (
+            container_id TEXT NOT NULL,
+            file_id      TEXT NOT NULL,
+            path         TEXT NOT NULL,
+            placed_us    INTEGER NOT NULL,
+            PRIMARY KEY (container_id, file_id)
+        )
+        """
+    )
+    now_us = int(datetime.now(UTC).timestamp() * 1_000_000)
+    db.execute(
+        "INSERT INTO container_uploads SELECT container_id, file_id, path, ? FROM container_uploads_old", (now_us,)
+    )
+    db.execute("DROP TABLE container_uploads_old")
+    db.execute("CREATE INDEX container_uploads_placed ON container_uploads (placed_us)")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_containers", _containers),
     ("0002_files", _files),
     ("0003_api_keys", _api_keys),
     ("0004_files_expiry", _files_expiry),
+    ("0005_uploads_without_container_key", _uploads_without_container_key),
 ]
 
 

@@ -198,11 +198,16 @@ class SqliteFileStore:
         )
         return {file_id: path for file_id, path in rows}
 
-    async def add_placement(self, container_id: str, file_id: str, path: str) -> None:
+    async def add_placement(self, container_id: str, file_id: str, path: str, placed_at: datetime) -> None:
         # Two requests racing on one container may both put the same upload; the first row stays.
         await self._store.execute(
-            "INSERT OR IGNORE INTO container_uploads (container_id, file_id, path) VALUES (?, ?, ?)",
-            (container_id, file_id, path),
+            "INSERT OR IGNORE INTO container_uploads (container_id, file_id, path, placed_us) VALUES (?, ?, ?, ?)",
+            (container_id, file_id, path, _us(placed_at)),
+        )
+
+    async def forget_placements(self, placed_before: datetime) -> int:
+        return await self._store.execute_count(
+            "DELETE FROM container_uploads WHERE placed_us < ?", (_us(placed_before),)
         )
 
 
