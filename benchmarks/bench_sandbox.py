@@ -26,8 +26,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import uvloop
+
 from execbridge.config import Settings, load_settings
 from execbridge.sandbox.doctor import diagnose
+from execbridge.sandbox.host_client import SandboxHostClient, host_answers
 from execbridge.sandbox.manager import ContainerManager
 from execbridge.store.sqlite import SqliteStore
 
@@ -71,6 +74,12 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -84,6 +93,7 @@ def settings_for(data_dir: Path, **sandbox: object) -> Settings:
 
 async def run(n: int, idle: int, data_root: Path) -> None:
     rows: list[tuple[str, list[float], str]] = []
+    split_rows: tuple[list[float], list[float], list[float], list[float]] = ([], [], [], [])
     base = load_settings(None, data_dir=data_root / "probe")
     python = str(base.sandbox.python if base.sandbox.python.exists() else sys.executable)
     report = await diagnose(base)
@@ -115,6 +125,7 @@ async def run(n: int, idle: int, data_root: Path) -> None:
                 await s2.run_python("print(1)")
 
         rows.append(("warm: lease + python print(1)", await timed(n, leased), "p50≤0.25x p99≤0.5x"))
+        split_rows = await through_sandbox_host(n, data_root / "host", m, info.id)
 
         spare_ms: list[float] = []
         for _ in range(min(n, 30)):
@@ -175,6 +186,18 @@ async def run(n: int, idle: int, data_root: Path) -> None:
 
     # ---- print
     b50, b99 = pct(bare_ms, 50), pct(bare_ms, 99)
+    print("\nthe privilege split's cost per command (interleaved samples, same machine, same moment):")
+    in_process, remote, in_process_leased, remote_leased = split_rows
+    for name, samples in (
+        ("in-process: bash echo 1", in_process),
+        ("via sandbox host: bash echo 1", remote),
+        ("in-process: lease + bash echo 1", in_process_leased),
+        ("via sandbox host: lease + bash echo 1", remote_leased),
+    ):
+        print(f"  {name:44} p50 {pct(samples, 50):7.3f} ms   p99 {pct(samples, 99):7.3f} ms")
+    for what, near, far in (("a command", in_process, remote), ("a lease + command", in_process_leased, remote_leased)):
+        paired = sorted(r - i for i, r in zip(near, far, strict=True))
+        print(f"  added by the split to {what} (median of paired differences): {pct(paired, 50):.3f} ms")
     print(f"\nexecbridge sandbox benchmark — N={n}, {os.cpu_count()} CPUs, python {python}")
     print(f"{'':46} {'p50 ms':>8} {'p99 ms':>8} {'xbare p50':>10} {'xbare p99':>10}   target")
     for name, samples, target in rows:
@@ -192,6 +215,68 @@ async def run(n: int, idle: int, data_root: Path) -> None:
     )
 
 
+async def through_sandbox_host(
+    n: int, data_dir: Path, m: ContainerManager, local_id: str
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """``echo 1`` in a warm container of a real ``execbridge sandbox-host`` process (over its socket)
+    and in a warm in-process one, sample by sample in turn, so both see the same machine."""
+    socket_path = data_dir / "sandbox.sock"
+    env = {**os.environ, "EXECBRIDGE_SANDBOX__UID_BASE": "650000", "EXECBRIDGE_SANDBOX__SPARE_CONTAINERS": "0"}
+    command = [sys.executable, "-m", "execbridge", "--data-dir", str(data_dir), "sandbox-host"]
+    host = subprocess.Popen([*command, "--socket", str(socket_path)], env=env)
+    client = SandboxHostClient(socket_path, output_limits=(1 << 20, 32, 64 << 20))
+    try:
+        while not await host_answers(socket_path):
+            if host.poll() is not None:
+                raise SystemExit("the sandbox host did not start")
+            await asyncio.sleep(0.05)
+        info = await client.create("bench")
+        in_process: list[float] = []
+        remote: list[float] = []
+        in_process_leased: list[float] = []
+        remote_leased: list[float] = []
+        async with client.lease(info.id, "bench") as far, m.lease(local_id, "bench") as near:
+            for _ in range(50):
+                await far.run_bash("echo 1")
+                await near.run_bash("echo 1")
+            for _ in range(n):
+                in_process += await timed(1, lambda: near.run_bash("echo 1"))
+                remote += await timed(1, lambda: far.run_bash("echo 1"))
+            # CPU, which the machine's other load does not inflate: this process alone in-process, this
+            # process and the host process through the host (the executor's own CPU is the same in both).
+            cpu0 = time.process_time()
+            for _ in range(n):
+                await near.run_bash("echo 1")
+            cpu_in_process = (time.process_time() - cpu0) / n * 1000
+            cpu0, host0 = time.process_time(), cpu_seconds(host.pid)
+            for _ in range(n):
+                await far.run_bash("echo 1")
+            cpu_remote = ((time.process_time() - cpu0) + (cpu_seconds(host.pid) - host0)) / n * 1000
+            print(
+                f"\nCPU per command: in-process {cpu_in_process:.3f} ms; through the sandbox host "
+                f"{cpu_remote:.3f} ms (gateway + host) — the split adds {cpu_remote - cpu_in_process:.3f} ms of CPU"
+            )
+
+        # A lease per command, as the engine does (a lease per round of tool calls).
+        async def leased_near() -> None:
+            async with m.lease(local_id, "bench") as s:
+                await s.run_bash("echo 1")
+
+        async def leased_far() -> None:
+            async with client.lease(info.id, "bench") as s:
+                await s.run_bash("echo 1")
+
+        for _ in range(n):
+            in_process_leased += await timed(1, leased_near)
+            remote_leased += await timed(1, leased_far)
+        await client.delete(info.id, "bench")
+        return in_process, remote, in_process_leased, remote_leased
+    finally:
+        await client.aclose()
+        host.terminate()
+        host.wait(60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200, help="samples per latency row")
@@ -203,7 +288,8 @@ def main() -> None:
     os.chmod(root, 0o711)
     try:
         # Bounded: about 110 s for the default sizes, plus the time to create each idle container.
-        asyncio.run(asyncio.wait_for(run(args.n, args.idle, root), timeout=110 + 0.3 * max(0, args.idle - 50)))
+        # uvloop: the event loop the gateway (uvicorn) and the sandbox host run on.
+        uvloop.run(asyncio.wait_for(run(args.n, args.idle, root), timeout=110 + 0.3 * max(0, args.idle - 50)))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -75,7 +75,7 @@ def test_doctor_reports_every_protection(run):
     r = run("doctor")
     lines = r.stdout.splitlines()
     assert r.exit_code == 0, r.output
-    assert len(lines) == 15 and all(line.startswith("ok") for line in lines)
+    assert len(lines) == 17 and all(line.startswith("ok") for line in lines)
     for name in (
         "bubblewrap",
         "user namespaces",
@@ -89,8 +89,27 @@ def test_doctor_reports_every_protection(run):
         "runtime python version",
         "socket families",
         "masked /proc",
+        "privilege split",
+        "quotas",
     ):
         assert any(name in line for line in lines), name
+    split = next(line for line in lines if "privilege split" in line)
+    assert "serve runs the gateway as 'execbridge'" in split
+    quotas = next(line for line in lines if "quotas" in line)
+    assert "live containers ≤ 2000 (≤ 500 per key)" in quotas and "disk floor 256 MiB" in quotas
+
+
+def test_doctor_says_when_the_privilege_split_is_off_or_cannot_run(run, monkeypatch):
+    monkeypatch.setenv("EXECBRIDGE_PRIVILEGE_SPLIT", "false")
+    off = run("doctor")
+    assert off.exit_code == 1
+    assert "MISSING  privilege split        off (privilege_split = false)" in off.stdout
+    assert "the process that parses requests from the network runs as root" in off.stdout
+    monkeypatch.setenv("EXECBRIDGE_PRIVILEGE_SPLIT", "true")
+    monkeypatch.setenv("EXECBRIDGE_GATEWAY_USER", "no-such-user-here")
+    missing = run("doctor")
+    assert missing.exit_code == 1
+    assert "the gateway user 'no-such-user-here' does not exist" in missing.stdout
 
 
 def test_doctor_exits_non_zero_and_says_what_is_missing(run, monkeypatch):

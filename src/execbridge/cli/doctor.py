@@ -14,7 +14,7 @@ import click
 from execbridge.cli._context import CliContext
 from execbridge.config import Settings
 from execbridge.errors import ConfigurationError
-from execbridge.sandbox.doctor import diagnose
+from execbridge.sandbox.doctor import DoctorReport, check_privilege_split, check_quotas, diagnose
 from execbridge.upstream.doctor import AUTHENTICATED, UpstreamCheck, UpstreamReport, diagnose_upstream
 from execbridge.wiring import open_upstream, resolve_upstream
 
@@ -36,14 +36,15 @@ def command(
 ) -> None:
     """Check that every sandbox protection works on this machine, and the upstream if one is set."""
     settings = obj.settings(upstream_url=upstream_url, provider=provider)
-    report = asyncio.run(diagnose(settings))
+    sandbox = asyncio.run(diagnose(settings))
+    report = DoctorReport((*sandbox.checks, check_privilege_split(settings), check_quotas(settings)))
     click.echo(report.render())
     upstream = asyncio.run(_upstream_report(settings, upstream_api_key, check_tools, model))
     if upstream is not None:
         click.echo(upstream.render())
-    if not report.ok:
+    if not sandbox.ok:
         click.echo(
-            f"\n{len(report.missing)} protection(s) missing: the gateway refuses to run containers unless "
+            f"\n{len(sandbox.missing)} protection(s) missing: the gateway refuses to run containers unless "
             "sandbox.allow_weak_isolation is set (EXECBRIDGE_SANDBOX__ALLOW_WEAK_ISOLATION=true).",
             err=True,
         )

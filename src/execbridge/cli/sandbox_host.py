@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 
 import click
+import uvloop
 
 from execbridge.cli._context import CliContext
 from execbridge.config import Settings
@@ -43,7 +44,8 @@ def command(cli: CliContext, socket_path: Path | None, group: str | None, allow_
         except KeyError:
             raise click.BadParameter(f"no group named {group!r}", param_hint="--group") from None
     try:
-        asyncio.run(_serve(settings, path, gid))
+        # uvloop, as the gateway's uvicorn uses: it halves the cost of a round trip on the socket.
+        uvloop.run(_serve(settings, path, gid))
     except ExecbridgeError as exc:
         raise click.ClickException(exc.message) from None
 

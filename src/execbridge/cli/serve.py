@@ -18,10 +18,11 @@ import uvicorn
 
 from execbridge.api.app import create_app
 from execbridge.cli._context import CliContext
-from execbridge.cli.supervisor import GatewayUser, SplitError, Supervisor
+from execbridge.cli.supervisor import Supervisor
 from execbridge.config import Settings
 from execbridge.errors import ConfigurationError
 from execbridge.keys import key_gate
+from execbridge.sandbox.gateway_user import GatewayUser, SplitError
 from execbridge.wiring import UpstreamTarget, open_services, open_store, resolve_upstream
 
 log = logging.getLogger(__name__)

@@ -23,18 +23,16 @@ import contextlib
 import fcntl
 import logging
 import os
-import pwd
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from execbridge.config import Settings
+from execbridge.sandbox.gateway_user import GatewayUser, SplitError, check_gateway_can_run, check_reachable
 
 log = logging.getLogger(__name__)
 
@@ -43,66 +41,11 @@ _HOST_STOP_TIMEOUT_S = 120.0  # stopping live containers (unmounts) before the h
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
-class SplitError(Exception):
-    """The privilege split cannot be set up; the message says what to do."""
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayUser:
-    name: str
-    uid: int
-    gid: int
-    home: str
-
-    @classmethod
-    def named(cls, name: str) -> GatewayUser:
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            raise SplitError(
-                f"the gateway user {name!r} does not exist: scripts/install.sh creates 'execbridge'; or pass "
-                "--gateway-user NAME, or --no-privilege-split to run the gateway as root (not recommended)"
-            ) from None
-        if entry.pw_uid == 0:
-            raise SplitError("the gateway user must not be root (use --no-privilege-split to mean that)")
-        return cls(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
-
-
-def check_gateway_can_run(user: GatewayUser) -> None:
-    """The gateway user must reach this interpreter and this package (not a pyenv build under /root)."""
-    import execbridge
-
-    for path, what in (
-        (Path(sys.executable).resolve(), "the Python interpreter"),
-        (Path(execbridge.__file__).resolve().parent, "the execbridge package"),
-    ):
-        try:
-            _check_reachable(path, user)
-        except SplitError as exc:
-            raise SplitError(f"{what}: {exc} (scripts/install.sh builds the venv on /usr/bin/python3.11)") from None
-
-
-def _check_reachable(path: Path, user: GatewayUser) -> None:
-    """Every directory above ``path`` must be searchable by the gateway user (as its owner, group or other)."""
-    for parent in reversed(path.parents):
-        st = parent.stat()
-        if st.st_uid == user.uid:
-            bit = stat.S_IXUSR
-        elif st.st_gid == user.gid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not st.st_mode & bit:
-            raise SplitError(
-                f"the gateway user {user.name!r} cannot reach {path}: {parent} is mode {stat.S_IMODE(st.st_mode):o}"
-            )
-
-
 def prepare_data_dir(settings: Settings, user: GatewayUser) -> None:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        _check_reachable(data_dir, user)
+        check_reachable(data_dir, user)
     except SplitError as exc:
         raise SplitError(f"{exc}: choose a data directory it can reach (--data-dir /var/lib/execbridge)") from None
     os.chown(data_dir, 0, user.gid)

@@ -31,6 +31,7 @@ from execbridge.sandbox import cgroups as cg
 from execbridge.sandbox.base import DEFAULT_WORKSPACE
 from execbridge.sandbox.bwrap import EXECUTOR_PATH, Payloads, SandboxSpec, proc_masks
 from execbridge.sandbox.disk import WorkspaceDisks
+from execbridge.sandbox.gateway_user import GatewayUser, SplitError, check_gateway_can_run
 from execbridge.sandbox.launch import LaunchOptions, spawn
 from execbridge.sandbox.seccomp import SeccompProgram, build_program
 
@@ -134,6 +135,8 @@ RUNTIME_VERSION = "runtime python version"
 FAMILIES = "socket families"
 PROC_MASKS = "masked /proc"
 UID_RANGE = "host uid range"
+PRIVILEGE_SPLIT = "privilege split"
+QUOTAS = "quotas"
 
 # Families the probe tries; each must answer EAFNOSUPPORT (vsock is the one that matters on a VM host).
 _REFUSED_FAMILIES = ("AF_VSOCK", "AF_VSOCK pair", "AF_PACKET", "AF_BLUETOOTH")
@@ -191,16 +194,54 @@ def check_uid_range(settings: Settings) -> Check:
         {f"user {u.pw_name} ({u.pw_uid})" for u in pwd.getpwall() if first <= u.pw_uid <= last}
         | {f"group {g.gr_name} ({g.gr_gid})" for g in grp.getgrall() if first <= g.gr_gid <= last}
     )
-    budgets = (
-        f"live containers ≤ {sb.max_live_containers} (≤ {sb.max_live_per_owner} per key), "
-        f"containers ≤ {sb.max_containers}, output ≤ {sb.output_total_limit_bytes >> 20} MiB per command"
-    )
     why = "a container would run as an existing account: its process limit and its files"
     if last >= 2**32 - 2:
         return Check(UID_RANGE, False, f"uids {first}-{last} pass the largest uid", why)
     if taken:
         return Check(UID_RANGE, False, f"uids {first}-{last} include {', '.join(taken[:3])}", why)
-    return Check(UID_RANGE, True, f"uids {first}-{last}, no host account among them; {budgets}", why)
+    return Check(UID_RANGE, True, f"uids {first}-{last}, no host account among them", why)
+
+
+def check_privilege_split(settings: Settings) -> Check:
+    """Whether ``serve`` started as root would run the HTTP gateway unprivileged (``cli/supervisor.py``).
+
+    Not among ``diagnose``'s checks: those decide whether containers may run at all, and a sandbox
+    host started with the split off must still be able to."""
+    why = "the process that parses requests from the network runs as root"
+    if os.geteuid() != 0:
+        return Check(PRIVILEGE_SPLIT, True, f"not root (uid {os.geteuid()}): the gateway holds no privilege", why)
+    if settings.sandbox_host is not None:
+        return Check(PRIVILEGE_SPLIT, True, f"containers in the sandbox host at {settings.sandbox_host}", why)
+    if not settings.privilege_split:
+        return Check(PRIVILEGE_SPLIT, False, "off (privilege_split = false)", why)
+    try:
+        user = GatewayUser.named(settings.gateway_user)
+        check_gateway_can_run(user)
+    except SplitError as exc:
+        return Check(PRIVILEGE_SPLIT, False, str(exc), why + " (serve refuses to start)")
+    return Check(
+        PRIVILEGE_SPLIT,
+        True,
+        f"serve runs the gateway as {user.name!r} (uid {user.uid}); containers in a root sandbox host at "
+        f"{settings.sandbox_socket_path}",
+        why,
+    )
+
+
+def check_quotas(settings: Settings) -> Check:
+    """The budgets that keep one client from taking the host, and whether the disk is above its floor."""
+    sb = settings.sandbox
+    probe = settings.data_dir if settings.data_dir.exists() else Path(settings.data_dir.anchor)
+    free_mb = shutil.disk_usage(probe).free >> 20
+    detail = (
+        f"live containers ≤ {sb.max_live_containers} (≤ {sb.max_live_per_owner} per key), containers ≤ "
+        f"{sb.max_containers}, outputs ≤ {sb.output_total_limit_bytes >> 20} MiB per command, files ≤ "
+        f"{settings.max_file_bytes_per_owner >> 20} MiB per key, disk floor {sb.min_free_disk_mb} MiB "
+        f"({free_mb} MiB free)"
+    )
+    if free_mb < sb.min_free_disk_mb:
+        return Check(QUOTAS, False, detail, "below the disk floor: no new container is made until space is freed")
+    return Check(QUOTAS, True, detail, "")
 
 
 _FAMILIES_WHY = "sandboxed code can open sockets of any family: vsock reaches the hypervisor of a VM host"

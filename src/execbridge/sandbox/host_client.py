@@ -14,7 +14,6 @@ lease. A host that is not there (restarting) is ``HostUnreachable`` (``unavailab
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,6 +51,7 @@ class _Channel:
         self.reader = reader
         self.writer = writer
         self.broken = False
+        self.owed = 0  # answers to requests sent without waiting (``release``), read before the next one
 
     async def call(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send one request and read its answer (the ``ok`` fields; an error answer raises)."""
@@ -59,7 +59,20 @@ class _Channel:
         frame = await self.read()
         return ok_fields(frame)
 
+    def send_later(self, message: dict[str, Any]) -> None:
+        """Send a request whose answer is read before the next request's (saves a round trip's wait)."""
+        try:
+            self.writer.write(encode_frame(message))
+        except (ConnectionError, OSError):
+            self.broken = True
+            return
+        self.owed += 1
+
     async def send(self, message: dict[str, Any]) -> None:
+        while self.owed:
+            self.broken = True
+            ok_fields(await self.read())
+            self.owed -= 1
         self.broken = True  # until the exchange completes: a cancelled exchange leaves the stream mid-way
         try:
             self.writer.write(encode_frame(message))
@@ -164,8 +177,9 @@ class SandboxHostClient:
 
     @asynccontextmanager
     async def lease(self, container_id: str, owner: Owner) -> AsyncIterator[RemoteSession]:
-        channel = await self._connect()  # a lease's own: its commands may run for minutes
-        try:
+        # The connection is the lease's while it lasts; a broken one is closed, which is what tells the
+        # host to let go, and a clean one goes back to the idle ones with its release on the way.
+        async with self._channel() as channel:
             answer = await channel.call({"op": "lease", "id": container_id, "owner": encode_owner(owner)})
             session = RemoteSession(channel, decode_info(answer["container"]), self._limits)
             try:
@@ -173,10 +187,7 @@ class SandboxHostClient:
             finally:
                 session.closed = True
                 if not channel.broken:
-                    with contextlib.suppress(SandboxError):
-                        await channel.call({"op": "release"})
-        finally:
-            channel.close()  # a broken one too: closing is what tells the host to let go
+                    channel.send_later({"op": "release"})
 
 
 async def host_answers(socket_path: Path) -> bool:

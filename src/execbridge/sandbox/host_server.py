@@ -86,7 +86,10 @@ class SandboxHostServer:
     async def listening(self, path: Path, *, group: int | None = None) -> AsyncIterator[None]:
         """Listen at ``path`` (mode 0660, group ``group``; 0600 without one) until the block ends."""
         sock = _bind(path, group, self._spool_dir)
-        server = await asyncio.start_unix_server(self._accept, sock=sock, limit=FILE_CHUNK)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_unix_server(
+            lambda: _WatchedProtocol(asyncio.StreamReader(limit=FILE_CHUNK), self._accept), sock=sock
+        )
         try:
             yield
         finally:
@@ -105,7 +108,11 @@ class SandboxHostServer:
         assert task is not None
         self._connections.add(task)
         try:
-            await _Connection(self, reader, writer, _peer(writer)).serve()
+            protocol = writer.transport.get_protocol()
+            assert isinstance(protocol, _WatchedProtocol)
+            connection = _Connection(self, reader, writer, _peer(writer))
+            protocol.on_gone = connection.peer_gone
+            await connection.serve()
         finally:
             self._connections.discard(task)
             writer.close()
@@ -145,7 +152,27 @@ def _peer(writer: asyncio.StreamWriter) -> Peer:
     return Peer(pid, uid, gid)
 
 
+class _WatchedProtocol(asyncio.StreamReaderProtocol):
+    """A stream protocol that says when the peer is gone even while nothing is reading: a command
+    waits for its sandbox, not for the socket, and a peer that disconnects must end it at once."""
+
+    on_gone: Callable[[], None] | None = None
+
+    def eof_received(self) -> bool:
+        if self.on_gone is not None:
+            self.on_gone()
+        return bool(super().eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.on_gone is not None:
+            self.on_gone()
+        super().connection_lost(exc)
+
+
 class _Connection:
+    """One peer's requests, in order. A peer that goes away mid-command has the command cancelled (its
+    lease released); the protocol reports it (``peer_gone``), so no reader waits beside each command."""
+
     def __init__(
         self, server: SandboxHostServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
     ) -> None:
@@ -154,8 +181,17 @@ class _Connection:
         self._reader = reader
         self._writer = writer
         self._peer = peer
+        self._serving: asyncio.Task[Any] | None = None
+        self._in_command = False  # a request inside a lease is being carried out
+        self._gone = False
+
+    def peer_gone(self) -> None:
+        self._gone = True
+        if self._in_command and self._serving is not None:
+            self._serving.cancel()
 
     async def serve(self) -> None:
+        self._serving = asyncio.current_task()
         try:
             await self._hello()
             while True:
@@ -166,6 +202,9 @@ class _Connection:
                     await self._answer(self._request, frame)
         except _Disconnected:
             pass
+        except asyncio.CancelledError:
+            if not self._gone:
+                raise  # the server is stopping
 
     # ------------------------------------------------------------ framing
 
@@ -246,7 +285,11 @@ class _Connection:
         try:
             owner = self._owner(frame)
             lease = self._containers.lease(_id(frame), owner)
-            session = await lease.__aenter__()
+            self._in_command = True  # waiting for the container's lock may take as long as a command
+            try:
+                session = await lease.__aenter__()
+            finally:
+                self._in_command = False
         except ExecbridgeError as exc:
             await self._send(error_answer(exc))
             return
@@ -257,24 +300,11 @@ class _Connection:
                 if request.get("op") == "release":
                     await self._send({"status": "ok"})
                     return
-                # A command runs while the peer is watched: if it goes away, the command is cancelled.
-                work = asyncio.ensure_future(self._in_lease(session, request))
-                gone = asyncio.ensure_future(self._reader.read(1))
+                self._in_command = True
                 try:
-                    await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+                    await self._in_lease(session, request)
                 finally:
-                    if not work.done():
-                        work.cancel()
-                    gone.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, _Disconnected):
-                        await gone
-                if not work.done() or work.cancelled():
-                    with contextlib.suppress(asyncio.CancelledError, _Disconnected):
-                        await work
-                    raise _Disconnected
-                if gone.done() and not gone.cancelled() and gone.result():
-                    raise _Disconnected  # bytes during a command: not this protocol
-                work.result()  # re-raises _Disconnected from a failed send
+                    self._in_command = False
         finally:
             await lease.__aexit__(None, None, None)
 
