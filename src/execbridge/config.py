@@ -126,9 +126,9 @@ class Settings(BaseSettings):
         "credentials from Databricks unified authentication (DATABRICKS_HOST/TOKEN, a ~/.databrickscfg "
         "profile, OAuth M2M); the base URL becomes https://<host>/serving-endpoints.",
     )
-    upstream_dialect: Literal["auto", "generic", "openai", "azure", "vllm", "ollama", "litellm", "databricks"] = Field(
-        "auto", description="Force a preset of upstream quirks; auto guesses from the URL and the model name."
-    )
+    upstream_dialect: Literal[
+        "auto", "generic", "openai", "azure", "vllm", "ollama", "litellm", "llama-cpp", "databricks"
+    ] = Field("auto", description="Force a preset of upstream quirks; auto guesses from the URL and the model name.")
     model_map: dict[str, str] = Field(
         default_factory=dict,
         description="Client model name → upstream model name (TOML table [model_map], or JSON in "

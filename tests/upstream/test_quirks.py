@@ -18,7 +18,7 @@ from execbridge.config import Settings
 from execbridge.errors import UpstreamError, UpstreamTimeout
 from execbridge.testing import FakeApp, Turn
 from execbridge.types import FunctionDef, Message, Sampling, Text, ToolCall, ToolResult
-from execbridge.upstream.base import ChatTurn, ReasoningDelta, TextDelta
+from execbridge.upstream.base import ChatTurn, FunctionChoice, ReasoningDelta, TextDelta
 from execbridge.upstream.dialects import DATABRICKS, GENERIC, OPENAI, VLLM
 from execbridge.upstream.model_names import ModelNames
 from execbridge.upstream.openai_chat import OpenAIChatUpstream
@@ -132,10 +132,12 @@ async def test_multiple_tool_calls_refused_splits_history(upstream_for):
     f = FakeApp([Turn.text("both ran")], reject_multiple_tool_calls=True)
     upstream = upstream_for(BASE_URL, f, dialect=GENERIC)
     assert text(await run(upstream, replace(TURN, messages=TWO_CALLS))) == "both ran"
-    assert [s for s, _ in f.rejections] == [400]
+    # Two lessons: several calls per message, then (Databricks' rules) no empty content beside calls.
+    assert [s for s, _ in f.rejections] == [400, 400]
     roles = [m["role"] for m in f.chat_requests[-1]["messages"]]
     assert roles == ["user", "assistant", "tool", "assistant", "tool"]
     assert upstream.dialect("m").one_tool_call_per_message
+    assert upstream.dialect("m").empty_call_content is None
 
 
 async def test_gpt_oss_on_databricks_is_split_from_the_start(upstream_for):
@@ -260,3 +262,21 @@ async def test_stream_options_refused_in_other_words(upstream_for):
     upstream = upstream_for(DATABRICKS_URL, f)
     assert text(await run(upstream, replace(TURN, model="databricks-claude-sonnet-4-5"))) == "ok"
     assert ["stream_options" in r for r in f.chat_requests] == [True, False]
+
+
+# ---------------------------------------------------------------- llama-cpp-python's forms
+
+
+async def test_bare_500_to_required_names_the_function_instead(upstream_for):
+    """llama-cpp-python's chatml-function-calling asserts tool_choice is "auto": a 500 with an empty
+    message. That is learnt at once, not retried three times and passed on."""
+    bare = {"error": {"message": "", "type": "internal_server_error", "param": None, "code": None}}
+    f = FakeApp([Turn.raw_error(500, bare), Turn.text("ok")], error_envelope="openai")
+    upstream = upstream_for(BASE_URL, f, dialect=GENERIC, backoff_base_s=30.0)  # a retry would show
+    turn = replace(TURN, function_choice=FunctionChoice("required"))
+    assert text(await run(upstream, turn)) == "ok"
+    assert [r["tool_choice"] for r in f.chat_requests] == [
+        "required",
+        {"type": "function", "function": {"name": "bash_code_execution"}},
+    ]
+    assert not upstream.dialect("m").tool_choice_required

@@ -29,6 +29,7 @@ from execbridge.upstream.dialects import (
     DATABRICKS_GPT_OSS,
     GENERIC,
     LITELLM,
+    LLAMA_CPP,
     OLLAMA,
     OPENAI,
     VLLM,
@@ -133,6 +134,18 @@ MESSAGE_CASES: list[tuple[str, str | None, list[Message], Dialect, list[dict[str
         ],
     ),
     (
+        "a pdf where file parts are refused becomes a sentence naming it",
+        None,
+        [user(Document(media_type="application/pdf", data="JVBERi0=", title="r.pdf"), Text("read"))],
+        replace(GENERIC, file_parts=False),
+        [
+            {
+                "role": "user",
+                "content": "Document: r.pdf\n(application/pdf, not readable through this model's API)\n\nread",
+            }
+        ],
+    ),
+    (
         "url document becomes a text line naming the url",
         None,
         [user(Document(url="https://x/a.pdf"))],
@@ -181,7 +194,7 @@ MESSAGE_CASES: list[tuple[str, str | None, list[Message], Dialect, list[dict[str
             {"role": "user", "content": "go"},
             {"role": "assistant", "content": "First.", "tool_calls": [tc("A")]},
             tool("A", "out A"),
-            {"role": "assistant", "content": None, "tool_calls": [tc("B")]},
+            {"role": "assistant", "content": "", "tool_calls": [tc("B")]},
             tool("B", "out B"),
             {"role": "assistant", "content": "Done."},
         ],
@@ -193,7 +206,7 @@ MESSAGE_CASES: list[tuple[str, str | None, list[Message], Dialect, list[dict[str
         GENERIC,
         [
             {"role": "user", "content": "go"},
-            {"role": "assistant", "content": None, "tool_calls": [tc("A"), tc("B")]},
+            {"role": "assistant", "content": "", "tool_calls": [tc("A"), tc("B")]},
             tool("A", "a"),
             tool("B", "b"),
         ],
@@ -210,7 +223,7 @@ MESSAGE_CASES: list[tuple[str, str | None, list[Message], Dialect, list[dict[str
             {"role": "user", "content": "go"},
             {"role": "assistant", "content": "Both.", "tool_calls": [tc("A")]},
             tool("A", "a"),
-            {"role": "assistant", "content": None, "tool_calls": [tc("B")]},
+            {"role": "assistant", "content": "", "tool_calls": [tc("B")]},
             tool("B", "b"),
         ],
     ),
@@ -225,9 +238,9 @@ MESSAGE_CASES: list[tuple[str, str | None, list[Message], Dialect, list[dict[str
         SPLIT,
         [
             {"role": "user", "content": "go"},
-            {"role": "assistant", "content": None, "tool_calls": [tc("A", "{}", "f")]},
+            {"role": "assistant", "content": "", "tool_calls": [tc("A", "{}", "f")]},
             tool("A", "a"),
-            {"role": "assistant", "content": None, "tool_calls": [tc("B", '{"x":1}', "g")]},
+            {"role": "assistant", "content": "", "tool_calls": [tc("B", '{"x":1}', "g")]},
             tool("B", "b"),
             {"role": "user", "content": "more"},
         ],
@@ -239,7 +252,7 @@ MESSAGE_CASES: list[tuple[str, str | None, list[Message], Dialect, list[dict[str
         GENERIC,
         [
             {"role": "user", "content": "plot"},
-            {"role": "assistant", "content": None, "tool_calls": [tc("A"), tc("B")]},
+            {"role": "assistant", "content": "", "tool_calls": [tc("A"), tc("B")]},
             tool("A", "saved\n(1 image attached in the next message)"),
             tool("B", "(no output)"),
             {"role": "user", "content": [{"type": "text", "text": "Image output of tool call A:"}, PNG_PART]},
@@ -252,9 +265,22 @@ MESSAGE_CASES: list[tuple[str, str | None, list[Message], Dialect, list[dict[str
         GENERIC,
         [
             {"role": "user", "content": "x"},
-            {"role": "assistant", "content": None, "tool_calls": [tc("A"), tc("B")]},
+            {"role": "assistant", "content": "", "tool_calls": [tc("A"), tc("B")]},
             tool("A", "Error: boom"),
             tool("B", "(no output)"),
+        ],
+    ),
+    (
+        "Databricks: call-only assistant messages have null content, split or not",
+        None,
+        [user(Text("go")), assistant(call("A"), call("B"), result("A", Text("a")), result("B", Text("b")))],
+        DATABRICKS_GPT_OSS,
+        [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": None, "tool_calls": [tc("A")]},
+            tool("A", "a"),
+            {"role": "assistant", "content": None, "tool_calls": [tc("B")]},
+            tool("B", "b"),
         ],
     ),
     (
@@ -273,8 +299,9 @@ MESSAGE_CASES: list[tuple[str, str | None, list[Message], Dialect, list[dict[str
 def test_messages(system, messages, dialect, expected):
     got = to_chat_messages(messages, system, dialect)
     assert got == expected
-    # Whatever we send must pass the rules the fake (and Databricks) enforce.
-    body = {"model": "m", "messages": got}
+    # Whatever we send Databricks (in its empty-content form) must pass the rules the fake enforces.
+    sent = to_chat_messages(messages, system, replace(dialect, empty_call_content=DATABRICKS.empty_call_content))
+    body = {"model": "m", "messages": sent}
     assert check_request(body, reject_multiple_tool_calls=dialect.one_tool_call_per_message) is None
 
 
@@ -333,6 +360,56 @@ PAYLOAD_CASES: list[tuple[str, ChatTurn, Dialect, dict[str, Any]]] = [
             ("required", None, "required"),
             ("none", None, "none"),
             ("function", "ping", {"type": "function", "function": {"name": "ping"}}),
+        ]
+    ],
+    *[
+        (
+            f"tool_choice required without the form: {label}",
+            replace(BASE, functions=functions, function_choice=FunctionChoice("required")),
+            LLAMA_CPP,
+            {
+                "model": "m",
+                "messages": MSGS,
+                "max_tokens": 100,
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {"name": f.name, "parameters": {"type": "object", "properties": {}}},
+                    }
+                    for f in functions
+                ],
+                "tool_choice": wire,
+            },
+        )
+        for label, functions, wire in [
+            ("one function is named", (NOARG,), {"type": "function", "function": {"name": "ping"}}),
+            ("several become auto", (NOARG, replace(NOARG, name="pong")), "auto"),
+        ]
+    ],
+    *[
+        (
+            f"streaming where chosen calls cannot stream: {mode}",
+            replace(BASE, functions=(NOARG,), function_choice=FunctionChoice(mode, name), stream=True),
+            replace(GENERIC, stream_chosen_calls=False),
+            {
+                "model": "m",
+                "messages": MSGS,
+                "max_tokens": 100,
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {"name": "ping", "parameters": {"type": "object", "properties": {}}},
+                    }
+                ],
+                "tool_choice": wire,
+                **({"stream": True, "stream_options": {"include_usage": True}} if streamed else {}),
+            },
+        )
+        for mode, name, wire, streamed in [
+            ("auto", None, "auto", False),
+            ("required", None, "required", False),
+            ("function", "ping", {"type": "function", "function": {"name": "ping"}}, True),
+            ("none", None, "none", True),
         ]
     ],
     (

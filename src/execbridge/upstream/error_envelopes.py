@@ -14,6 +14,7 @@ Invariants: every function here returns an error; none raises.
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -23,7 +24,7 @@ import orjson
 
 from execbridge.errors import UpstreamError, UpstreamOverloaded, UpstreamRateLimited, UpstreamTimeout
 
-__all__ = ["error_from_body", "error_from_response", "parse_retry_after", "transport_error"]
+__all__ = ["error_from_body", "error_from_response", "gave_no_reason", "parse_retry_after", "transport_error"]
 
 
 def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
@@ -34,13 +35,29 @@ def error_from_response(status: int, body: bytes, headers: Mapping[str, str]) ->
         parsed = None
     if not isinstance(parsed, dict):
         text = body.decode("utf-8", errors="replace").strip()[:500]
-        parsed = {"message": text or f"the upstream answered HTTP {status}"}
+        parsed = {"message": text or _no_reason(status)}
     return error_from_body(status, parsed, headers)
+
+
+def _no_reason(status: int | None) -> str:
+    return f"the upstream answered HTTP {status} without saying why"
+
+
+# LiteLLM's proxy wraps what its backend said: "…Exception - <message>. Received Model Group=…".
+_LITELLM_EMPTY = re.compile(r"Exception - \.?\s*Received Model Group=")
+
+
+def gave_no_reason(error: UpstreamError) -> bool:
+    """Whether the upstream's answer had no words at all: an empty body, an envelope's empty message,
+    or LiteLLM's proxy passing on its backend's empty message."""
+    return error.message == _no_reason(error.status) or _LITELLM_EMPTY.search(error.message) is not None
 
 
 def error_from_body(status: int | None, body: Mapping[str, Any], headers: Mapping[str, str] | None) -> UpstreamError:
     """An error envelope (from an answer, or from a data line inside a stream when ``status`` is None)."""
     message, code = _envelope(body)
+    if not message.strip():
+        message = _no_reason(status)
     if status is None:
         # An error inside a stream has no HTTP status; vLLM and others put one in ``code``.
         raw_code = body.get("error", {}).get("code") if isinstance(body.get("error"), dict) else None
@@ -65,7 +82,9 @@ def _envelope(body: Mapping[str, Any]) -> tuple[str, str | None]:
     error = body.get("error")
     if isinstance(error, dict):
         code = error.get("code") or error.get("type")
-        return str(error.get("message") or error), None if code is None else str(code)
+        # An empty message is kept empty (llama-cpp-python answers a failed assertion so): no reason.
+        message = error.get("message")
+        return str(error if message is None else message), None if code is None else str(code)
     if isinstance(error, str) and error:
         return error, None
     if "error_code" in body or "message" in body:

@@ -12,10 +12,12 @@ Who authenticates: the client's own key when the turn carries one (pass-through)
 credentials is retried once with a fresh token; a gateway credential the upstream refuses is the
 operator's problem, so it is reported as a bad gateway, not as the client's authentication error.
 
-Quirks are learnt: a 400 that names a parameter the endpoint does not support (``max_tokens`` vs
-``max_completion_tokens``, ``stream_options``, ``parallel_tool_calls``, ``top_k``) or refuses several
-tool calls per assistant message switches that model's ``Dialect`` (``dialects.adapt``) and resends
-at once (nothing was processed), and the model keeps the adapted dialect from then on.
+Quirks are learnt: a refusal that names a parameter the endpoint does not support (``max_tokens`` vs
+``max_completion_tokens``, ``stream_options``, ``parallel_tool_calls``, ``top_k``, ``tool_choice``), refuses
+several tool calls per assistant message or a form of the conversation (``file`` parts, the empty content
+of a call-only message), or a stream that ends empty where the turn's form cannot be streamed, switches
+that model's ``Dialect`` (``dialects.adapt``, which decides what counts) and resends at once (nothing
+was output), and the model keeps the adapted dialect from then on.
 
 Must not: leak HTTP or JSON shapes to callers, retry once an event has been yielded, or keep a
 connection open after the consumer stops iterating (the ``async with client.stream`` scope closes it
@@ -58,7 +60,7 @@ __all__ = ["OpenAIChatUpstream"]
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 _ERROR_BODY_LIMIT = 64 << 10  # an error page bigger than this is not worth reading whole
-_MAX_ADAPTATIONS = 4  # each one flips a different dialect flag, so this bounds the resends
+_MAX_ADAPTATIONS = 6  # each one flips a different dialect flag, so this bounds the resends
 
 
 def _url(base_url: str, path: str) -> str:
@@ -257,10 +259,10 @@ class OpenAIChatUpstream:
                 error.__cause__ = exc
             if yielded:
                 raise error
-            if error.status == 400 and adaptations < _MAX_ADAPTATIONS:
+            if adaptations < _MAX_ADAPTATIONS:
                 adapted = adapt(dialect, error, turn)
                 if adapted is not None:
-                    # Refused before any processing: resend at once, and remember for this model.
+                    # Refused before any output: resend at once, and remember for this model.
                     dialect = self._dialects[model] = adapted
                     body = orjson.dumps(build_payload(turn, dialect))
                     adaptations += 1

@@ -12,7 +12,10 @@ Invariants of every payload produced here (Databricks rejects violations of the 
 - every function has a ``parameters`` object (at least ``{"type":"object","properties":{}}``);
 - every ``tool`` message directly follows the assistant message (or run of tool messages) that made
   the call it answers, in the order the results appear in the conversation;
-- ``Thinking`` parts never go upstream; ``ContainerUpload`` parts are side effects, not content.
+- ``Thinking`` parts never go upstream; ``ContainerUpload`` parts are side effects, not content;
+- an assistant message with calls and no text has the dialect's empty content (``""``, or null for
+  Databricks), never a missing key: llama-cpp-python refuses null and its templates fail on a missing
+  key (docs/protocol.md §4.9).
 """
 
 from __future__ import annotations
@@ -57,10 +60,12 @@ def build_payload(turn: ChatTurn, dialect: Dialect = GENERIC) -> JSON:
     """The complete request body for one model turn."""
     payload: JSON = {"model": turn.model, "messages": to_chat_messages(turn.messages, turn.system, dialect)}
     payload[dialect.max_tokens_field] = turn.max_tokens
+    stream = turn.stream
     if turn.functions:
         payload["tools"] = to_tools(turn.functions)
         if turn.function_choice is not None:
-            payload["tool_choice"] = to_tool_choice(turn.function_choice)
+            choice = payload["tool_choice"] = to_tool_choice(turn.function_choice, dialect, turn.functions)
+            stream = stream and (dialect.stream_chosen_calls or choice not in ("auto", "required"))
         # OpenAI rejects parallel_tool_calls without tools, so it only rides along with them.
         if turn.parallel_calls is False and dialect.send_parallel_tool_calls:
             payload["parallel_tool_calls"] = False
@@ -75,7 +80,7 @@ def build_payload(turn: ChatTurn, dialect: Dialect = GENERIC) -> JSON:
         payload["top_k"] = sampling.top_k
     if turn.user:
         payload["user"] = turn.user
-    if turn.stream:
+    if stream:
         payload["stream"] = True
         if dialect.stream_options_supported:
             payload["stream_options"] = {"include_usage": True}
@@ -94,12 +99,21 @@ def to_tools(functions: Iterable[FunctionDef]) -> list[JSON]:
     return tools
 
 
-def to_tool_choice(choice: FunctionChoice) -> str | JSON:
+def to_tool_choice(
+    choice: FunctionChoice, dialect: Dialect = GENERIC, functions: tuple[FunctionDef, ...] = ()
+) -> str | JSON:
     if choice.mode == "function":
         if not choice.name:
             raise ValueError("FunctionChoice(mode='function') needs a name")
-        return {"type": "function", "function": {"name": choice.name}}
+        return _named(choice.name)
+    if choice.mode == "required" and not dialect.tool_choice_required:
+        # "Call one of these" is "call this one" when there is only one.
+        return _named(functions[0].name) if len(functions) == 1 else "auto"
     return choice.mode
+
+
+def _named(name: str) -> JSON:
+    return {"type": "function", "function": {"name": name}}
 
 
 # ---------------------------------------------------------------- messages
@@ -112,13 +126,13 @@ def to_chat_messages(messages: Iterable[Message], system: str | None = None, dia
         out.append({"role": "system", "content": system})
     for message in messages:
         if message.role == "user":
-            _user_message(message.parts, out)
+            _user_message(message.parts, out, dialect)
         else:
-            _assistant_message(message.parts, out)
-    return _one_call_per_message(out) if dialect.one_tool_call_per_message else out
+            _assistant_message(message.parts, out, dialect)
+    return _one_call_per_message(out, dialect) if dialect.one_tool_call_per_message else out
 
 
-def _user_message(parts: Iterable[object], out: list[JSON]) -> None:
+def _user_message(parts: Iterable[object], out: list[JSON], dialect: Dialect) -> None:
     # Tool results answer the previous assistant message, so they go first whatever their position;
     # images they carry cannot ride in a tool message and follow in the user message instead.
     content: list[JSON] = []
@@ -126,13 +140,13 @@ def _user_message(parts: Iterable[object], out: list[JSON]) -> None:
         if isinstance(part, ToolResult):
             content.extend(_tool_result(part, out))
         elif isinstance(part, Text | Image | Document):
-            content.extend(_content_parts(part))
+            content.extend(_content_parts(part, dialect))
         else:
             _check_droppable(part)
     _emit_user(content, out)
 
 
-def _assistant_message(parts: Iterable[object], out: list[JSON]) -> None:
+def _assistant_message(parts: Iterable[object], out: list[JSON], dialect: Dialect) -> None:
     # Server tools put their results inline: [text, call A, result A, call B, result B, text]. Each
     # result closes the assistant message in progress, and whatever follows starts a new one. Images
     # from results wait until the run of tool messages is over, as tool messages must be contiguous.
@@ -145,7 +159,7 @@ def _assistant_message(parts: Iterable[object], out: list[JSON]) -> None:
         images.clear()
         text = "".join(texts)
         if calls or text.strip():
-            msg: JSON = {"role": "assistant", "content": text if text.strip() else None}
+            msg: JSON = {"role": "assistant", "content": text if text.strip() else dialect.empty_call_content}
             if calls:
                 msg["tool_calls"] = list(calls)
             out.append(msg)
@@ -200,7 +214,7 @@ def _emit_user(content: list[JSON], out: list[JSON]) -> None:
         out.append({"role": "user", "content": list(content)})  # the caller may reuse its list
 
 
-def _content_parts(part: Text | Image | Document) -> list[JSON]:
+def _content_parts(part: Text | Image | Document, dialect: Dialect = GENERIC) -> list[JSON]:
     if isinstance(part, Text):
         return [{"type": "text", "text": part.text}] if part.text.strip() else []
     if isinstance(part, Image):
@@ -211,10 +225,10 @@ def _content_parts(part: Text | Image | Document) -> list[JSON]:
         else:
             return []
         return [{"type": "image_url", "image_url": {"url": url}}]
-    return _document_parts(part)
+    return _document_parts(part, dialect.file_parts)
 
 
-def _document_parts(doc: Document) -> list[JSON]:
+def _document_parts(doc: Document, file_parts: bool) -> list[JSON]:
     header = [f"Document: {doc.title}" if doc.title else "Document:"]
     if doc.context:
         header.append(f"Context: {doc.context}")
@@ -223,6 +237,10 @@ def _document_parts(doc: Document) -> list[JSON]:
         if not body.strip():
             return []
         return [{"type": "text", "text": "\n".join([*header, body])}]
+    if doc.data and not file_parts:
+        # Better that the model knows a document it cannot read was given than that it never hears of it.
+        note = f"({doc.media_type or 'application/pdf'}, not readable through this model's API)"
+        return [{"type": "text", "text": "\n".join([*header, note])}]
     if doc.data:
         filename = doc.title or "document.pdf"
         file_data = f"data:{doc.media_type or 'application/pdf'};base64,{doc.data}"
@@ -254,7 +272,7 @@ def _check_droppable(part: object) -> None:
 # ---------------------------------------------------------------- gpt-oss: one call per message
 
 
-def _one_call_per_message(messages: list[JSON]) -> list[JSON]:
+def _one_call_per_message(messages: list[JSON], dialect: Dialect) -> list[JSON]:
     """Split each multi-call assistant message into assistant(call)+tool(result) pairs.
 
     The tool messages answering a multi-call message are the run of ``tool`` messages right after it;
@@ -281,7 +299,7 @@ def _one_call_per_message(messages: list[JSON]) -> list[JSON]:
                 results[tool_msg["tool_call_id"]] = tool_msg
             j += 1
         for k, call in enumerate(calls):
-            head: JSON = {"role": "assistant", "content": msg.get("content") if k == 0 else None}
+            head: JSON = {"role": "assistant", "content": msg["content"] if k == 0 else dialect.empty_call_content}
             head["tool_calls"] = [call]
             out.append(head)
             answer = results.pop(call["id"], None)
