@@ -91,3 +91,9 @@ if [ ! -x "$here/.venv/bin/python" ]; then
 fi
 "$here/.venv/bin/python" -m pip install -q --upgrade pip >/dev/null
 "$here/.venv/bin/python" -m pip install -q -e "$here$extras"
+
+# With --test: the real OpenAI-compatible servers the tests drive the gateway against (llama-cpp-python's
+# server with a small GGUF model, and LiteLLM's proxy), each in its own cached venv.
+if [ -n "$extras" ]; then
+  "$here/scripts/install-real-servers.sh" --litellm
+fi
