@@ -24,7 +24,11 @@ from pydantic_settings import (
 
 def _default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "execbridge"
+    personal = Path(base) / "execbridge"
+    if os.geteuid() == 0 and not os.environ.get("XDG_DATA_HOME") and not personal.exists():
+        # Root runs the privilege split: the gateway user must reach the data directory, and /root is 0700.
+        return Path("/var/lib/execbridge")
+    return personal
 
 
 class SandboxSettings(BaseModel):

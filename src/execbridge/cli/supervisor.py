@@ -47,7 +47,9 @@ def prepare_data_dir(settings: Settings, user: GatewayUser) -> None:
     try:
         check_reachable(data_dir, user)
     except SplitError as exc:
-        raise SplitError(f"{exc}: choose a data directory it can reach (--data-dir /var/lib/execbridge)") from None
+        raise SplitError(
+            f"{exc}: move it to a directory it can reach (such as /var/lib/execbridge) and pass --data-dir"
+        ) from None
     os.chown(data_dir, 0, user.gid)
     os.chmod(data_dir, 0o1770)
     sandbox = settings.sandbox_dir
