@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,7 +24,7 @@ from execbridge.errors import ConfigurationError
 from execbridge.files import FileService
 from execbridge.keys import KeyGate, key_gate
 from execbridge.sandbox.base import ContainerService
-from execbridge.sandbox.host_client import SandboxHostClient
+from execbridge.sandbox.host_client import SandboxHostClient, host_answers
 from execbridge.sandbox.manager import ContainerManager
 from execbridge.store.sqlite import SqliteStore
 from execbridge.upstream.base import Credentials, ModelCatalog
@@ -32,6 +32,14 @@ from execbridge.upstream.key_check import UpstreamKeyCheck
 from execbridge.upstream.openai_chat import OpenAIChatUpstream
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One readiness check (``GET /readyz``): ``check`` returns a short detail, or raises to say why not."""
+
+    name: str
+    check: Callable[[], Awaitable[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,7 @@ class Services:
     key_gate: KeyGate | None = None  # gateway keys required (the gateway holds the upstream credential)
     # Pass-through mode: a client's key must be one the upstream accepts before it may create state.
     key_check: UpstreamKeyCheck | None = None
+    probes: tuple[Probe, ...] = ()  # what ``GET /readyz`` checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,4 +187,34 @@ async def open_services(settings: Settings, target: UpstreamTarget | None = None
             models=upstream,
             key_gate=gate,
             key_check=key_check,
+            probes=readiness_probes(settings, store, target),
         )
+
+
+def readiness_probes(settings: Settings, store: SqliteStore, target: UpstreamTarget) -> tuple[Probe, ...]:
+    """What must answer for the gateway to serve a request: its store, its sandbox, its upstream credential."""
+
+    async def store_answers() -> str:
+        await store.keys.count()
+        return "answers"
+
+    async def sandbox_answers() -> str:
+        if settings.sandbox_host is None:
+            return "in process"
+        if not await host_answers(settings.sandbox_socket_path):
+            raise ConfigurationError(f"the sandbox host at {settings.sandbox_socket_path} does not answer")
+        return "the sandbox host answers"
+
+    async def credentials_loaded() -> str:
+        if target.credentials is not None:
+            await target.credentials.authorization()
+            return "the gateway's credential is loaded"
+        if settings.upstream_api_key is not None:
+            return "the gateway's key is set"
+        return "clients bring their own keys"
+
+    return (
+        Probe("store", store_answers),
+        Probe("sandbox", sandbox_answers),
+        Probe("upstream_credentials", credentials_loaded),
+    )

@@ -92,7 +92,7 @@ def serve_process(env: dict[str, str], data_dir: Path, *args: str) -> Iterator[s
     deadline = time.monotonic() + 30
     while True:
         try:
-            httpx.get(f"{url}/health-probe", timeout=1)
+            httpx.get(f"{url}/healthz", timeout=1)
             break
         except httpx.TransportError:
             if process.poll() is not None or time.monotonic() > deadline:

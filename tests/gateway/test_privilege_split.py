@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from execbridge.testing import Turn
@@ -118,6 +119,24 @@ def test_a_dead_sandbox_host_is_restarted_and_containers_keep_their_files(split_
     new_pid, uid = _processes_of(split_gateway.data_dir)["sandbox-host"]
     assert new_pid != host_pid and uid == 0
     assert _run(split_gateway, "cat note.txt", container) == ("kept", container)
+
+
+def test_readyz_says_when_the_sandbox_host_does_not_answer(split_gateway: Gateway) -> None:
+    """A stopped host still accepts connections (the kernel's backlog) but answers nothing: not ready."""
+    ready = httpx.get(f"{split_gateway.url}/readyz", timeout=30)
+    assert ready.status_code == 200 and ready.json()["checks"]["sandbox"]["ok"], ready.text
+    host_pid, _ = _processes_of(split_gateway.data_dir)["sandbox-host"]
+    os.kill(host_pid, signal.SIGSTOP)
+    try:
+        stalled = httpx.get(f"{split_gateway.url}/readyz", timeout=30)
+        assert httpx.get(f"{split_gateway.url}/healthz", timeout=30).status_code == 200
+    finally:
+        os.kill(host_pid, signal.SIGCONT)
+    assert stalled.status_code == 503, stalled.text
+    checks = stalled.json()["checks"]
+    assert checks["sandbox"] == {"ok": False, "detail": "no answer within 5 s"}
+    assert checks["store"]["ok"] and checks["upstream_credentials"]["ok"]
+    assert httpx.get(f"{split_gateway.url}/readyz", timeout=30).status_code == 200
 
 
 def test_the_cli_talks_to_the_running_sandbox_host(split_gateway: Gateway) -> None:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execbridge import ids
-from execbridge.api import files, model_list
+from execbridge.api import files, health, model_list
 from execbridge.api.auth import GatewayKeyMiddleware
 from execbridge.api.errors import error_response
 from execbridge.api.messages import create_message
@@ -156,6 +156,9 @@ def create_app(
         Route("/v1/files/{file_id}/content", files.download_file, methods=["GET"]),
         Route("/v1/models", model_list.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", model_list.get_model, methods=["GET"]),
+        # For supervisors and balancers, without a key (outside /v1/).
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
