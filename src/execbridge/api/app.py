@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final
@@ -24,11 +25,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execbridge import ids
-from execbridge.api import files, health, model_list
+from execbridge.api import files, health, model_list, request_log
 from execbridge.api.auth import GatewayKeyMiddleware
 from execbridge.api.errors import error_response
 from execbridge.api.messages import create_message
-from execbridge.errors import ExecbridgeError, InvalidRequest, NotFound
+from execbridge.errors import ExecbridgeError, InvalidRequest, NotFound, UpstreamError
 from execbridge.wiring import Services
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,15 @@ class RequestIdMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         body = _Body(scope, receive)
         started = False
+        status: int | None = None
+        began = time.perf_counter()
+        fields = request_log.begin(request_id, scope["method"], scope["path"])
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 headers = list(message.get("headers", []))
                 if not any(name.lower() == b"request-id" for name, _ in headers):
                     headers.append((b"request-id", request_id.encode()))
@@ -109,9 +114,12 @@ class RequestIdMiddleware:
             if started:
                 raise  # mid-response: the connection is closed, which is all a client can be told
             log.exception("unexpected error", exc_info=exc)  # boundary: log everything, tell the client little
-            status, content, headers = error_response(exc, request_id)
-            response = Response(content, status_code=status, headers=headers, media_type="application/json")
+            request_log.note(error=type(exc).__name__)
+            code, content, headers = error_response(exc, request_id)
+            response = Response(content, status_code=code, headers=headers, media_type="application/json")
             await response(scope, body.receive, send_with_id)
+        finally:
+            request_log.end(fields, status, time.perf_counter() - began)
 
 
 def _error(request: Request, exc: BaseException) -> Response:
@@ -123,6 +131,9 @@ def _error(request: Request, exc: BaseException) -> Response:
 async def _execbridge_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ExecbridgeError)
     log.info("request failed: %s %s", type(exc).__name__, exc.message)
+    request_log.note(error=type(exc).__name__)
+    if isinstance(exc, UpstreamError) and exc.status is not None:
+        request_log.note(upstream_status=exc.status)
     return _error(request, exc)
 
 

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from execbridge import ids
+from execbridge.api import request_log
 from execbridge.api.errors import error_response
 from execbridge.config import Settings
 from execbridge.errors import AuthenticationFailed
@@ -47,6 +48,12 @@ def owner_of(key: str) -> str:
 
 
 def caller_for(headers: Headers, settings: Settings) -> Caller:
+    caller = _caller_for(headers, settings)
+    request_log.note(owner=caller.owner)
+    return caller
+
+
+def _caller_for(headers: Headers, settings: Settings) -> Caller:
     key = client_key(headers)
     if settings.gateway_holds_credentials:
         # The gateway holds the upstream credential; the client's key (already admitted by the

@@ -15,6 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from execbridge.api import request_log
 from execbridge.api.auth import caller_for
 from execbridge.api.render_json import render_message
 from execbridge.api.render_sse import render_stream
@@ -59,7 +60,8 @@ async def create_message(request: Request) -> Response:
     body = await read_json(request, services.settings.max_request_bytes)
     generation = parse_messages_request(body, request.headers)
     caller = caller_for(request.headers, services.settings)
-    events = services.engine.run(generation, caller)
+    events = request_log.noting(services.engine.run(generation, caller))
+    request_log.note(model=generation.model, stream=generation.stream)
     if not generation.stream:
         message = await render_message(events)
         return Response(orjson.dumps(message), media_type="application/json")

@@ -13,6 +13,8 @@ from execbridge.config import Settings, load_settings
 class CliContext:
     data_dir: Path | None
     config: Path | None
+    log_level: str = "warning"
+    log_format: str = "text"
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings with the global flags and a subcommand's own ``overrides`` (``None`` = not given)."""

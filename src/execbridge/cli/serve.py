@@ -104,8 +104,9 @@ def command(
         port=settings.port,
         loop="auto",
         http="auto",
-        access_log=False,
-        log_level=logging.getLevelName(logging.getLogger().level).lower(),
+        access_log=False,  # api/request_log.py writes one line per request, with the request's fields
+        log_config=None,  # the root logger's handler (cli/logs.py) formats uvicorn's lines too
+        log_level=cli.log_level,
         timeout_graceful_shutdown=5,
     )
     click.echo(f"execbridge listening on http://{settings.host}:{settings.port} → {target.base_url}", err=True)
@@ -144,7 +145,8 @@ def _split(
             settings,
             user,
             config_file=config,
-            log_level=logging.getLevelName(logging.getLogger().level).lower(),
+            log_level=cli.log_level,
+            log_format=cli.log_format,
             serve_args=args,
             env=env,
         )

@@ -91,6 +91,7 @@ class Supervisor:
         *,
         config_file: Path | None,
         log_level: str,
+        log_format: str = "text",
         serve_args: Sequence[str],
         env: dict[str, str],
     ) -> None:
@@ -98,6 +99,7 @@ class Supervisor:
         self._user = user
         self._config_file = config_file
         self._log_level = log_level
+        self._log_format = log_format
         self._serve_args = list(serve_args)
         self._env = env
         self.socket_path = settings.sandbox_socket_path
@@ -107,7 +109,10 @@ class Supervisor:
 
     def _base(self) -> list[str]:
         data_dir = str(self._settings.data_dir.resolve())
-        return [sys.executable, "-m", "execbridge", "--data-dir", data_dir, "--log-level", self._log_level]
+        return [
+            *(sys.executable, "-m", "execbridge", "--data-dir", data_dir),
+            *("--log-level", self._log_level, "--log-format", self._log_format),
+        ]
 
     def _start_host(self) -> subprocess.Popen[bytes]:
         command = [*self._base()]
