@@ -147,6 +147,12 @@ class Settings(BaseSettings):
     upstream_total_timeout_s: float = 900.0
     upstream_max_retries: int = Field(3, ge=0)
     max_request_bytes: int = 32 << 20
+    shutdown_grace_s: float = Field(
+        20.0,
+        ge=0,
+        description="On SIGTERM, how long requests in flight may go on before they are ended with a 503 / "
+        "an SSE error (new ones get a 503 at once).",
+    )
     max_file_bytes: int = Field(
         500 << 20,
         ge=1,

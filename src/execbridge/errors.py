@@ -18,6 +18,7 @@ knows about wire formats.
     │   └── SandboxUnavailable    a required protection is missing on this machine
     ├── StorageError              file bytes could not be written or read on the gateway (500)
     ├── QuotaExceeded             a budget of the gateway is used up for now; retry later (429)
+    ├── ShuttingDown              the gateway is stopping; retry (on another replica, or after it) (503)
     └── ConfigurationError        settings that cannot work; raised at start-up
 
 A program that fails inside a sandbox is *not* an error here: it is an ``ExecutionResult`` with a
@@ -101,6 +102,15 @@ class QuotaExceeded(ExecbridgeError):
 
     def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class ShuttingDown(ExecbridgeError):
+    """The gateway is stopping: a new request arrived while it drains, or an in-flight one outlived the
+    grace period (``shutdown_grace_s``)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = 1.0) -> None:
+        super().__init__(message)
         self.retry_after = retry_after
 
 

@@ -35,6 +35,14 @@ class Gateway:
     data_dir: Path
     log: Path
 
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The ``execbridge serve`` process (the supervisor, when the privilege split runs)."""
+        return SERVE_PROCESSES[self.url]
+
+
+SERVE_PROCESSES: dict[str, subprocess.Popen[bytes]] = {}
+
 
 _SDK_CLIENTS: list[anthropic.Anthropic] = []
 
@@ -89,6 +97,7 @@ def serve_process(env: dict[str, str], data_dir: Path, *args: str) -> Iterator[s
     with log.open("ab") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    SERVE_PROCESSES[url] = process
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -102,6 +111,7 @@ def serve_process(env: dict[str, str], data_dir: Path, *args: str) -> Iterator[s
     try:
         yield url
     finally:
+        SERVE_PROCESSES.pop(url, None)
         process.terminate()
         try:
             process.wait(timeout=15)

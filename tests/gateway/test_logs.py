@@ -41,15 +41,12 @@ def test_a_code_execution_request_is_one_access_line_with_its_container(json_gat
     json_gateway.fake.reset(
         [Turn.text("Running.").call("bash_code_execution", command="echo hi"), lambda req: Turn.text("Done.")]
     )
-    raw = (
-        sdk_client(json_gateway.url, CLIENT_KEY)
-        .beta.messages.with_raw_response.create(
-            model="databricks-claude-sonnet-4-5",
-            max_tokens=256,
-            betas=["code-execution-2025-08-25"],
-            tools=[{"type": "code_execution_20250825", "name": "code_execution"}],
-            messages=[{"role": "user", "content": "run it"}],
-        )
+    raw = sdk_client(json_gateway.url, CLIENT_KEY).beta.messages.with_raw_response.create(
+        model="databricks-claude-sonnet-4-5",
+        max_tokens=256,
+        betas=["code-execution-2025-08-25"],
+        tools=[{"type": "code_execution_20250825", "name": "code_execution"}],
+        messages=[{"role": "user", "content": "run it"}],
     )
     message = raw.parse()
     line = _access_line(json_gateway.log, raw.headers["request-id"])

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from execbridge import ids
 from execbridge.api import files, health, model_list, request_log
 from execbridge.api.auth import GatewayKeyMiddleware
+from execbridge.api.drain import Drain
 from execbridge.api.errors import error_response
 from execbridge.api.messages import create_message
 from execbridge.errors import ExecbridgeError, InvalidRequest, NotFound, UpstreamError
@@ -177,6 +178,7 @@ def create_app(
         # Any other exception is answered by RequestIdMiddleware, which wraps everything else.
         exception_handlers={ExecbridgeError: _execbridge_error, HTTPException: _http_error},
     )
+    app.state.drain = Drain()  # cli/serve.py begins it on SIGTERM
     app.add_middleware(GatewayKeyMiddleware)  # added first, so it runs inside RequestIdMiddleware
     app.add_middleware(RequestIdMiddleware)
     return app

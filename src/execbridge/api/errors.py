@@ -30,6 +30,7 @@ from execbridge.errors import (
     QuotaExceeded,
     RequestTooLarge,
     SandboxError,
+    ShuttingDown,
     StorageError,
     UpstreamError,
     UpstreamOverloaded,
@@ -52,6 +53,7 @@ _TABLE: Final[tuple[tuple[type[ExecbridgeError], int, str], ...]] = (
     (UpstreamRateLimited, 429, "rate_limit_error"),
     (QuotaExceeded, 429, "rate_limit_error"),
     (UpstreamOverloaded, 529, "overloaded_error"),
+    (ShuttingDown, 503, "overloaded_error"),
     (UpstreamTimeout, 504, "timeout_error"),
     (SandboxError, 500, "api_error"),
     (StorageError, 500, "api_error"),
@@ -92,7 +94,7 @@ def classify(exc: BaseException) -> ErrorInfo:
         return ErrorInfo(500, "api_error", INTERNAL_MESSAGE)
     for cls, status, error_type in _TABLE:
         if isinstance(exc, cls):
-            retry_after = exc.retry_after if isinstance(exc, UpstreamError | QuotaExceeded) else None
+            retry_after = exc.retry_after if isinstance(exc, UpstreamError | QuotaExceeded | ShuttingDown) else None
             return ErrorInfo(status, error_type, exc.message, exc.code, retry_after)
     if isinstance(exc, UpstreamError):
         return _upstream(exc)

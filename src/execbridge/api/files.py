@@ -228,6 +228,7 @@ def _boundary(request: Request) -> bytes:
 
 
 async def upload_file(request: Request) -> Response:
+    request.app.state.drain.refuse_new()
     files, owner = _context(request)
     await _admit_writer(request)
     boundary = _boundary(request)

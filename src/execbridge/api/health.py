@@ -33,8 +33,9 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     services: Services | None = getattr(request.app.state, "services", None)
-    if services is None:  # still starting, or stopping
-        body: dict[str, Any] = {"status": "starting", "checks": {}}
+    if services is None or request.app.state.drain.draining:  # still starting, or stopping
+        status = "starting" if services is None else "draining"
+        body: dict[str, Any] = {"status": status, "checks": {}}
         return Response(orjson.dumps(body), status_code=503, media_type="application/json", headers=_NO_STORE)
     results = await asyncio.gather(*(_run(probe) for probe in services.probes))
     ready = all(ok for _, ok, _ in results)

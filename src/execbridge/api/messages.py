@@ -17,6 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from execbridge.api import request_log
 from execbridge.api.auth import caller_for
+from execbridge.api.drain import Drain
 from execbridge.api.render_json import render_message
 from execbridge.api.render_sse import render_stream
 from execbridge.api.wire import parse_messages_request
@@ -56,11 +57,13 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
 
 
 async def create_message(request: Request) -> Response:
+    drain: Drain = request.app.state.drain
+    drain.refuse_new()
     services: Services = request.app.state.services
     body = await read_json(request, services.settings.max_request_bytes)
     generation = parse_messages_request(body, request.headers)
     caller = caller_for(request.headers, services.settings)
-    events = request_log.noting(services.engine.run(generation, caller))
+    events = request_log.noting(drain.guard(services.engine.run(generation, caller)))
     request_log.note(model=generation.model, stream=generation.stream)
     if not generation.stream:
         message = await render_message(events)

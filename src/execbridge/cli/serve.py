@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import click
 import uvicorn
 
 from execbridge.api.app import create_app
+from execbridge.api.drain import Drain
 from execbridge.cli._context import CliContext
 from execbridge.cli.supervisor import Supervisor
 from execbridge.config import Settings
@@ -107,10 +109,29 @@ def command(
         access_log=False,  # api/request_log.py writes one line per request, with the request's fields
         log_config=None,  # the root logger's handler (cli/logs.py) formats uvicorn's lines too
         log_level=cli.log_level,
-        timeout_graceful_shutdown=5,
+        # The app ends what is still in flight at shutdown_grace_s (api/drain.py); uvicorn's own cut-off
+        # is the backstop for a request that produces no event at all (an upstream gone silent).
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + _BACKSTOP_S,
     )
     click.echo(f"execbridge listening on http://{settings.host}:{settings.port} → {target.base_url}", err=True)
-    uvicorn.Server(config).run()
+    _DrainingServer(config, app.state.drain, settings.shutdown_grace_s).run()
+
+
+_BACKSTOP_S = 10
+"""Past the grace period: two engine heartbeats (5 s each), so a request running a command ends cleanly."""
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn's server, which first tells the app to drain (api/drain.py) when it is asked to stop."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain, grace_s: float) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._grace_s = grace_s
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._drain.begin(self._grace_s)
+        await super().shutdown(sockets)
 
 
 def _split(

@@ -175,8 +175,11 @@ class Supervisor:
             while True:
                 pid, status = os.wait()
                 if self._gateway.pid == pid:
-                    self._gateway.returncode = os.waitstatus_to_exitcode(status)
-                    return self._gateway.returncode if self._gateway.returncode >= 0 else 1
+                    self._gateway.returncode = code = os.waitstatus_to_exitcode(status)
+                    # uvicorn ends by re-raising the signal it stopped on: asked to stop, that is success.
+                    if self._stopping and code in (-signal.SIGTERM, -signal.SIGINT):
+                        return 0
+                    return code if code >= 0 else 1
                 if self._host.pid == pid and not self._stopping:
                     self._host.returncode = os.waitstatus_to_exitcode(status)
                     backoff = _RESTART_BACKOFF_S[min(restarts, len(_RESTART_BACKOFF_S) - 1)]
