@@ -175,6 +175,18 @@ class _TurnState:
         self._held: _Call | None = None  # the call whose "{}" waits to see whether real arguments follow
 
     def feed(self, chunk: Mapping[str, Any], out: list[UpstreamEvent]) -> None:
+        """Fold one chunk into ``out``. A chunk of the wrong shape (a list where an object belongs, a
+        number for a call's name) is the upstream's fault: ``UpstreamError`` ``invalid_chunk``, found by
+        the fuzz tests (tests/fuzz). The checks are ``isinstance`` calls and one ``try``, which costs
+        nothing until something raises."""
+        try:
+            self._feed(chunk, out)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError) as exc:
+            raise UpstreamError(
+                f"the upstream sent a chunk of an unexpected shape: {str(chunk)[:200]}", code="invalid_chunk"
+            ) from exc
+
+    def _feed(self, chunk: Mapping[str, Any], out: list[UpstreamEvent]) -> None:
         error = chunk.get("error")
         if error:
             raise error_from_body(None, chunk, None)
@@ -190,6 +202,8 @@ class _TurnState:
             self._delta(delta, out)
         finish = choice.get("finish_reason")
         if finish:
+            if not isinstance(finish, str):
+                raise TypeError("finish_reason")
             self.finish = finish
             stop_reason = choice.get("stop_reason")  # vLLM names the stop string that matched
             if isinstance(stop_reason, str):
@@ -208,7 +222,7 @@ class _TurnState:
             else:
                 _content_parts(content, out)
         refusal = delta.get("refusal")
-        if refusal:
+        if refusal and isinstance(refusal, str):
             self._release_held(out)
             out.append(TextDelta(refusal))
         tool_calls = delta.get("tool_calls")
@@ -218,9 +232,17 @@ class _TurnState:
 
     def _tool_piece(self, piece: Mapping[str, Any], out: list[UpstreamEvent]) -> None:
         upstream_index = piece.get("index")
-        piece_id = piece.get("id")
+        piece_id = piece.get("id") or None
         fn = piece.get("function") or {}
         arguments = fn.get("arguments") or ""
+        name = fn.get("name") or ""
+        if not (
+            (upstream_index is None or type(upstream_index) is int)
+            and (piece_id is None or type(piece_id) is str)
+            and type(arguments) is str
+            and type(name) is str
+        ):
+            raise TypeError("tool call piece")
         call = self._find_call(upstream_index, piece_id)
         if call is None:
             self._release_held(out)
@@ -229,7 +251,7 @@ class _TurnState:
             if upstream_index is not None:
                 self._by_index[upstream_index] = call
             self._current = call
-            out.append(ToolCallDelta(call.index, call.id, fn.get("name") or "", self._arguments(call, arguments)))
+            out.append(ToolCallDelta(call.index, call.id, name, self._arguments(call, arguments)))
             return
         if call is not self._current:
             self._release_held(out)
@@ -289,16 +311,25 @@ def _content_parts(parts: Any, out: list[UpstreamEvent]) -> None:
         if kind == "text":
             text = part.get("text")
             if text:
+                if type(text) is not str:
+                    raise TypeError("text part")
                 out.append(TextDelta(text))
         elif kind == "reasoning":
             for summary in part.get("summary") or ():
                 text = summary.get("text") or ""
-                signature = summary.get("signature")
+                signature = summary.get("signature") or None
+                if type(text) is not str or (signature is not None and type(signature) is not str):
+                    raise TypeError("reasoning part")
                 if text or signature:
-                    out.append(ReasoningDelta(text, signature or None))
+                    out.append(ReasoningDelta(text, signature))
 
 
 def _usage(usage: Mapping[str, Any]) -> TokenUsage:
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if details else None
-    return TokenUsage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, cached or 0)
+    return TokenUsage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")), _count(cached))
+
+
+def _count(value: Any) -> int:
+    """A token count as reported; anything but a non-negative integer counts as not reported."""
+    return value if type(value) is int and value >= 0 else 0
