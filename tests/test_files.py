@@ -280,3 +280,18 @@ async def test_start_up_sweep_removes_every_expired_file(budget, store):
     clock.now += timedelta(days=1)
     await budget.sweep_all()
     assert list(budget.root.iterdir()) == [] and await store.files.expired(clock.now, limit=10) == []
+
+
+async def test_start_up_removes_bytes_a_crash_left_without_a_record(files, store):
+    """The two crash windows: bytes renamed into place but no row yet, and a row deleted before its bytes."""
+    kept = await files.create("alice", "kept.txt", b"kept", content_type=None, downloadable=False)
+    deleted = await files.create("alice", "gone.txt", b"gone", content_type=None, downloadable=False)
+    assert await store.files.delete(deleted.id, "alice")  # the crash came before the unlink
+    never_recorded = files.root / "file_011CNeverRecordedABCDEFGH"
+    never_recorded.write_bytes(b"committed bytes, no row")
+    (files.root / "notes.txt").write_bytes(b"not a file id: not ours to judge")
+
+    await files.sweep_all()
+
+    assert sorted(p.name for p in files.root.iterdir()) == sorted([kept.id, "notes.txt"])
+    assert await files.read(kept) == b"kept"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import mimetypes
 import os
 import re
@@ -41,6 +42,8 @@ from execbridge import ids
 from execbridge.errors import InvalidRequest, NotFound, RequestTooLarge, StorageError
 from execbridge.store.base import FileRecord, FileStore
 from execbridge.types import OutputFile
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MIME_TYPE",
@@ -430,11 +433,32 @@ class FileService:
         return removed
 
     async def sweep_all(self) -> None:
-        """Remove every expired file and forget old upload placements (at start-up)."""
+        """Remove every expired file, the bytes a crash left without a row, and old upload placements
+        (at start-up)."""
         while await self.sweep() == _SWEEP_BATCH:
             pass
+        orphans = await self.sweep_orphans()
+        if orphans:
+            log.info("removed the bytes of %d files that a crash left without a record", orphans)
         if self._placement_ttl is not None:
             await self._store.forget_placements(self._clock() - self._placement_ttl)
+
+    async def sweep_orphans(self) -> int:
+        """Remove byte files with no row: a crash between writing a file's bytes and inserting its row
+        (``_commit``), or between deleting a row and unlinking its bytes (``delete``). Call at start-up
+        only, before this process takes uploads: a commit in flight has bytes without a row for a moment
+        (one gateway serves a data directory: its sandbox lock refuses a second)."""
+        names = await asyncio.to_thread(lambda: [p.name for p in self.root.iterdir() if _FILE_ID.fullmatch(p.name)])
+        removed = 0
+        for start in range(0, len(names), _SWEEP_BATCH):
+            batch = names[start : start + _SWEEP_BATCH]
+            known = await self._store.known(batch)
+            for name in batch:
+                if name not in known:
+                    with contextlib.suppress(OSError):
+                        await asyncio.to_thread((self.root / name).unlink)
+                        removed += 1
+        return removed
 
     # ------------------------------------------------------------ uploads in containers
 

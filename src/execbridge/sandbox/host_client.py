@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from execbridge.errors import SandboxError
 from execbridge.sandbox.base import ContainerInfo, ExecutionResult, OutputSpool, Owner
@@ -102,11 +102,19 @@ def ok_fields(frame: dict[str, Any]) -> dict[str, Any]:
     return frame
 
 
+RECONNECT_PATIENCE_S: Final = 15.0
+"""How long a request waits for a sandbox host that does not answer: the supervisor restarts a dead host
+after 1 s (then longer), so a restart is a pause for the requests of that moment, not their failure."""
+
+
 class SandboxHostClient:
     """``ContainerService`` over the sandbox host at ``socket_path``; ``aclose()`` when done."""
 
-    def __init__(self, socket_path: Path, *, output_limits: tuple[int, int, int]) -> None:
+    def __init__(
+        self, socket_path: Path, *, output_limits: tuple[int, int, int], patience_s: float = RECONNECT_PATIENCE_S
+    ) -> None:
         self.socket_path = socket_path
+        self._patience_s = patience_s
         self._limits = output_limits  # file_limit, file_count, file_total: what the host may send
         self._idle: list[_Channel] = []
         self.instance: str | None = None
@@ -117,12 +125,21 @@ class SandboxHostClient:
         self._idle.clear()
 
     async def _connect(self) -> _Channel:
-        try:
-            reader, writer = await asyncio.open_unix_connection(str(self.socket_path), limit=FILE_CHUNK)
-        except (FileNotFoundError, ConnectionRefusedError) as exc:
-            raise HostUnreachable(f"no sandbox host answers at {self.socket_path} ({exc.strerror})") from None
-        except PermissionError:
-            raise HostUnreachable(f"not allowed to reach the sandbox host at {self.socket_path}") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._patience_s
+        pause = 0.05
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(self.socket_path), limit=FILE_CHUNK)
+                break
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                # Not there: perhaps being restarted by the supervisor. Wait for it, within patience.
+                if loop.time() + pause > deadline:
+                    raise HostUnreachable(f"no sandbox host answers at {self.socket_path} ({exc.strerror})") from None
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.5)
+            except PermissionError:
+                raise HostUnreachable(f"not allowed to reach the sandbox host at {self.socket_path}") from None
         channel = _Channel(reader, writer)
         try:
             hello = await channel.call({"op": "hello", "protocol": HOST_PROTOCOL_VERSION})
@@ -192,7 +209,7 @@ class SandboxHostClient:
 
 async def host_answers(socket_path: Path) -> bool:
     """Whether a sandbox host speaking this protocol answers at ``socket_path``."""
-    client = SandboxHostClient(socket_path, output_limits=(0, 0, 0))
+    client = SandboxHostClient(socket_path, output_limits=(0, 0, 0), patience_s=0)
     try:
         (await client._connect()).close()
     except (SandboxError, ProtocolError):

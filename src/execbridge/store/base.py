@@ -90,6 +90,10 @@ class FileStore(Protocol):
         """The owner's records among ``file_ids`` (unknown ids are left out), newest first."""
         ...
 
+    async def known(self, file_ids: Sequence[str]) -> set[str]:
+        """Which of ``file_ids`` have a row, whoever owns them and expired or not (crash recovery)."""
+        ...
+
     async def list(
         self,
         owner: str,

@@ -54,6 +54,9 @@ class MemoryFileStore:
             return None
         return record
 
+    async def known(self, file_ids: Sequence[str]) -> set[str]:
+        return {i for i in file_ids if i in self.records}
+
     def _newest_first(self, owner: str, now: datetime | None) -> list[FileRecord]:
         mine = (r for r in self.records.values() if r.owner == owner and (now is None or not r.expired(now)))
         return sorted(mine, key=lambda r: r.cursor, reverse=True)

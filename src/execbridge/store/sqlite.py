@@ -153,6 +153,15 @@ class SqliteFileStore:
         )
         return [_file(r) for r in rows]
 
+    async def known(self, file_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(file_ids), 500):  # SQLite allows 32766 parameters; stay well below
+            batch = file_ids[start : start + 500]
+            marks = ", ".join("?" * len(batch))
+            rows = await self._store.query(f"SELECT id FROM files WHERE id IN ({marks})", tuple(batch))
+            found.update(r[0] for r in rows)
+        return found
+
     async def list(
         self,
         owner: str,
