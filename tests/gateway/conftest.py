@@ -114,7 +114,7 @@ def serve_process(env: dict[str, str], data_dir: Path, *args: str) -> Iterator[s
         SERVE_PROCESSES.pop(url, None)
         process.terminate()
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
 
@@ -133,6 +133,7 @@ def serve(fake_upstream: FakeUpstream, data_dir: Path, **extra_env: str) -> Iter
         "EXECBRIDGE_SANDBOX__COMMAND_TIMEOUT_S": "20",
         "EXECBRIDGE_SANDBOX__SPARE_CONTAINERS": "1",
         "EXECBRIDGE_SANDBOX__OUTPUT_FILE_LIMIT_BYTES": str(OUTPUT_FILE_LIMIT_BYTES),
+        "EXECBRIDGE_SHUTDOWN_GRACE_S": "2",
         **extra_env,
     }
     with serve_process(env, data_dir, "--upstream", fake_upstream.databricks_url) as url:

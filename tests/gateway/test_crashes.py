@@ -108,7 +108,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("crash")
 
 
-@pytest.mark.parametrize("victim", ["gateway", "sandbox-host", "everything"])
+@pytest.mark.parametrize("victim", ["gateway", "sandbox-host", "supervisor", "everything"])
 def test_kill_9_while_a_command_runs_and_its_stream_is_open(fake_upstream, data_dir: Path, victim: str) -> None:
     with serve(fake_upstream, data_dir) as gateway:
         instance = _instance(gateway)
@@ -124,6 +124,8 @@ def test_kill_9_while_a_command_runs_and_its_stream_is_open(fake_upstream, data_
             processes = _processes(data_dir)
             if victim == "everything":  # as the OOM killer or a power cut would: no one cleans up
                 targets = [gateway.process.pid, processes["gateway"], processes["sandbox-host"]]
+            elif victim == "supervisor":
+                targets = [gateway.process.pid]
             else:
                 targets = [processes[victim]]
             for pid in targets:
@@ -141,7 +143,9 @@ def test_kill_9_while_a_command_runs_and_its_stream_is_open(fake_upstream, data_
         else:
             assert not any("event: message_stop" in line for line in rest), rest
             gateway.process.wait(timeout=120)
-            if victim == "gateway":  # the supervisor stopped the host, which stopped every container
+            if victim == "supervisor":  # its children stop themselves when it dies (PR_SET_PDEATHSIG)
+                _until(lambda: not _processes(data_dir), "the gateway and the host to stop", timeout=120)
+            if victim in ("gateway", "supervisor"):  # the host stopped itself and every container
                 assert not any(leftovers(data_dir, instance).values()), leftovers(data_dir, instance)
     with serve(fake_upstream, data_dir) as gateway:
         assert _instance(gateway) == instance

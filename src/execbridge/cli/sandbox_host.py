@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import grp
 import signal
+import sys
 from pathlib import Path
 
 import click
@@ -50,11 +51,18 @@ def command(cli: CliContext, socket_path: Path | None, group: str | None, allow_
         raise click.ClickException(exc.message) from None
 
 
+def _print_tasks() -> None:
+    """SIGUSR1: every task's stack on stderr, to see what a host that does not stop is waiting for."""
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+
+
 async def _serve(settings: Settings, path: Path, gid: int | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _print_tasks)
     async with open_local_containers(settings) as manager:
         server = SandboxHostServer(manager, instance=settings.instance, max_upload_bytes=settings.max_file_bytes)
         async with server.listening(path, group=gid):

@@ -20,6 +20,7 @@ file) reach it as sealed in-memory copies on inherited descriptors, never as new
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import logging
 import os
@@ -39,6 +40,18 @@ log = logging.getLogger(__name__)
 _HOST_START_TIMEOUT_S = 120.0  # the host's doctor and start-up reconciliation run before it listens
 _HOST_STOP_TIMEOUT_S = 120.0  # stopping live containers (unmounts) before the host exits
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child only calls into it
+
+
+def _stop_with_parent(parent: int) -> None:
+    """In the child, after fork (and after the gateway's setuid, which clears the setting): SIGTERM it
+    when this supervisor dies, however it dies, so a ``kill -9`` of the supervisor does not leave a
+    gateway holding the port or a host holding containers. The supervisor has no threads, so running
+    this between fork and exec is safe; a parent that died before the call is caught by the check."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def prepare_data_dir(settings: Settings, user: GatewayUser) -> None:
@@ -121,7 +134,8 @@ class Supervisor:
         command += ["sandbox-host", "--socket", str(self.socket_path), "--group", str(self._user.gid)]
         if self._settings.sandbox.allow_weak_isolation:
             command.append("--allow-weak-isolation")
-        host = subprocess.Popen(command, env=self._env)
+        parent = os.getpid()
+        host = subprocess.Popen(command, env=self._env, preexec_fn=lambda: _stop_with_parent(parent))
         deadline = time.monotonic() + _HOST_START_TIMEOUT_S
         while not _answers(self.socket_path):
             if host.poll() is not None:
@@ -144,6 +158,7 @@ class Supervisor:
             fds.append(_sealed_copy(databricks_cfg, self._user))
             env["DATABRICKS_CONFIG_FILE"] = f"/proc/self/fd/{fds[-1]}"
         command += ["serve", *self._serve_args, "--sandbox-host", f"unix:{self.socket_path}"]
+        parent = os.getpid()
         try:
             return subprocess.Popen(
                 command,
@@ -153,6 +168,7 @@ class Supervisor:
                 extra_groups=[],
                 pass_fds=fds,
                 cwd="/",
+                preexec_fn=lambda: _stop_with_parent(parent),
             )
         finally:
             for fd in fds:
