@@ -147,6 +147,14 @@ class Settings(BaseSettings):
     upstream_total_timeout_s: float = 900.0
     upstream_max_retries: int = Field(3, ge=0)
     max_request_bytes: int = 32 << 20
+    threads: bool = Field(
+        True,
+        description="Hold message threads (beta message-threads-2026-08-12); off: threaded requests get "
+        "thread_unsupported_request and the SDK sends whole conversations.",
+    )
+    thread_retention_s: int = Field(
+        7 * 86400, ge=60, description="How long a thread is held after its newest message (default 7 days)."
+    )
     shutdown_grace_s: float = Field(
         20.0,
         ge=0,

@@ -31,10 +31,11 @@ from __future__ import annotations
 class ExecbridgeError(Exception):
     """Base of every deliberate execbridge error; ``message`` is safe to show a client."""
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, details: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        self.details = details  # more of ``error.details`` next to ``error_code`` (e.g. what is unsupported)
 
 
 class InvalidRequest(ExecbridgeError):

@@ -26,6 +26,7 @@ from execbridge.keys import KeyGate, key_gate
 from execbridge.sandbox.base import ContainerService
 from execbridge.sandbox.host_client import SandboxHostClient, host_answers
 from execbridge.sandbox.manager import ContainerManager
+from execbridge.store.base import ThreadStore
 from execbridge.store.sqlite import SqliteStore
 from execbridge.upstream.base import Credentials, ModelCatalog
 from execbridge.upstream.key_check import UpstreamKeyCheck
@@ -55,6 +56,7 @@ class Services:
     # Pass-through mode: a client's key must be one the upstream accepts before it may create state.
     key_check: UpstreamKeyCheck | None = None
     probes: tuple[Probe, ...] = ()  # what ``GET /readyz`` checks
+    threads: ThreadStore | None = None  # message threads (api/threads.py); None: not held
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +190,7 @@ async def open_services(settings: Settings, target: UpstreamTarget | None = None
             key_gate=gate,
             key_check=key_check,
             probes=readiness_probes(settings, store, target),
+            threads=store.threads,
         )
 
 

@@ -78,6 +78,7 @@ class ErrorInfo:
     message: str
     code: str | None = None
     retry_after: float | None = None
+    details: dict[str, object] | None = None
 
 
 def _upstream(exc: UpstreamError) -> ErrorInfo:
@@ -95,7 +96,7 @@ def classify(exc: BaseException) -> ErrorInfo:
     for cls, status, error_type in _TABLE:
         if isinstance(exc, cls):
             retry_after = exc.retry_after if isinstance(exc, UpstreamError | QuotaExceeded | ShuttingDown) else None
-            return ErrorInfo(status, error_type, exc.message, exc.code, retry_after)
+            return ErrorInfo(status, error_type, exc.message, exc.code, retry_after, exc.details)
     if isinstance(exc, UpstreamError):
         return _upstream(exc)
     # a deliberate error class with no row yet: its message is safe by contract
@@ -105,7 +106,7 @@ def classify(exc: BaseException) -> ErrorInfo:
 def error_body(info: ErrorInfo, request_id: str | None) -> dict[str, Any]:
     error: dict[str, Any] = {"type": info.error_type, "message": info.message}
     if info.code is not None:
-        error["details"] = {"error_code": info.code}
+        error["details"] = {"error_code": info.code, **(info.details or {})}
     body: dict[str, Any] = {"type": "error", "error": error}
     if request_id is not None:
         body["request_id"] = request_id

@@ -20,6 +20,7 @@ from execbridge.api.auth import caller_for
 from execbridge.api.drain import Drain
 from execbridge.api.render_json import render_message
 from execbridge.api.render_sse import render_stream
+from execbridge.api.threads import PendingTurn, Threads
 from execbridge.api.wire import parse_messages_request
 from execbridge.errors import InvalidRequest, RequestTooLarge
 from execbridge.wiring import Services
@@ -56,14 +57,33 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     return value
 
 
+def _threads(services: Services) -> Threads:
+    settings = services.settings
+    return Threads(services.threads, retention_s=settings.thread_retention_s, enabled=settings.threads)
+
+
 async def create_message(request: Request) -> Response:
     drain: Drain = request.app.state.drain
     drain.refuse_new()
     services: Services = request.app.state.services
     body = await read_json(request, services.settings.max_request_bytes)
-    generation = parse_messages_request(body, request.headers)
-    caller = caller_for(request.headers, services.settings)
-    events = request_log.noting(drain.guard(services.engine.run(generation, caller)))
+    pending: PendingTurn | None = None
+    threads: Threads | None = None
+    if body.get("thread") is not None:
+        caller = caller_for(request.headers, services.settings)
+        threads = _threads(services)
+        body, pending = await threads.open(body, caller.owner)
+    try:
+        generation = parse_messages_request(body, request.headers)
+        caller = caller_for(request.headers, services.settings)
+    except BaseException:
+        if threads is not None:
+            await threads.abandon(pending)
+        raise
+    events = services.engine.run(generation, caller)
+    if threads is not None and pending is not None:
+        events = threads.recording(events, pending)
+    events = request_log.noting(drain.guard(events))
     request_log.note(model=generation.model, stream=generation.stream)
     if not generation.stream:
         message = await render_message(events)

@@ -14,7 +14,7 @@ import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +162,61 @@ class KeyStore(Protocol):
     async def count(self, *, include_revoked: bool = False) -> int: ...
 
 
+ThreadClaim = Literal["claimed", "not_found", "continued", "in_flight"]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadTurn:
+    """One response held for a message thread (api/threads.py): the messages it added to the conversation
+    (the request's new ones, then the response as an assistant message), as the client's JSON.
+
+    ``parent_id`` is the response it continued (``None`` for the thread's first); ``fingerprint`` holds
+    the fields a continue must not change, as JSON; ``expires_at`` moves with the thread's newest turn.
+    """
+
+    message_id: str
+    owner: str
+    parent_id: str | None
+    messages: bytes
+    fingerprint: bytes
+    container_id: str | None
+    created_at: datetime
+    expires_at: datetime
+
+
+class ThreadStore(Protocol):
+    async def claim(self, message_id: str, owner: str, now: datetime) -> ThreadClaim:
+        """Mark ``owner``'s unexpired response ``message_id`` as being continued, atomically: only one of
+        concurrent claims gets ``claimed``; the others learn why not."""
+        ...
+
+    async def release(self, message_id: str) -> None:
+        """A claimed continue failed: ``message_id`` may be continued again."""
+        ...
+
+    async def chain(self, message_id: str) -> list[ThreadTurn]:
+        """The turns from the thread's first to ``message_id``, oldest first; empty if one is gone."""
+        ...
+
+    async def record(self, turn: ThreadTurn, *, continues: str | None) -> None:
+        """Hold ``turn``; mark ``continues`` as continued and give the whole thread ``turn``'s expiry, in
+        one transaction."""
+        ...
+
+    async def sweep(self, now: datetime, *, limit: int) -> int:
+        """Forget up to ``limit`` expired turns; how many."""
+        ...
+
+
 class Store(Protocol):
     @property
     def containers(self) -> ContainerStore: ...
 
     @property
     def files(self) -> FileStore: ...
+
+    @property
+    def threads(self) -> ThreadStore: ...
 
     @property
     def keys(self) -> KeyStore: ...

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord
+from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord, ThreadClaim, ThreadTurn
 
 
 class MemoryContainerStore:
@@ -140,11 +140,58 @@ class MemoryKeyStore:
         return sum(1 for r in self.records.values() if include_revoked or r.active)
 
 
+class MemoryThreadStore:
+    def __init__(self) -> None:
+        self.turns: dict[str, ThreadTurn] = {}
+        self.states: dict[str, str] = {}
+
+    async def claim(self, message_id: str, owner: str, now: datetime) -> ThreadClaim:
+        turn = self.turns.get(message_id)
+        if turn is None or turn.owner != owner or turn.expires_at <= now:
+            return "not_found"
+        state = self.states[message_id]
+        if state == "open":
+            self.states[message_id] = "continuing"
+            return "claimed"
+        return "continued" if state == "continued" else "in_flight"
+
+    async def release(self, message_id: str) -> None:
+        if self.states.get(message_id) == "continuing":
+            self.states[message_id] = "open"
+
+    def _ancestry(self, message_id: str) -> builtins.list[ThreadTurn]:
+        found: builtins.list[ThreadTurn] = []
+        next_id: str | None = message_id
+        while next_id is not None and next_id in self.turns:
+            found.append(self.turns[next_id])
+            next_id = self.turns[next_id].parent_id
+        return found[::-1] if next_id is None else []
+
+    async def chain(self, message_id: str) -> builtins.list[ThreadTurn]:
+        return self._ancestry(message_id)
+
+    async def record(self, turn: ThreadTurn, *, continues: str | None) -> None:
+        self.turns[turn.message_id] = turn
+        self.states[turn.message_id] = "open"
+        if continues is not None:
+            self.states[continues] = "continued"
+            for earlier in self._ancestry(continues):
+                self.turns[earlier.message_id] = replace(earlier, expires_at=turn.expires_at)
+
+    async def sweep(self, now: datetime, *, limit: int) -> int:
+        expired = [i for i, t in self.turns.items() if t.expires_at <= now][:limit]
+        for message_id in expired:
+            del self.turns[message_id]
+            del self.states[message_id]
+        return len(expired)
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self._containers = MemoryContainerStore()
         self._files = MemoryFileStore()
         self._keys = MemoryKeyStore()
+        self._threads = MemoryThreadStore()
 
     @property
     def containers(self) -> MemoryContainerStore:
@@ -157,6 +204,10 @@ class MemoryStore:
     @property
     def keys(self) -> MemoryKeyStore:
         return self._keys
+
+    @property
+    def threads(self) -> MemoryThreadStore:
+        return self._threads
 
     async def close(self) -> None:
         return None

@@ -109,12 +109,34 @@ def _uploads_without_container_key(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX container_uploads_placed ON container_uploads (placed_us)")
 
 
+def _threads(db: sqlite3.Connection) -> None:
+    # One row per response held for a message thread; a thread is a chain of rows by parent_id. state:
+    # 'open' (may be continued), 'continuing' (a continue is in flight), 'continued' (threads are linear).
+    db.execute(
+        """
+        CREATE TABLE threads (
+            message_id   TEXT PRIMARY KEY,
+            owner        TEXT NOT NULL,
+            parent_id    TEXT,
+            messages     BLOB NOT NULL,
+            fingerprint  BLOB NOT NULL,
+            container_id TEXT,
+            state        TEXT NOT NULL DEFAULT 'open',
+            created_at   REAL NOT NULL,
+            expires_at   REAL NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX threads_expires ON threads (expires_at)")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_containers", _containers),
     ("0002_files", _files),
     ("0003_api_keys", _api_keys),
     ("0004_files_expiry", _files_expiry),
     ("0005_uploads_without_container_key", _uploads_without_container_key),
+    ("0006_threads", _threads),
 ]
 
 

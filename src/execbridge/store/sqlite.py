@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from execbridge.store import migrations
 from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord
+from execbridge.store.sqlite_threads import SqliteThreadStore
 
 T = TypeVar("T")
 
@@ -284,6 +285,7 @@ class SqliteStore:
         self._containers = SqliteContainerStore(self)
         self._files = SqliteFileStore(self)
         self._keys = SqliteKeyStore(self)
+        self._threads = SqliteThreadStore(self)
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
@@ -308,6 +310,10 @@ class SqliteStore:
     def keys(self) -> SqliteKeyStore:
         return self._keys
 
+    @property
+    def threads(self) -> SqliteThreadStore:
+        return self._threads
+
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
@@ -323,6 +329,21 @@ class SqliteStore:
                 return cursor.rowcount
             finally:
                 cursor.close()
+
+        return await self._run(run)
+
+    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the database thread inside one ``BEGIN IMMEDIATE`` … ``COMMIT``."""
+
+        def run() -> T:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return result
 
         return await self._run(run)
 
