@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execbridge import ids
-from execbridge.api import files, health, model_list, request_log
+from execbridge.api import files, health, model_list, openapi, request_log
 from execbridge.api.auth import GatewayKeyMiddleware
 from execbridge.api.drain import Drain
 from execbridge.api.errors import error_response
@@ -171,6 +171,7 @@ def create_app(
         # For supervisors and balancers, without a key (outside /v1/).
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
