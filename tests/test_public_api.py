@@ -12,6 +12,7 @@ PUBLIC = [
     "BlockFinished",
     "BlockStarted",
     "Caller",
+    "CitationsDelta",
     "ConfigurationError",
     "Engine",
     "EngineEvent",

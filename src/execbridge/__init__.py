@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from execbridge.engine.events import (
         BlockFinished,
         BlockStarted,
+        CitationsDelta,
         EngineEvent,
         Heartbeat,
         InputJsonDelta,
@@ -93,6 +94,7 @@ _OWNERS: dict[str, str] = {
     "load_settings": "execbridge.config",
     "BlockFinished": "execbridge.engine.events",
     "BlockStarted": "execbridge.engine.events",
+    "CitationsDelta": "execbridge.engine.events",
     "EngineEvent": "execbridge.engine.events",
     "Heartbeat": "execbridge.engine.events",
     "InputJsonDelta": "execbridge.engine.events",
@@ -142,6 +144,7 @@ __all__ = [
     "BlockFinished",
     "BlockStarted",
     "Caller",
+    "CitationsDelta",
     "ConfigurationError",
     "Engine",
     "EngineEvent",

@@ -130,6 +130,15 @@ class Settings(BaseSettings):
         "credentials from Databricks unified authentication (DATABRICKS_HOST/TOKEN, a ~/.databrickscfg "
         "profile, OAuth M2M); the base URL becomes https://<host>/serving-endpoints.",
     )
+    upstream_format: Literal["auto", "anthropic", "chat"] = Field(
+        "auto",
+        description="How the gateway talks to the upstream. anthropic: Anthropic's Messages API, upstream_url being "
+        "the base before /v1/messages (Databricks /serving-endpoints/anthropic or /ai-gateway/anthropic, "
+        "LiteLLM, vLLM). chat: OpenAI Chat Completions. auto: anthropic when upstream_url's path ends in "
+        "/anthropic; with provider databricks, Claude models go through /serving-endpoints/anthropic (falling "
+        "back to Chat Completions per model where the workspace does not serve them there) and others through "
+        "Chat Completions.",
+    )
     upstream_dialect: Literal[
         "auto", "generic", "openai", "azure", "vllm", "ollama", "litellm", "llama-cpp", "databricks"
     ] = Field("auto", description="Force a preset of upstream quirks; auto guesses from the URL and the model name.")

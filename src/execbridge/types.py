@@ -15,8 +15,22 @@ from typing import Any, Final, Literal
 
 
 @dataclass(frozen=True, slots=True)
+class CacheControl:
+    """A prompt-cache breakpoint (Anthropic's ``cache_control``): the prompt up to and including the part
+    that carries it may be cached. Upstreams without prompt caching ignore it."""
+
+    type: str = "ephemeral"
+    ttl: str | None = None  # "5m" or "1h" where the upstream offers them
+
+
+@dataclass(frozen=True, slots=True)
 class Text:
+    """Text. ``citations`` are the upstream's citation objects, carried as they came (their shape depends
+    on the cited document: character, page or content-block locations)."""
+
     text: str
+    cache_control: CacheControl | None = None
+    citations: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +40,7 @@ class Image:
     media_type: str | None = None
     data: str | None = None
     url: str | None = None
+    cache_control: CacheControl | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +53,25 @@ class Document:
     url: str | None = None
     title: str | None = None
     context: str | None = None
+    citations: bool | None = None  # the client's ``citations: {"enabled": …}``; None: not said
+    cache_control: CacheControl | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Thinking:
-    """Model reasoning shown to the client; upstreams that cannot take it back drop it."""
+    """Model reasoning shown to the client; upstreams that cannot take it back drop it.
+
+    A redacted block (Anthropic's ``redacted_thinking``) has ``data``, the encrypted reasoning, and no
+    text. Either kind goes back to an upstream that signed it exactly as it came.
+    """
 
     text: str
     signature: str = ""
+    data: str | None = None
+
+    @property
+    def redacted(self) -> bool:
+        return self.data is not None
 
 
 MAX_NESTING: Final = 100
@@ -83,6 +109,7 @@ class ToolCall:
     name: str
     input: Mapping[str, Any]
     server: bool = False
+    cache_control: CacheControl | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +119,7 @@ class ToolResult:
     tool_use_id: str
     content: tuple[Text | Image, ...]
     is_error: bool = False
+    cache_control: CacheControl | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +227,7 @@ class ClientTool:
     name: str
     description: str | None
     input_schema: Mapping[str, Any]
+    cache_control: CacheControl | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +239,7 @@ class CodeExecutionTool:
     """
 
     version: str
+    cache_control: CacheControl | None = None
 
 
 ToolSpec = ClientTool | CodeExecutionTool
@@ -243,6 +273,7 @@ class FunctionDef:
     name: str
     description: str
     parameters: Mapping[str, Any]
+    cache_control: CacheControl | None = None
 
 
 # ---------------------------------------------------------------- a whole request
@@ -256,8 +287,23 @@ class Sampling:
 
 
 @dataclass(frozen=True, slots=True)
+class ThinkingConfig:
+    """Extended thinking as the client asked for it (Anthropic's ``thinking``)."""
+
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = None
+    display: str | None = None  # newer API versions: "summarized" or "omitted"
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """One client request in neutral form: what the engine loop runs."""
+    """One client request in neutral form: what the engine loop runs.
+
+    ``system`` is the system prompt as one string; ``system_blocks`` the same as the client's blocks,
+    with their cache breakpoints, for upstreams that take blocks. ``thinking``, ``service_tier`` and
+    ``betas`` (the ``anthropic-beta`` values the gateway does not serve itself) reach upstreams that
+    understand them; others ignore them.
+    """
 
     model: str
     max_tokens: int
@@ -270,6 +316,10 @@ class GenerationRequest:
     user_id: str | None = None
     stream: bool = False
     container_id: str | None = None
+    system_blocks: tuple[Text, ...] = ()
+    thinking: ThinkingConfig | None = None
+    service_tier: str | None = None
+    betas: tuple[str, ...] = ()
 
     @property
     def code_execution(self) -> CodeExecutionTool | None:
@@ -286,6 +336,7 @@ class Usage:
     output_tokens: int = 0
     cache_read_input_tokens: int = 0
     code_execution_requests: int = 0
+    cache_creation_input_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -293,6 +344,7 @@ class Usage:
             self.output_tokens + other.output_tokens,
             self.cache_read_input_tokens + other.cache_read_input_tokens,
             self.code_execution_requests + other.code_execution_requests,
+            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
         )
 
 

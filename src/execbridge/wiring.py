@@ -17,6 +17,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
 
 from execbridge.config import Settings
 from execbridge.engine.loop import Engine
@@ -28,9 +30,12 @@ from execbridge.sandbox.host_client import SandboxHostClient, host_answers
 from execbridge.sandbox.manager import ContainerManager
 from execbridge.store.base import ThreadStore
 from execbridge.store.sqlite import SqliteStore
-from execbridge.upstream.base import Credentials, ModelCatalog
+from execbridge.upstream.anthropic_messages import AnthropicMessagesUpstream
+from execbridge.upstream.base import Credentials, GatewayUpstream, ModelCatalog
 from execbridge.upstream.key_check import UpstreamKeyCheck
+from execbridge.upstream.model_names import ModelNames
 from execbridge.upstream.openai_chat import OpenAIChatUpstream
+from execbridge.upstream.routes import RoutedUpstream
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +66,31 @@ class Services:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamTarget:
-    """Where the upstream is and, for Databricks, the gateway's refreshable credential for it."""
+    """Where the upstream is and, for Databricks, the gateway's refreshable credential for it.
+
+    ``anthropic_url`` is the base of an Anthropic Messages route (before ``/v1/messages``) and
+    ``native_for`` which models take it: ``"all"``, ``"claude"`` (Databricks: Claude models, with a
+    fall-back to Chat Completions at ``base_url``) or ``"none"`` (Chat Completions only).
+    """
 
     base_url: str
     credentials: Credentials | None = None
+    anthropic_url: str | None = None
+    native_for: Literal["all", "claude", "none"] = "none"
+
+
+def _ends_in_anthropic(url: str) -> bool:
+    return urlsplit(url).path.rstrip("/").removesuffix("/v1/messages").removesuffix("/v1").endswith("/anthropic")
+
+
+def _native_target(settings: Settings, base_url: str, credentials: Credentials | None) -> UpstreamTarget:
+    """Which route(s) ``settings.upstream_format`` asks for, from the upstream's base URL."""
+    native = settings.upstream_format == "anthropic" or (
+        settings.upstream_format == "auto" and _ends_in_anthropic(base_url)
+    )
+    if native:
+        return UpstreamTarget(base_url, credentials, base_url, "all")
+    return UpstreamTarget(base_url, credentials)
 
 
 async def resolve_upstream(settings: Settings) -> UpstreamTarget:
@@ -75,19 +101,52 @@ async def resolve_upstream(settings: Settings) -> UpstreamTarget:
         from execbridge.upstream.databricks import DatabricksCredentials
 
         credentials = await DatabricksCredentials.connect(timeout_s=settings.upstream_auth_timeout_s)
-        # --upstream may still point somewhere else on the workspace (e.g. an AI gateway path).
-        return UpstreamTarget(settings.upstream_url or credentials.base_url, credentials)
+        if settings.upstream_url:
+            # --upstream may still point somewhere else on the workspace (e.g. an AI gateway path).
+            return _native_target(settings, settings.upstream_url, credentials)
+        if settings.upstream_format == "chat":
+            return UpstreamTarget(credentials.base_url, credentials)
+        # Claude is served through Anthropic's own API too: thinking signatures, prompt caching and
+        # exact usage survive there, so Claude models take that route (docs/protocol.md, "Anthropic-native").
+        anthropic_url = f"{credentials.base_url}/anthropic"
+        native_for: Literal["all", "claude"] = "all" if settings.upstream_format == "anthropic" else "claude"
+        return UpstreamTarget(credentials.base_url, credentials, anthropic_url, native_for)
     if not settings.upstream_url:
         raise ConfigurationError(
-            "no upstream: pass --upstream URL (an OpenAI-compatible base URL) or --provider databricks"
+            "no upstream: pass --upstream URL (an OpenAI-compatible or Anthropic base URL) or --provider databricks"
         )
-    return UpstreamTarget(settings.upstream_url)
+    return _native_target(settings, settings.upstream_url, None)
+
+
+def _anthropic_upstream(settings: Settings, target: UpstreamTarget, url: str) -> AnthropicMessagesUpstream:
+    key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
+    return AnthropicMessagesUpstream(
+        url,
+        key,
+        credentials=target.credentials,
+        # Databricks takes its tokens, and its PATs given as keys, as Bearer.
+        auth_header="authorization" if settings.provider == "databricks" else "x-api-key",
+        connect_timeout_s=settings.upstream_connect_timeout_s,
+        read_timeout_s=settings.upstream_read_timeout_s,
+        total_timeout_s=settings.upstream_total_timeout_s,
+        max_retries=settings.upstream_max_retries,
+        model_names=ModelNames(settings.model_map, provider=settings.provider),
+    )
 
 
 @asynccontextmanager
-async def open_upstream(settings: Settings, target: UpstreamTarget | None = None) -> AsyncIterator[OpenAIChatUpstream]:
+async def open_upstream(settings: Settings, target: UpstreamTarget | None = None) -> AsyncIterator[GatewayUpstream]:
+    """The upstream ``target`` names: Chat Completions, Anthropic-native, or both routed per model."""
     target = target or await resolve_upstream(settings)
-    upstream = OpenAIChatUpstream.from_settings(settings, base_url=target.base_url, credentials=target.credentials)
+    upstream: GatewayUpstream
+    if target.native_for == "all" and target.anthropic_url is not None:
+        upstream = _anthropic_upstream(settings, target, target.anthropic_url)
+    else:
+        chat = OpenAIChatUpstream.from_settings(settings, base_url=target.base_url, credentials=target.credentials)
+        if target.native_for == "claude" and target.anthropic_url is not None:
+            upstream = RoutedUpstream(_anthropic_upstream(settings, target, target.anthropic_url), chat)
+        else:
+            upstream = chat
     try:
         yield upstream
     finally:

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execbridge import ids
-from execbridge.api import files, health, model_list, openapi, request_log
+from execbridge.api import count_tokens, files, health, model_list, openapi, request_log
 from execbridge.api.auth import GatewayKeyMiddleware
 from execbridge.api.drain import Drain
 from execbridge.api.errors import error_response
@@ -160,6 +160,7 @@ def create_app(
 
     routes = [
         Route("/v1/messages", create_message, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens.count_tokens, methods=["POST"]),
         # Files API (docs/protocol.md §2.10); same path, one route per method, so a wrong method is a 405.
         Route("/v1/files", files.upload_file, methods=["POST"]),
         Route("/v1/files", files.list_files, methods=["GET"]),

@@ -97,8 +97,10 @@ def _clamp_code(sub_tool: SubTool, code: ToolErrorCode) -> str:
 def render_block(part: OutputPart) -> dict[str, Any]:
     """One finished output block, exactly as it appears in ``Message.content``."""
     match part:
-        case Text(text=text):
-            return {"type": "text", "text": text, "citations": None}
+        case Text(text=text, citations=citations):
+            return {"type": "text", "text": text, "citations": [dict(c) for c in citations] if citations else None}
+        case Thinking(data=data) if data is not None:
+            return {"type": "redacted_thinking", "data": data}
         case Thinking(text=text, signature=signature):
             return {"type": "thinking", "thinking": text, "signature": signature}
         case ToolCall(id=id_, name=name, input=input_, server=server):
@@ -126,6 +128,8 @@ def render_start_block(block: Text | Thinking | ToolCall) -> dict[str, Any]:
     match block:
         case Text():
             return {"type": "text", "text": ""}  # exactly the documented start shape (§3.2)
+        case Thinking(data=data) if data is not None:
+            return {"type": "redacted_thinking", "data": data}  # arrives whole, no deltas
         case Thinking():
             return {"type": "thinking", "thinking": "", "signature": ""}
         case ToolCall(id=id_, name=name, server=server):
@@ -232,8 +236,7 @@ def render_usage(usage: Usage, *, service_tier: bool = True) -> dict[str, Any]:
     rendered: dict[str, Any] = {
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
-        # the neutral model has no cache writes: upstreams we drive do not report them
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens,
         "cache_read_input_tokens": usage.cache_read_input_tokens,
         "server_tool_use": {
             "web_search_requests": 0,

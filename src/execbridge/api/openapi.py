@@ -159,6 +159,26 @@ def _messages_request() -> dict[str, Any]:
             "top_p": unit,
             "top_k": {"type": "integer", "minimum": 0, "maximum": INT32_MAX},
             "metadata": {"type": "object", "properties": {"user_id": {"type": "string"}}},
+            "thinking": {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "required": ["type", "budget_tokens"],
+                        "properties": {
+                            "type": {"const": "enabled"},
+                            "budget_tokens": {"type": "integer", "minimum": 1024, "maximum": INT32_MAX},
+                            "display": {"type": "string"},
+                        },
+                    },
+                    {"type": "object", "required": ["type"], "properties": {"type": {"const": "disabled"}}},
+                    {
+                        "type": "object",
+                        "required": ["type"],
+                        "properties": {"type": {"const": "adaptive"}, "display": {"type": "string"}},
+                    },
+                ]
+            },
+            "service_tier": {"type": "string", "enum": ["auto", "standard_only"]},
             "container": {"oneOf": [{"type": "string"}, {"type": "object", "properties": {"id": {"type": "string"}}}]},
             "thread": {
                 "oneOf": [
@@ -177,9 +197,21 @@ def _messages_request() -> dict[str, Any]:
     }
 
 
+def _count_tokens_request() -> dict[str, Any]:
+    schema = _messages_request()
+    schema["required"] = ["model", "messages"]
+    return schema
+
+
 def _schemas() -> dict[str, Any]:
     return {
         "MessagesRequest": _messages_request(),
+        "CountTokensRequest": _count_tokens_request(),
+        "TokenCount": {
+            "type": "object",
+            "required": ["input_tokens"],
+            "properties": {"input_tokens": {"type": "integer", "minimum": 0}},
+        },
         "Message": {
             "type": "object",
             "required": ["role", "content"],
@@ -267,6 +299,26 @@ def _paths() -> dict[str, Any]:
                     "200": {
                         "description": "The message (JSON), or server-sent events when stream is true.",
                         "content": {JSON: {"schema": _ref("MessageResponse")}, "text/event-stream": {}},
+                    },
+                    **_ERRORS,
+                },
+            }
+        },
+        "/v1/messages/count_tokens": {
+            "post": {
+                "summary": "Count a request's input tokens, with the tools and system note the gateway adds",
+                "parameters": headers,
+                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("CountTokensRequest")}}},
+                "responses": {
+                    "200": {
+                        "description": "The count: the upstream's own, or the gateway's estimate (header says which).",
+                        "headers": {
+                            "execbridge-token-count": {
+                                "schema": {"type": "string", "enum": ["upstream", "estimate"]},
+                                "description": "upstream: counted by the upstream; estimate: the gateway's estimate.",
+                            }
+                        },
+                        "content": {JSON: {"schema": _ref("TokenCount")}},
                     },
                     **_ERRORS,
                 },

@@ -26,6 +26,7 @@ from execbridge.api.blocks import (
 from execbridge.engine.events import (
     BlockFinished,
     BlockStarted,
+    CitationsDelta,
     EngineEvent,
     Heartbeat,
     InputJsonDelta,
@@ -63,7 +64,7 @@ class MessageFolder:
                 message["usage"] = render_usage(usage)
                 if event.container is not None:
                     message["container"] = render_container(event.container)
-            case BlockStarted() | TextDelta() | ThinkingDelta() | InputJsonDelta() | Heartbeat():
+            case BlockStarted() | TextDelta() | ThinkingDelta() | CitationsDelta() | InputJsonDelta() | Heartbeat():
                 pass  # the finished block carries the final value; heartbeats are for streams
             case _:
                 assert_never(event)

@@ -39,6 +39,7 @@ from execbridge.api.errors import classify, error_body
 from execbridge.engine.events import (
     BlockFinished,
     BlockStarted,
+    CitationsDelta,
     EngineEvent,
     Heartbeat,
     InputJsonDelta,
@@ -75,11 +76,12 @@ def _stop(index: int) -> bytes:
 class SseRenderer:
     """Stateful: counts block indexes and what each open block has streamed so far."""
 
-    __slots__ = ("_container", "_index", "_sent_chars", "_sent_json")
+    __slots__ = ("_container", "_index", "_sent_chars", "_sent_citations", "_sent_json")
 
     def __init__(self) -> None:
         self._index = -1  # index of the current (or last) block
         self._sent_chars = 0  # text/thinking characters streamed into the open block
+        self._sent_citations = 0  # citations streamed into the open text block
         self._sent_json = False  # whether the open call block got any non-empty input_json_delta
         self._container: ContainerRef | None = None
 
@@ -92,6 +94,7 @@ class SseRenderer:
             case BlockStarted(block=block):
                 self._index += 1
                 self._sent_chars = 0
+                self._sent_citations = 0
                 self._sent_json = False
                 start = {
                     "type": "content_block_start",
@@ -105,6 +108,9 @@ class SseRenderer:
             case ThinkingDelta(text=text):
                 self._sent_chars += len(text)
                 return _delta(self._index, {"type": "thinking_delta", "thinking": text})
+            case CitationsDelta(citation=citation):
+                self._sent_citations += 1
+                return _delta(self._index, {"type": "citations_delta", "citation": dict(citation)})
             case InputJsonDelta(partial_json=partial_json):
                 self._sent_json = self._sent_json or bool(partial_json)  # a leading "" fragment carries nothing
                 return _delta(self._index, {"type": "input_json_delta", "partial_json": partial_json})
@@ -141,9 +147,13 @@ class SseRenderer:
         out = b""
         index = self._index
         match block:
-            case Text(text=text):
+            case Text(text=text, citations=citations):
+                for citation in citations[self._sent_citations :]:
+                    out += _delta(index, {"type": "citations_delta", "citation": dict(citation)})
                 if len(text) > self._sent_chars:
                     out += _delta(index, {"type": "text_delta", "text": text[self._sent_chars :]})
+            case Thinking(data=data) if data is not None:
+                pass  # redacted: whole in its content_block_start
             case Thinking(text=text, signature=signature):
                 if len(text) > self._sent_chars:
                     out += _delta(index, {"type": "thinking_delta", "thinking": text[self._sent_chars :]})

@@ -12,11 +12,14 @@ error path string is only built when there is an error.
 Invariants:
 - Every failure is ``errors.InvalidRequest`` whose message starts with the field path, pydantic-style
   (``messages.2.content.0.source.media_type: …``), so the client knows exactly what to fix.
-- Unknown optional fields (``cache_control``, ``citations``, ``thinking``, ``caller``, …) are accepted
-  and ignored; anything we cannot serve (other server tools, ``file`` sources, skills) is refused by
-  name rather than silently dropped.
+- ``cache_control``, ``citations``, ``thinking``, ``service_tier`` and the ``anthropic-beta`` values are
+  carried in the neutral model (an Anthropic-native upstream gets them back; Chat Completions upstreams
+  ignore what they cannot take); other unknown optional fields (``caller``, …) are accepted and
+  ignored; anything we cannot serve (other server tools, ``file`` sources, skills) is refused by name
+  rather than silently dropped.
 - Consecutive turns of the same role are merged into one ``Message``.
-- ``redacted_thinking`` is dropped: it is opaque ciphertext no OpenAI-compatible upstream can take back.
+- ``redacted_thinking`` is kept as ``Thinking(data=…)``: opaque ciphertext only the upstream that made it
+  can read back (Chat Completions upstreams drop it, as they drop all thinking).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from execbridge.api._checks import (
 from execbridge.api.blocks import RESULT_BLOCK_TYPES, parse_result_block
 from execbridge.tools.versions import SERVER_TOOL_NAMES, TOOL_NAME, VERSIONS, version_of
 from execbridge.types import (
+    CacheControl,
     ClientTool,
     CodeExecutionTool,
     ContainerUpload,
@@ -55,6 +59,7 @@ from execbridge.types import (
     ServerToolResult,
     Text,
     Thinking,
+    ThinkingConfig,
     ToolCall,
     ToolChoice,
     ToolResult,
@@ -66,7 +71,9 @@ __all__ = [
     "ApiVersion",
     "api_version",
     "parse_content",
+    "parse_count_tokens_request",
     "parse_messages_request",
+    "request_betas",
 ]
 
 ApiVersion: TypeAlias = Literal["2023-06-01", "2026-10-21"]
@@ -118,6 +125,37 @@ def api_version(headers: Mapping[str, str]) -> ApiVersion:
 
 # ---------------------------------------------------------------- content blocks
 
+
+def _cache_control(block: dict[str, Any], path: str) -> CacheControl | None:
+    """A block's ``cache_control`` (``{"type": "ephemeral", "ttl": "5m" | "1h"}``), or None."""
+    raw = block.get("cache_control")
+    if raw is None:
+        return None
+    if type(raw) is not dict:
+        wrong(path, "cache_control", "an object", raw)
+    cc_path = at(path, "cache_control")
+    kind = raw.get("type", MISSING)
+    if kind != "ephemeral":
+        choice_error(kind, at(cc_path, "type"), ("ephemeral",))
+    ttl = raw.get("ttl")
+    if ttl is not None and ttl not in ("5m", "1h"):
+        choice_error(ttl, at(cc_path, "ttl"), ("5m", "1h"))
+    return CacheControl("ephemeral", ttl)
+
+
+def _citations(block: dict[str, Any], path: str) -> tuple[dict[str, Any], ...]:
+    """A text block's ``citations``, carried as they are (their shape is the upstream's)."""
+    raw = block.get("citations")
+    if not raw:
+        return ()
+    if type(raw) is not list:
+        wrong(path, "citations", "an array", raw)
+    for i, item in enumerate(raw):
+        if type(item) is not dict:
+            fail(at(at(path, "citations"), i), f"expected a citation object, got {kind_of(item)}")
+    return tuple(raw)
+
+
 _BlockParser: TypeAlias = Callable[[dict[str, Any], str, Role, bool], Part | None]
 
 
@@ -128,7 +166,7 @@ def _text(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> Pa
             at(path, "citations"),
             "text blocks with citations are not allowed in user messages with anthropic-version 2026-10-21",
         )
-    return Text(text)
+    return Text(text, _cache_control(block, path), _citations(block, path))
 
 
 def _image(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> Image:
@@ -139,9 +177,9 @@ def _image(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> I
         media_type = source.get("media_type", MISSING)
         if media_type not in _IMAGE_MEDIA_TYPES:
             choice_error(media_type, at(src_path, "media_type"), _IMAGE_MEDIA_TYPES)
-        return Image(media_type=media_type, data=req_str(source, "data", src_path))
+        return Image(media_type, req_str(source, "data", src_path), cache_control=_cache_control(block, path))
     if kind == "url":
-        return Image(url=req_str(source, "url", src_path))
+        return Image(url=req_str(source, "url", src_path), cache_control=_cache_control(block, path))
     if kind == "file":
         fail(at(src_path, "type"), "'file' image sources are not supported by this gateway; send base64 or url")
     choice_error(kind, at(src_path, "type"), ("base64", "url", "file"))
@@ -154,27 +192,42 @@ def _document(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -
     src_path = at(path, "source")
     title = opt_str(block, "title", path)
     context = opt_str(block, "context", path)
+    labels: dict[str, Any] = {
+        "title": title,
+        "context": context,
+        "citations": _citations_enabled(block, path),
+        "cache_control": _cache_control(block, path),
+    }
     kind = source.get("type", MISSING)
     if kind == "base64":
         if source.get("media_type") != "application/pdf":
             choice_error(source.get("media_type", MISSING), at(src_path, "media_type"), ("application/pdf",))
         data = req_str(source, "data", src_path)
-        return Document(media_type="application/pdf", data=data, title=title, context=context)
+        return Document(media_type="application/pdf", data=data, **labels)
     if kind == "text":
         if source.get("media_type") != "text/plain":
             choice_error(source.get("media_type", MISSING), at(src_path, "media_type"), ("text/plain",))
         text = req_str(source, "data", src_path)
-        return Document(media_type="text/plain", text=text, title=title, context=context)
+        return Document(media_type="text/plain", text=text, **labels)
     if kind == "url":
-        return Document(url=req_str(source, "url", src_path), title=title, context=context)
+        return Document(url=req_str(source, "url", src_path), **labels)
     if kind == "content":
         text = _document_content(source, src_path)
-        return Document(media_type="text/plain", text=text, title=title, context=context)
+        return Document(media_type="text/plain", text=text, **labels)
     if kind == "file":
         fail(
             at(src_path, "type"), "'file' document sources are not supported by this gateway; send base64, text or url"
         )
     choice_error(kind, at(src_path, "type"), ("base64", "text", "url", "content", "file"))
+
+
+def _citations_enabled(block: dict[str, Any], path: str) -> bool | None:
+    raw = block.get("citations")
+    if raw is None:
+        return None
+    if type(raw) is not dict:
+        wrong(path, "citations", "an object", raw)
+    return opt_bool(raw, "enabled", at(path, "citations"))
 
 
 def _document_content(source: dict[str, Any], path: str) -> str:
@@ -199,9 +252,8 @@ def _thinking(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -
     return Thinking(req_str(block, "thinking", path), req_str(block, "signature", path))
 
 
-def _redacted_thinking(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> None:
-    req_str(block, "data", path)
-    return None
+def _redacted_thinking(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> Thinking:
+    return Thinking("", data=req_str(block, "data", path))
 
 
 def _tool_input(block: dict[str, Any], path: str) -> dict[str, Any]:
@@ -209,7 +261,8 @@ def _tool_input(block: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def _tool_use(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> ToolCall:
-    return ToolCall(req_str(block, "id", path), req_str(block, "name", path), _tool_input(block, path))
+    id_, name = req_str(block, "id", path), req_str(block, "name", path)
+    return ToolCall(id_, name, _tool_input(block, path), cache_control=_cache_control(block, path))
 
 
 def _server_tool_use(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> ToolCall:
@@ -226,11 +279,12 @@ def _server_tool_use(block: dict[str, Any], path: str, role: Role, new_dialect: 
 def _tool_result(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> ToolResult:
     tool_use_id = req_str(block, "tool_use_id", path)
     is_error = opt_bool(block, "is_error", path)
+    cache_control = _cache_control(block, path)
     content = block.get("content")
     if content is None or content == "":
-        return ToolResult(tool_use_id, (), is_error)
+        return ToolResult(tool_use_id, (), is_error, cache_control)
     if type(content) is str:
-        return ToolResult(tool_use_id, (Text(content),), is_error)
+        return ToolResult(tool_use_id, (Text(content),), is_error, cache_control)
     if type(content) is not list:
         wrong(path, "content", "a string or an array of blocks", content)
     parts: list[Text | Image] = []
@@ -241,7 +295,7 @@ def _tool_result(block: dict[str, Any], path: str, role: Role, new_dialect: bool
             fail(item_path, f"expected an object, got {kind_of(item)}")
         kind = item.get("type", MISSING)
         if kind == "text":
-            parts.append(Text(req_str(item, "text", item_path)))
+            parts.append(Text(req_str(item, "text", item_path), _cache_control(item, item_path)))
         elif kind == "image":
             parts.append(_image(item, item_path, role, new_dialect))
         elif kind == "document":
@@ -252,7 +306,7 @@ def _tool_result(block: dict[str, Any], path: str, role: Role, new_dialect: bool
             parts.append(Text(doc.text))
         else:
             choice_error(kind, at(item_path, "type"), ("text", "image", "document"))
-    return ToolResult(tool_use_id, tuple(parts), is_error)
+    return ToolResult(tool_use_id, tuple(parts), is_error, cache_control)
 
 
 def _container_upload(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> ContainerUpload:
@@ -347,20 +401,21 @@ def _messages(raw: object, version: ApiVersion) -> tuple[Message, ...]:
 # ---------------------------------------------------------------- system, tools, tool_choice
 
 
-def _system(raw: object) -> str | None:
+def _system_blocks(raw: object) -> tuple[Text, ...]:
+    """The system prompt as text blocks, with their cache breakpoints (a string is one block)."""
     if raw is None or type(raw) is str:
-        return raw or None
+        return (Text(raw),) if raw else ()
     if type(raw) is not list:
         wrong("", "system", "a string or an array of text blocks", raw)
-    texts = []
+    blocks = []
     for i, block in enumerate(raw):
         path = f"system.{i}"
         if type(block) is not dict:
             fail(path, f"expected a text block object, got {kind_of(block)}")
         if block.get("type") != "text":
             choice_error(block.get("type", MISSING), at(path, "type"), ("text",))
-        texts.append(req_str(block, "text", path))
-    return "\n\n".join(texts) or None
+        blocks.append(Text(req_str(block, "text", path), _cache_control(block, path)))
+    return tuple(blocks)
 
 
 def _supported_types() -> str:
@@ -378,7 +433,7 @@ def _tool(raw: object, path: str) -> ToolSpec:
         schema = nested_at_most(req_dict(raw, "input_schema", path), at(path, "input_schema"))
         if schema.get("type", "object") != "object":
             fail(at(at(path, "input_schema"), "type"), f"expected 'object', got {schema.get('type')!r}")
-        return ClientTool(name, opt_str(raw, "description", path), schema)
+        return ClientTool(name, opt_str(raw, "description", path), schema, _cache_control(raw, path))
     if type(kind) is not str:
         wrong(path, "type", "a string", kind)
     version = VERSIONS.get(kind)
@@ -391,7 +446,7 @@ def _tool(raw: object, path: str) -> ToolSpec:
     name = raw.get("name", MISSING)
     if name != TOOL_NAME:
         choice_error(name, at(path, "name"), (TOOL_NAME,))
-    return CodeExecutionTool(version.version)
+    return CodeExecutionTool(version.version, _cache_control(raw, path))
 
 
 def _tools(raw: object) -> tuple[ToolSpec, ...]:
@@ -472,6 +527,48 @@ def _user_id(raw: object) -> str | None:
     return opt_str(raw, "user_id", "metadata")
 
 
+_THINKING_TYPES: Final = ("enabled", "disabled", "adaptive")
+_SERVICE_TIERS: Final = ("auto", "standard_only")
+MIN_THINKING_BUDGET: Final = 1024  # Anthropic's documented minimum for budget_tokens
+
+
+def _thinking_config(raw: object) -> ThinkingConfig | None:
+    if raw is None:
+        return None
+    if type(raw) is not dict:
+        wrong("", "thinking", "an object", raw)
+    kind = raw.get("type", MISSING)
+    if kind == "enabled":
+        budget = req_int(raw, "budget_tokens", "thinking", minimum=MIN_THINKING_BUDGET, maximum=INT32_MAX)
+        return ThinkingConfig("enabled", budget, opt_str(raw, "display", "thinking"))
+    if kind == "disabled":
+        return ThinkingConfig("disabled")
+    if kind == "adaptive":
+        return ThinkingConfig("adaptive", None, opt_str(raw, "display", "thinking"))
+    choice_error(kind, "thinking.type", _THINKING_TYPES)
+
+
+def _service_tier(raw: object) -> str | None:
+    if raw is None:
+        return None
+    if raw not in _SERVICE_TIERS:
+        choice_error(raw, "service_tier", _SERVICE_TIERS)
+    return str(raw)
+
+
+# Betas the gateway serves itself: they never go upstream (code execution is the gateway's own tool).
+GATEWAY_BETAS: Final = re.compile(r"(code-execution|files-api|message-threads|skills)-\d{4}-\d{2}-\d{2}")
+
+
+def request_betas(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The ``anthropic-beta`` values for the upstream: every one the gateway does not serve itself."""
+    raw = headers.get("anthropic-beta")
+    if not raw:
+        return ()
+    values = (v.strip() for v in raw.split(","))
+    return tuple(dict.fromkeys(v for v in values if v and GATEWAY_BETAS.fullmatch(v) is None))
+
+
 def _container(raw: object) -> str | None:
     if raw is None or type(raw) is str:
         return raw or None
@@ -497,11 +594,16 @@ def parse_messages_request(body: object, headers: Mapping[str, str]) -> Generati
     stream = body.get("stream")
     if stream is not None and type(stream) is not bool:
         wrong("", "stream", "a boolean", stream)
+    system_blocks = _system_blocks(body.get("system"))
     return GenerationRequest(
         model=model,
         max_tokens=max_tokens,
         messages=messages,
-        system=_system(body.get("system")),
+        system="\n\n".join(b.text for b in system_blocks) or None,
+        system_blocks=system_blocks,
+        thinking=_thinking_config(body.get("thinking")),
+        service_tier=_service_tier(body.get("service_tier")),
+        betas=request_betas(headers),
         tools=tools,
         tool_choice=_tool_choice(body.get("tool_choice"), tools),
         stop_sequences=_stop_sequences(body.get("stop_sequences")),
@@ -510,3 +612,15 @@ def parse_messages_request(body: object, headers: Mapping[str, str]) -> Generati
         stream=bool(stream),
         container_id=_container(body.get("container")),
     )
+
+
+COUNTING_MAX_TOKENS: Final = 1
+"""``max_tokens`` of a counted request: ``count_tokens`` takes none, and nothing is generated."""
+
+
+def parse_count_tokens_request(body: object, headers: Mapping[str, str]) -> GenerationRequest:
+    """A ``POST /v1/messages/count_tokens`` body: a Messages request without ``max_tokens`` (or ``stream``),
+    validated the same way, field paths and all."""
+    if type(body) is dict and "max_tokens" not in body:
+        body = {**body, "max_tokens": COUNTING_MAX_TOKENS}
+    return parse_messages_request(body, headers)

@@ -42,6 +42,14 @@ log = logging.getLogger(__name__)
     "DATABRICKS_CONFIG_PROFILE, OAuth M2M). Default openai: any OpenAI-compatible --upstream.",
 )
 @click.option(
+    "--upstream-format",
+    type=click.Choice(["auto", "anthropic", "chat"]),
+    default=None,
+    help="anthropic: the upstream speaks Anthropic's Messages API (--upstream is the base before /v1/messages); "
+    "chat: OpenAI Chat Completions. Default auto: anthropic when the URL's path ends in /anthropic; with "
+    "--provider databricks, Claude models use /serving-endpoints/anthropic and others Chat Completions.",
+)
+@click.option(
     "--upstream-api-key",
     default=None,
     help="Key for the upstream. Without it, each client's own key (x-api-key / Bearer) is passed through.",
@@ -69,6 +77,7 @@ def command(
     port: int | None,
     upstream_url: str | None,
     provider: str | None,
+    upstream_format: str | None,
     upstream_api_key: str | None,
     max_iterations: int | None,
     allow_weak_isolation: bool | None,
@@ -76,12 +85,13 @@ def command(
     gateway_user: str | None,
     privilege_split: bool | None,
 ) -> None:
-    """Serve the Anthropic Messages API with code execution on an OpenAI-compatible upstream."""
+    """Serve the Anthropic Messages API with code execution on an OpenAI-compatible or Anthropic-native upstream."""
     settings = cli.settings(
         host=host,
         port=port,
         upstream_url=upstream_url,
         provider=provider,
+        upstream_format=upstream_format,
         upstream_api_key=upstream_api_key,
         max_iterations=max_iterations,
         sandbox_host=sandbox_host,
@@ -92,7 +102,7 @@ def command(
     if not settings.upstream_url and settings.provider != "databricks":
         raise click.UsageError("no upstream: pass --upstream URL (or --provider databricks)")
     if settings.sandbox_host is None and settings.privilege_split and os.geteuid() == 0:
-        sys.exit(_split(cli, settings, host, port, upstream_url, provider, max_iterations))
+        sys.exit(_split(cli, settings, host, port, upstream_url, provider, upstream_format, max_iterations))
     if settings.sandbox_host is not None and not settings.sandbox_host.startswith("unix:"):
         raise click.BadParameter("must be unix:PATH", param_hint="--sandbox-host")
     try:
@@ -141,6 +151,7 @@ def _split(
     port: int | None,
     upstream_url: str | None,
     provider: str | None,
+    upstream_format: str | None,
     max_iterations: int | None,
 ) -> int:
     """Run as the privilege split's supervisor (``supervisor.py``); the gateway's exit status."""
@@ -150,6 +161,7 @@ def _split(
         ("--port", port),
         ("--upstream", upstream_url),
         ("--provider", provider),
+        ("--upstream-format", upstream_format),
         ("--max-iterations", max_iterations),
     ):
         if value is not None:

@@ -16,7 +16,9 @@ Order guarantees:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from execbridge.types import ContainerRef, ServerToolResult, StopReason, Text, Thinking, ToolCall, Usage
 
@@ -31,7 +33,8 @@ class MessageStarted:
 
 @dataclass(frozen=True, slots=True)
 class BlockStarted:
-    """A text, thinking or tool-call block opens. For calls, ``block.input`` is empty until finished."""
+    """A text, thinking or tool-call block opens. For calls, ``block.input`` is empty until finished; a
+    redacted thinking block opens whole (``block.data`` set)."""
 
     block: Text | Thinking | ToolCall
 
@@ -44,6 +47,13 @@ class TextDelta:
 @dataclass(frozen=True, slots=True)
 class ThinkingDelta:
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CitationsDelta:
+    """A citation added to the open text block (the upstream's citation object, as it came)."""
+
+    citation: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +93,7 @@ EngineEvent = (
     | BlockStarted
     | TextDelta
     | ThinkingDelta
+    | CitationsDelta
     | InputJsonDelta
     | BlockFinished
     | ServerToolResultReady

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC
 from functools import partial
 from typing import Final
@@ -28,11 +28,12 @@ from execbridge import ids
 from execbridge.config import Settings
 from execbridge.engine.events import EngineEvent, Heartbeat, MessageFinished, MessageStarted, ServerToolResultReady
 from execbridge.engine.history import for_upstream, unanswered_server_calls, with_results
+from execbridge.engine.token_estimate import TokenCount, estimate_tokens
 from execbridge.engine.turn import TurnAssembler, replay
 from execbridge.engine.uploads import put_uploads, records_to_put, upload_ids
 from execbridge.errors import ExecbridgeError, InvalidRequest, QuotaExceeded
 from execbridge.files import FileService
-from execbridge.sandbox.base import ContainerInfo, ContainerService
+from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo, ContainerService
 from execbridge.tools.code_execution import run_call, system_note
 from execbridge.tools.versions import TOOL_NAME, ToolVersion, version_of
 from execbridge.types import (
@@ -53,7 +54,7 @@ from execbridge.types import (
     ToolOutcome,
     Usage,
 )
-from execbridge.upstream.base import ChatTurn, FunctionChoice, Upstream
+from execbridge.upstream.base import ChatTurn, FunctionChoice, TokenCounter, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -165,23 +166,10 @@ class Engine:
     async def _model_turns(self, run: _Run) -> AsyncGenerator[EngineEvent | _Began, None]:
         """Model turn, server calls, model turn … until the model stops, calls a client tool, or the cap."""
         request = run.request
-        system = self._system(request, run.version)
+        first = self._turn(request, run.caller, run.version, run.functions, run.history)
         server_names = run.version.names if run.version else frozenset()
         for iteration in range(self._settings.max_iterations):
-            turn = ChatTurn(
-                model=request.model,
-                messages=tuple(run.history),
-                max_tokens=request.max_tokens,
-                system=system,
-                functions=run.functions,
-                function_choice=_function_choice(request.tool_choice, run.version) if iteration == 0 else None,
-                parallel_calls=False if request.tool_choice and request.tool_choice.disable_parallel_tool_use else None,
-                stop=request.stop_sequences,
-                sampling=request.sampling,
-                user=request.user_id,
-                stream=request.stream,
-                api_key=run.caller.upstream_api_key,
-            )
+            turn = first if iteration == 0 else replace(first, messages=tuple(run.history), function_choice=None)
             assembler = TurnAssembler(server_names.__contains__)
             began = False
             async with aclosing(self._upstream.stream_turn(turn)) as upstream_events:
@@ -236,6 +224,51 @@ class Engine:
 
     # ------------------------------------------------------------------ helpers
 
+    def _turn(
+        self,
+        request: GenerationRequest,
+        caller: Caller,
+        version: ToolVersion | None,
+        functions: tuple[FunctionDef, ...],
+        history: Sequence[Message],
+    ) -> ChatTurn:
+        """The first model turn of ``request``: what the upstream sees, with the gateway's tools and note.
+
+        Later turns differ only in the history and in leaving the tool choice to the model."""
+        return ChatTurn(
+            model=request.model,
+            messages=tuple(history),
+            max_tokens=request.max_tokens,
+            system=self._system(request, version),
+            functions=functions,
+            function_choice=_function_choice(request.tool_choice, version),
+            parallel_calls=False if request.tool_choice and request.tool_choice.disable_parallel_tool_use else None,
+            stop=request.stop_sequences,
+            sampling=request.sampling,
+            user=request.user_id,
+            stream=request.stream,
+            api_key=caller.upstream_api_key,
+            system_blocks=self._system_blocks(request, version),
+            thinking=request.thinking,
+            service_tier=request.service_tier,
+            betas=request.betas,
+        )
+
+    async def count_tokens(self, request: GenerationRequest, caller: Caller) -> TokenCount:
+        """The input tokens of ``request``'s first model turn, tools and system note included: counted
+        by the upstream where it does, else estimated (``engine/token_estimate.py``). Nothing runs and
+        no container is made; uploads are counted as the note the model would read about them."""
+        version = version_of(request.code_execution) if request.code_execution else None
+        functions = self._functions(request, version)
+        uploads = {i: f"{DEFAULT_WORKSPACE}/{i}" for i in upload_ids(request.messages)} if version else {}
+        history = for_upstream(request.messages, uploads)
+        turn = self._turn(request, caller, version, functions, history)
+        if isinstance(self._upstream, TokenCounter):
+            counted = await self._upstream.count_tokens(turn)
+            if counted is not None:
+                return TokenCount(counted, "upstream")
+        return TokenCount(estimate_tokens(turn), "estimate")
+
     @staticmethod
     def _functions(request: GenerationRequest, version: ToolVersion | None) -> tuple[FunctionDef, ...]:
         """What the model is offered: the tool's sub-tools, then the client's tools.
@@ -248,7 +281,13 @@ class Engine:
         clashes = [t.name for t in request.client_tools if t.name in reserved]
         if clashes:
             raise InvalidRequest(f"tools: client tool name '{clashes[0]}' is reserved by the code execution tool")
-        client = tuple(FunctionDef(t.name, t.description or "", t.input_schema) for t in request.client_tools)
+        client = tuple(
+            FunctionDef(t.name, t.description or "", t.input_schema, t.cache_control) for t in request.client_tools
+        )
+        tool = request.code_execution
+        if server and tool is not None and tool.cache_control is not None:
+            # A breakpoint on the code execution tool caches its sub-tools: it goes on the last of them.
+            server = (*server[:-1], replace(server[-1], cache_control=tool.cache_control))
         return server + client
 
     def _system(self, request: GenerationRequest, version: ToolVersion | None) -> str | None:
@@ -256,6 +295,13 @@ class Engine:
             return request.system
         note = system_note(version, self._settings.sandbox)
         return f"{request.system}\n\n{note}" if request.system else note
+
+    def _system_blocks(self, request: GenerationRequest, version: ToolVersion | None) -> tuple[Text, ...]:
+        """The system prompt as blocks: the gateway's note first, then the client's blocks as sent, so a
+        breakpoint the client put on its system prompt caches the note too (it never changes)."""
+        if version is None:
+            return request.system_blocks
+        return (Text(system_note(version, self._settings.sandbox)), *request.system_blocks)
 
     async def _prepare_container(
         self, request: GenerationRequest, caller: Caller, version: ToolVersion | None, *, needed_now: bool

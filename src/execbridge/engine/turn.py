@@ -22,6 +22,7 @@ from execbridge import ids
 from execbridge.engine.events import (
     BlockFinished,
     BlockStarted,
+    CitationsDelta,
     EngineEvent,
     InputJsonDelta,
     TextDelta,
@@ -79,6 +80,7 @@ class TurnAssembler:
         self._held: list[Text | Thinking | ToolCall] = []
         self._live = True
         self._text: list[str] | None = None
+        self._citations: list[Any] = []
         self._thinking: list[str] | None = None
         self._signature = ""
         self._calls: dict[int, _OpenCall] = {}
@@ -108,12 +110,31 @@ class TurnAssembler:
                     yield from self._live_only(ThinkingDelta(text))
                 if signature:
                     self._signature = signature
+            case up.RedactedReasoning(data=data):
+                yield from self._close_open()
+                block = Thinking("", data=data)
+                yield from self._live_only(BlockStarted(block))
+                yield from self._finish_block(block)
+            case up.CitationDelta(citation=citation):
+                if self._text is None:  # a citation before any text: the block opens with it
+                    yield from self._close_open()
+                    self._text = []
+                    yield from self._live_only(BlockStarted(Text("")))
+                self._citations.append(citation)
+                yield from self._live_only(CitationsDelta(citation))
+            case up.BlockEnd():
+                yield from self._close_open()
             case up.ToolCallDelta():
                 yield from self._feed_call(event)
             case up.Finished():
                 self._finish = event
             case up.TokenUsage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached):
-                self._usage = Usage(input_tokens=prompt, output_tokens=completion, cache_read_input_tokens=cached)
+                self._usage = Usage(
+                    input_tokens=prompt,
+                    output_tokens=completion,
+                    cache_read_input_tokens=cached,
+                    cache_creation_input_tokens=event.cache_creation_tokens,
+                )
 
     def _feed_call(self, delta: up.ToolCallDelta) -> Iterator[EngineEvent]:
         call = self._calls.get(delta.index)
@@ -141,12 +162,14 @@ class TurnAssembler:
 
     def _close_open(self) -> Iterator[EngineEvent]:
         if self._text is not None:
-            block: Text | Thinking | ToolCall = Text("".join(self._text))
+            block: Text | Thinking | ToolCall = Text("".join(self._text), citations=tuple(self._citations))
             self._text = None
+            self._citations = []
             yield from self._finish_block(block)
         if self._thinking is not None:
             block = Thinking("".join(self._thinking), self._signature)
             self._thinking = None
+            self._signature = ""
             yield from self._finish_block(block)
         if self._current_call is not None:
             call = self._calls[self._current_call]
@@ -192,10 +215,14 @@ class TurnAssembler:
 def replay(block: Text | Thinking | ToolCall) -> Iterator[EngineEvent]:
     """The events of a held-back block, emitted whole."""
     match block:
-        case Text(text=text):
+        case Text(text=text, citations=citations):
             yield BlockStarted(Text(""))
+            for citation in citations:
+                yield CitationsDelta(citation)
             if text:
                 yield TextDelta(text)
+        case Thinking(data=data) if data is not None:
+            yield BlockStarted(block)
         case Thinking(text=text):
             yield BlockStarted(Thinking(""))
             if text:

@@ -8,11 +8,11 @@ they never return HTTP or JSON shapes to callers.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from execbridge.types import FunctionDef, Message, Sampling
+from execbridge.types import FunctionDef, Message, Sampling, Text, ThinkingConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,11 @@ class ChatTurn:
     ``messages`` may contain ``ToolCall`` parts (assistant) and ``ToolResult`` parts (the results, in
     the order the calls were made, anywhere after their call). Server tool results have already been
     rendered to text by the tools layer, so the upstream never sees ``ServerToolResult``.
+
+    ``system`` is the whole system prompt as one string; ``system_blocks`` the same prompt as blocks
+    with their cache breakpoints (the gateway's note is one of them), for upstreams that take blocks.
+    ``thinking``, ``service_tier`` and ``betas`` are for upstreams that speak Anthropic's Messages API;
+    the others leave them out.
     """
 
     model: str
@@ -44,6 +49,10 @@ class ChatTurn:
     user: str | None = None
     stream: bool = True
     api_key: str | None = None  # the client's own key, when the gateway passes it through
+    system_blocks: tuple[Text, ...] = ()
+    thinking: ThinkingConfig | None = None
+    service_tier: str | None = None
+    betas: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +64,26 @@ class TextDelta:
 class ReasoningDelta:
     text: str
     signature: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedReasoning:
+    """A whole redacted reasoning block: encrypted, passed back to the upstream unchanged."""
+
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class CitationDelta:
+    """A citation for the text block being streamed (the upstream's own citation object)."""
+
+    citation: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockEnd:
+    """The upstream closed the block it was streaming (upstreams with explicit blocks send this, so a
+    block can finish, signature and all, before the next one starts or the turn ends)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,22 +109,39 @@ class Finished:
 
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
+    """The turn's usage as the upstream counts it: OpenAI-style upstreams include cached tokens in
+    ``prompt_tokens``; Anthropic-style ones count them apart (``cached_tokens`` read from the cache,
+    ``cache_creation_tokens`` written to it)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_creation_tokens: int = 0
 
 
-UpstreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finished | TokenUsage
+UpstreamEvent = (
+    TextDelta | ReasoningDelta | RedactedReasoning | CitationDelta | BlockEnd | ToolCallDelta | Finished | TokenUsage
+)
 
 
 class Upstream(Protocol):
-    """A Chat-Completions-speaking model server."""
+    """A model server: Chat Completions (``openai_chat``) or Anthropic Messages (``anthropic_messages``)."""
 
     def stream_turn(self, turn: ChatTurn) -> AsyncGenerator[UpstreamEvent, None]:
         """Run one model turn. Cancelling the iteration closes the upstream connection."""
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """An upstream that may count a turn's input tokens itself (Anthropic's ``count_tokens``)."""
+
+    async def count_tokens(self, turn: ChatTurn) -> int | None:
+        """The input tokens of ``turn`` as the upstream counts them; ``None`` when it does not count
+        them (for this model): the caller estimates instead."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +160,13 @@ class ModelCatalog(Protocol):
     def upstream_model(self, name: str) -> str:
         """The upstream's name for what a client calls ``name``."""
         ...
+
+
+class GatewayUpstream(Upstream, ModelCatalog, Protocol):
+    """What the gateway serves with: model turns, the model list, and where the upstream is."""
+
+    @property
+    def base_url(self) -> str: ...
 
 
 class Credentials(Protocol):

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from execbridge.errors import UpstreamError, UpstreamTimeout
 from execbridge.types import FunctionDef, Message, Text
-from execbridge.upstream.base import ChatTurn, FunctionChoice, ModelInfo, ToolCallDelta, Upstream
-from execbridge.upstream.openai_chat import OpenAIChatUpstream
+from execbridge.upstream.base import ChatTurn, FunctionChoice, GatewayUpstream, ModelInfo, ToolCallDelta, Upstream
 
 __all__ = ["UpstreamCheck", "UpstreamReport", "diagnose_upstream"]
 
@@ -52,7 +51,7 @@ class UpstreamReport:
 
 
 async def diagnose_upstream(
-    upstream: OpenAIChatUpstream,
+    upstream: GatewayUpstream,
     *,
     api_key: str | None = None,
     check_tools: bool = False,
