@@ -4,6 +4,7 @@ round trip render → parse → render for response content."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from execbridge.api.blocks import render_block
 from execbridge.api.wire import api_version, parse_content, parse_messages_request
 from execbridge.errors import InvalidRequest
 from execbridge.types import (
+    CacheControl,
     ClientTool,
     CodeExecutionTool,
     CommandOutcome,
@@ -32,6 +34,7 @@ from execbridge.types import (
     StrReplaceOutcome,
     Text,
     Thinking,
+    ThinkingConfig,
     ToolCall,
     ToolChoice,
     ToolFailure,
@@ -92,9 +95,9 @@ def result(kind: str, tool_use_id: str, content: dict[str, Any]) -> dict[str, An
 CONTENT_CASES: list[tuple[str, list[dict[str, Any]], tuple[Message, ...]]] = [
     ("string content", [{"role": "user", "content": "hi"}], (Message("user", (Text("hi"),)),)),
     (
-        "text blocks with ignored fields",
+        "text blocks with cache breakpoints and citations carried",
         [user(text("a", cache_control={"type": "ephemeral"}, citations=[{"type": "char_location"}]), text("b"))],
-        (Message("user", (Text("a"), Text("b"))),),
+        (Message("user", (Text("a", CacheControl(), ({"type": "char_location"},)), Text("b"))),),
     ),
     (
         "consecutive same-role turns merge",
@@ -136,7 +139,7 @@ CONTENT_CASES: list[tuple[str, list[dict[str, Any]], tuple[Message, ...]]] = [
             Message(
                 "user",
                 (
-                    Document("application/pdf", data="JVBERi0=", title="T", context="C"),
+                    Document("application/pdf", data="JVBERi0=", title="T", context="C", citations=True),
                     Document("text/plain", text="plain"),
                     Document(url="https://x/a.pdf"),
                     Document("text/plain", text="p1\n\np2"),
@@ -177,7 +180,14 @@ CONTENT_CASES: list[tuple[str, list[dict[str, Any]], tuple[Message, ...]]] = [
         ],
         (
             Message("user", (Text("weather?"),)),
-            Message("assistant", (Thinking("hmm", "sig"), ToolCall("toolu_1", "get_weather", {"city": "Paris"}))),
+            Message(
+                "assistant",
+                (
+                    Thinking("hmm", "sig"),
+                    Thinking("", data="opaque"),
+                    ToolCall("toolu_1", "get_weather", {"city": "Paris"}),
+                ),
+            ),
             Message(
                 "user",
                 (
@@ -1106,9 +1116,47 @@ def test_golden_content_round_trips(path: Path) -> None:
         assert _render(parse_content(content, "assistant", version=version)) == content
 
 
-def test_thinking_round_trips_but_redacted_thinking_is_dropped() -> None:
+def test_thinking_and_redacted_thinking_round_trip() -> None:
     blocks = [{"type": "thinking", "thinking": "t", "signature": "s"}, {"type": "redacted_thinking", "data": "x"}]
-    assert parse_content(blocks, "assistant") == (Thinking("t", "s"),)
+    assert parse_content(blocks, "assistant") == (Thinking("t", "s"), Thinking("", data="x"))
+
+
+def test_request_fields_for_anthropic_upstreams_are_carried() -> None:
+    request = parse_messages_request(
+        body(
+            system=[
+                {"type": "text", "text": "s1"},
+                {"type": "text", "text": "s2", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+            ],
+            thinking={"type": "enabled", "budget_tokens": 2048},
+            service_tier="standard_only",
+            tools=[{"name": "w", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}],
+        ),
+        {"anthropic-beta": "code-execution-2025-08-25, interleaved-thinking-2025-05-14,files-api-2025-04-14"},
+    )
+    assert request.system == "s1\n\ns2"
+    assert request.system_blocks == (Text("s1"), Text("s2", CacheControl("ephemeral", "1h")))
+    assert request.thinking == ThinkingConfig("enabled", 2048)
+    assert request.service_tier == "standard_only"
+    assert request.client_tools[0].cache_control == CacheControl()
+    assert request.betas == ("interleaved-thinking-2025-05-14",)  # the gateway serves the other two itself
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"thinking": {"type": "enabled", "budget_tokens": 10}}, "thinking.budget_tokens"),
+        ({"thinking": {"type": "sometimes"}}, "thinking.type"),
+        ({"service_tier": "priority"}, "service_tier"),
+        (
+            {"system": [{"type": "text", "text": "s", "cache_control": {"type": "forever"}}]},
+            "system.0.cache_control.type",
+        ),
+    ],
+)
+def test_anthropic_only_fields_are_validated_with_their_path(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidRequest, match=re.escape(message)):
+        parse_messages_request(body(**fields), OLD)
 
 
 @pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.json")), ids=lambda p: p.stem)
