@@ -1,6 +1,9 @@
 """``execbridge serve --provider databricks`` end to end: a fake workspace (OAuth M2M with expiring
 tokens) on 127.0.0.1, gateway keys managed with the CLI, model names, ``/v1/models``, gpt-oss's one
-call per message, and the start-up refusals (no keys beyond loopback, a host that never answers)."""
+call per message, and the start-up refusals (no keys beyond loopback, a host that never answers).
+
+The gateway here is held to the Chat Completions route (``--upstream-format chat``); Claude's default,
+Anthropic-native route is ``test_databricks_native.py``'s."""
 
 from __future__ import annotations
 
@@ -84,7 +87,7 @@ def gateway(workspace: FakeDatabricks, tmp_path_factory: pytest.TempPathFactory)
         DATABRICKS_CLIENT_SECRET=workspace.client_secret,
         EXECBRIDGE_UPSTREAM_AUTH_TIMEOUT_S="1",
     )
-    with serve(data_dir, env, "--provider", "databricks") as running:
+    with serve(data_dir, env, "--provider", "databricks", "--upstream-format", "chat") as running:
         yield running
 
 
@@ -306,7 +309,8 @@ def test_doctor_checks_the_upstream(tmp_path):
         assert (
             "ok       tool calling           databricks-claude-sonnet-4-5 called the offered function" in result.output
         )
-        assert ws.chat_requests[0]["tool_choice"] == "required"
+        # Claude models are tried on the Anthropic route by default: "required" is tool_choice "any" there.
+        assert ws.messages_requests[0]["tool_choice"] == {"type": "any"}
 
         ws.pat = "rotated"
         refused = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "doctor", "--provider", "databricks"], env=env)

@@ -60,6 +60,11 @@ class Reply:
     stream_error: Mapping[str, Any] | None = None  # sent as a data line after the content, no finish
     abort_after: int | None = None  # drop the connection after this many stream chunks
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The Anthropic Messages route only (``testing/anthropic_route.py``):
+    redacted_thinking: bool = False  # a redacted_thinking block after the thinking
+    citations: tuple[Mapping[str, Any], ...] = ()  # on the text block
+    stop_sequence: str | None = None  # the stop sequence that "matched" (stop_reason stop_sequence)
+    cache_creation_tokens: int | None = None
 
     def call(self, name: str, arguments: str | Mapping[str, Any] | None = None, /, **input: Any) -> Reply:
         """This reply plus one more tool call (``arguments`` as a JSON string or mapping, or kwargs)."""

@@ -1,7 +1,10 @@
 """A scripted fake Chat Completions server: ``FakeApp`` (ASGI) and ``FakeUpstream`` (on a socket).
 
 Job: answer ``POST …/chat/completions`` from a script of turns (``testing/script.py``), record every
-request, and hold requests to Databricks' rules (``testing/databricks_rules.py``)::
+request, and hold requests to Databricks' rules (``testing/databricks_rules.py``); answer ``POST
+…/v1/messages`` from the same script as Claude's Anthropic route on Databricks does, with its refusals
+and signed thinking (``testing/anthropic_route.py``; ``count_tokens`` is a 404 unless
+``serve_count_tokens``)::
 
     with FakeUpstream(script) as fake:
         ...  # point an OpenAIChatUpstream at fake.base_url
@@ -50,6 +53,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from execbridge.testing import anthropic_route
 from execbridge.testing.databricks_rules import check_request
 from execbridge.testing.script import ErrorReply, Reply, ScriptTurn, Turn
 
@@ -90,6 +94,9 @@ class FakeApp:
         instant: bool = False,
         instant_text: str = _INSTANT_TEXT,
         extra_routes: Sequence[BaseRoute] = (),
+        anthropic_rules: Literal["databricks", "anthropic"] = "databricks",
+        serve_count_tokens: bool = False,
+        anthropic_models: Collection[str] | None = None,
     ) -> None:
         self.models = tuple(models)
         self.enforce_models = enforce_models
@@ -101,6 +108,10 @@ class FakeApp:
         self.require_tool_results = require_tool_results
         self.chunk_delay = chunk_delay
         self.instant = instant
+        self.anthropic_rules = anthropic_rules  # whose rules the /v1/messages route holds requests to
+        self.serve_count_tokens = serve_count_tokens  # else count_tokens answers 404, as on Databricks
+        # Models the /v1/messages route serves (None: all); others get Databricks' 404.
+        self.anthropic_models = None if anthropic_models is None else frozenset(anthropic_models)
         self.requests: list[RecordedRequest] = []
         self.rejections: list[tuple[int, JSON]] = []
         self.disconnects = 0  # streams the client closed before the end
@@ -111,11 +122,18 @@ class FakeApp:
         self._call_numbers = itertools.count(1)
         self._lock = threading.Lock()
         self._instant_json, self._instant_stream = _instant_bodies(instant_text, self.models[0])
+        self._instant_message, self._instant_message_stream = anthropic_route.instant_bodies(
+            instant_text, self.models[0]
+        )
         self._router = Starlette(
             routes=[
                 *extra_routes,
                 Route("/api/2.0/serving-endpoints", self._endpoints, methods=["GET"]),
                 Route("/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/{prefix:path}/v1/messages", self._messages, methods=["POST"]),
+                Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+                Route("/{prefix:path}/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
                 Route("/{prefix:path}/chat/completions", self._chat, methods=["POST"]),
                 Route("/models", self._models, methods=["GET"]),
                 Route("/{prefix:path}/models", self._models, methods=["GET"]),
@@ -144,15 +162,22 @@ class FakeApp:
     def chat_requests(self) -> list[Any]:
         return [r.json for r in self.requests if r.path.endswith("/chat/completions")]
 
+    @property
+    def messages_requests(self) -> list[Any]:
+        """The bodies sent to the Anthropic Messages route (``…/v1/messages``), in order."""
+        return [r.json for r in self.requests if r.path.endswith("/v1/messages")]
+
     # -- ASGI
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.instant and scope["type"] == "http" and scope["path"].endswith("/chat/completions"):
-            await self._instant(receive, send)
+            await self._instant(receive, send, self._instant_json, self._instant_stream)
+        elif self.instant and scope["type"] == "http" and scope["path"].endswith("/v1/messages"):
+            await self._instant(receive, send, self._instant_message, self._instant_message_stream)
         else:
             await self._router(scope, receive, send)
 
-    async def _instant(self, receive: Receive, send: Send) -> None:
+    async def _instant(self, receive: Receive, send: Send, whole: bytes, stream: list[bytes]) -> None:
         body = b""
         while True:
             message = await receive()
@@ -161,13 +186,13 @@ class FakeApp:
                 break
         if _STREAM_TRUE.search(body):
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            for piece in self._instant_stream:
+            for piece in stream:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         else:
-            headers = [*_JSON_HEADERS, (b"content-length", str(len(self._instant_json)).encode())]
+            headers = [*_JSON_HEADERS, (b"content-length", str(len(whole)).encode())]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": self._instant_json})
+            await send({"type": "http.response.body", "body": whole})
 
     async def _models(self, request: Request) -> Response:
         self._record(request, b"", None)
@@ -201,6 +226,8 @@ class FakeApp:
 
     def _refuse_credentials(self, request: Request) -> Response | None:
         auth = request.headers.get("authorization", "")
+        if not auth and request.headers.get("x-api-key"):  # Anthropic-style clients send their key so
+            auth = f"Bearer {request.headers['x-api-key']}"
         if self.require_api_key is not None and auth != f"Bearer {self.require_api_key}":
             return self._reject(401, {"error_code": "UNAUTHENTICATED", "message": _BAD_CREDENTIALS})
         if self.authorize is not None and not self.authorize(auth):
@@ -252,6 +279,71 @@ class FakeApp:
             chunks = self._chunks(turn, model, include_usage, len(raw))
             return StreamingResponse(chunks, headers=dict(turn.headers), media_type="text/event-stream")
         return _json_response(200, self._completion(turn, model, len(raw)), turn.headers)
+
+    async def _messages(self, request: Request) -> Response:
+        """The Anthropic Messages route (``testing/anthropic_route.py``), from the same script."""
+        raw = await request.body()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        self._record(request, raw, body)
+        refused = self._refuse_credentials(request)
+        if refused is not None:
+            return refused
+        model = str(body.get("model")) if isinstance(body, dict) else ""
+        if self.anthropic_models is not None and model not in self.anthropic_models:
+            message = f"The endpoint '{model}' does not support the Anthropic Messages API."
+            return self._reject(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": message})
+        rejected = anthropic_route.check_messages_request(body, databricks=self.anthropic_rules == "databricks")
+        if rejected is not None:
+            return self._reject(*rejected)
+        turn = self._next_turn(body, raw)
+        if isinstance(turn, ErrorReply):
+            if turn.delay:
+                await asyncio.sleep(turn.delay)
+            return Response(turn.body, turn.status, dict(turn.headers), media_type="application/json")
+        if turn.delay:
+            await asyncio.sleep(turn.delay)
+        message_id = f"msg_fake{next(self._ids)}"
+        call_ids = [call.id or f"toolu_fake{next(self._call_numbers):04d}" for call in turn.tool_calls]
+        if body.get("stream"):
+            events = anthropic_route.message_sse(turn, model, message_id, call_ids, len(raw))
+            return StreamingResponse(
+                self._paced(events, turn), headers=dict(turn.headers), media_type="text/event-stream"
+            )
+        return _json_response(200, anthropic_route.message_json(turn, model, message_id, call_ids, len(raw)))
+
+    async def _paced(self, events: Iterable[bytes], turn: Reply) -> AsyncIterator[bytes]:
+        delay = self.chunk_delay if turn.chunk_delay is None else turn.chunk_delay
+        finished = False
+        try:
+            for sent, event in enumerate(events):
+                if turn.abort_after is not None and sent >= turn.abort_after:
+                    raise ConnectionAbortedError("fake upstream: scripted abort")
+                if sent and delay:
+                    await asyncio.sleep(delay)
+                yield event
+            finished = True
+        finally:
+            if finished:
+                self.completed_streams += 1
+            else:
+                self.disconnects += 1
+
+    async def _count_tokens(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        self._record(request, raw, body)
+        refused = self._refuse_credentials(request)
+        if refused is not None:
+            return refused
+        if not self.serve_count_tokens:
+            return self._reject(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": "Not Found"})
+        return _json_response(200, {"input_tokens": max(1, len(raw) // 4)})
 
     def _record(self, request: Request, raw: bytes, body: Any) -> None:
         self.requests.append(RecordedRequest(request.method, request.url.path, dict(request.headers), raw, body))
@@ -458,6 +550,10 @@ class FakeUpstream:
     @property
     def chat_requests(self) -> list[Any]:
         return self.app.chat_requests
+
+    @property
+    def messages_requests(self) -> list[Any]:
+        return self.app.messages_requests
 
     @property
     def rejections(self) -> list[tuple[int, JSON]]:
