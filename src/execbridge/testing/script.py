@@ -154,7 +154,14 @@ def _tool_call(name: str, arguments: str | Mapping[str, Any] | None, input: Mapp
 
 
 def tool_results(request: JSON) -> list[str]:
-    """The contents of the ``tool`` messages after the last assistant message of a request."""
+    """The contents of the ``tool`` messages after the last assistant message of a request (on the
+    Anthropic route: the ``tool_result`` blocks of its last user message)."""
+    messages = request.get("messages") or [{}]
+    last = messages[-1]
+    if last.get("role") == "user" and isinstance(last.get("content"), list):
+        blocks = [b for b in last["content"] if b.get("type") == "tool_result"]
+        if blocks:
+            return ["".join(p.get("text", "") for p in block.get("content") or ()) for block in blocks]
     results: list[str] = []
     for message in reversed(request.get("messages", [])):
         if message.get("role") == "tool":
