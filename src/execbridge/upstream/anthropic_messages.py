@@ -14,7 +14,9 @@ Anthropic, LiteLLM and vLLM read) unless ``auth_header="authorization"``; creden
 
 What is learnt, per model, from the upstream's own refusals: ``anthropic-beta`` values it does not
 accept (the request is sent again without betas, at once, as nothing was output), and that it does not
-serve ``count_tokens`` (404: the caller estimates, and the upstream is not asked again).
+serve ``count_tokens`` (404: the caller estimates, and the upstream is not asked again), and that an
+assistant message which only calls tools must carry (empty) text (an upstream that translates to Chat
+Completions and whose backend then misses ``content``: "has no attribute 'content'").
 
 Must not: leak HTTP or JSON shapes, retry once an event was yielded, or keep a connection open after
 the consumer stops iterating. Invariants: as ``openai_chat.py`` (429, 5xx and connection failures are
@@ -42,7 +44,7 @@ import orjson
 from execbridge.errors import AuthenticationFailed, UpstreamError
 from execbridge.upstream._http11 import Http11Endpoint, default_ssl_context
 from execbridge.upstream.anthropic_stream import message_events, sse_message_events
-from execbridge.upstream.anthropic_translate import build_messages_payload
+from execbridge.upstream.anthropic_translate import build_messages_payload, has_call_only_turn
 from execbridge.upstream.base import ChatTurn, Credentials, ModelInfo, UpstreamEvent
 from execbridge.upstream.error_envelopes import error_from_response, transport_error
 from execbridge.upstream.model_names import ModelNames
@@ -54,6 +56,9 @@ ANTHROPIC_VERSION: Final = "2023-06-01"
 RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504, 529})
 _ERROR_BODY_LIMIT: Final = 64 << 10
 _NOT_COUNTED: Final = frozenset({404, 405, 501})
+# A Jinja chat template reading a message without content: an upstream that turned our call-only
+# assistant message into a Chat Completions message without ``content`` (LiteLLM → llama-cpp-python).
+_NO_CONTENT: Final = "has no attribute 'content'"
 # Fields of a messages body that count_tokens does not take.
 _NOT_FOR_COUNTING: Final = ("max_tokens", "stream", "stop_sequences", "temperature", "top_p", "top_k", "metadata")
 
@@ -115,6 +120,7 @@ class AnthropicMessagesUpstream:
         self._retry_after_max_s = retry_after_max_s
         self._no_betas: set[str] = set()  # models whose upstream refused our anthropic-beta values
         self._not_counting: set[str] = set()  # models whose upstream does not serve count_tokens
+        self._text_in_call_turns: set[str] = set()  # models whose upstream needs text beside calls
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(
                 connect=connect_timeout_s,
@@ -177,7 +183,9 @@ class AnthropicMessagesUpstream:
         model = self.upstream_model(turn.model)
         if model != turn.model:
             turn = replace(turn, model=model)
-        body = orjson.dumps(build_messages_payload(turn))
+        text_in_call_turns = model in self._text_in_call_turns
+        payload = build_messages_payload(turn, text_in_call_turns=text_in_call_turns)
+        body = orjson.dumps(payload)
         betas = () if model in self._no_betas else turn.betas
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._total_timeout_s
@@ -211,6 +219,11 @@ class AnthropicMessagesUpstream:
             if betas and refused_betas(error):
                 self._no_betas.add(model)  # refused before any output: send again without them
                 betas = ()
+                continue
+            if not text_in_call_turns and _NO_CONTENT in error.message and has_call_only_turn(payload):
+                self._text_in_call_turns.add(model)
+                text_in_call_turns = True
+                body = orjson.dumps(build_messages_payload(turn, text_in_call_turns=True))
                 continue
             if error.status in (401, 403) and turn.api_key is None:
                 if error.status == 401 and self._credentials is not None and not reauthenticated:

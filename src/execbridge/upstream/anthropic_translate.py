@@ -44,15 +44,22 @@ from execbridge.types import (
 )
 from execbridge.upstream.base import ChatTurn, FunctionChoice
 
-__all__ = ["build_messages_payload", "to_messages", "to_system", "to_tool_choice", "to_tools"]
+__all__ = ["build_messages_payload", "has_call_only_turn", "to_messages", "to_system", "to_tool_choice", "to_tools"]
 
 JSON = dict[str, Any]
 EMPTY_SCHEMA: Final[Mapping[str, Any]] = {"type": "object", "properties": {}}
 
 
-def build_messages_payload(turn: ChatTurn, *, stream: bool | None = None) -> JSON:
-    """The complete ``/v1/messages`` body for one model turn (``stream`` defaults to ``turn.stream``)."""
-    payload: JSON = {"model": turn.model, "max_tokens": turn.max_tokens, "messages": to_messages(turn.messages)}
+def build_messages_payload(turn: ChatTurn, *, stream: bool | None = None, text_in_call_turns: bool = False) -> JSON:
+    """The complete ``/v1/messages`` body for one model turn (``stream`` defaults to ``turn.stream``).
+
+    ``text_in_call_turns`` gives an assistant message that only calls tools an empty text block: for
+    upstreams that translate to Chat Completions and then miss the message's ``content`` (LiteLLM in
+    front of llama-cpp-python), learnt from their refusal; Anthropic itself refuses empty text."""
+    messages = to_messages(turn.messages)
+    if text_in_call_turns:
+        messages = [_with_text(m) if m["role"] == "assistant" else m for m in messages]
+    payload: JSON = {"model": turn.model, "max_tokens": turn.max_tokens, "messages": messages}
     system = to_system(turn)
     if system:
         payload["system"] = system
@@ -81,6 +88,24 @@ def build_messages_payload(turn: ChatTurn, *, stream: bool | None = None) -> JSO
     return payload
 
 
+def has_call_only_turn(payload: JSON) -> bool:
+    """Whether an assistant message of ``payload`` calls tools and says nothing."""
+    return any(
+        m["role"] == "assistant"
+        and any(b["type"] == "tool_use" for b in m["content"])
+        and not any(b["type"] == "text" for b in m["content"])
+        for m in payload["messages"]
+    )
+
+
+def _with_text(message: JSON) -> JSON:
+    blocks = message["content"]
+    if any(b["type"] == "text" for b in blocks) or not any(b["type"] == "tool_use" for b in blocks):
+        return message
+    at = next(i for i, b in enumerate(blocks) if b["type"] == "tool_use")  # after any thinking
+    return {**message, "content": [*blocks[:at], {"type": "text", "text": ""}, *blocks[at:]]}
+
+
 def _thinking(config: ThinkingConfig) -> JSON:
     out: JSON = {"type": config.type}
     if config.budget_tokens is not None:
@@ -102,13 +127,17 @@ def _with_cache(block: JSON, cache_control: CacheControl | None) -> JSON:
 # ---------------------------------------------------------------- system, tools, tool_choice
 
 
-def to_system(turn: ChatTurn) -> list[JSON]:
-    """The system prompt as text blocks: ``system_blocks`` when the engine gave them, else ``system``."""
-    if turn.system_blocks:
-        return [_with_cache({"type": "text", "text": b.text}, b.cache_control) for b in turn.system_blocks if b.text]
-    if turn.system and turn.system.strip():
-        return [{"type": "text", "text": turn.system}]
-    return []
+def to_system(turn: ChatTurn) -> str | list[JSON]:
+    """The system prompt: text blocks when one carries a cache breakpoint, else one string.
+
+    Both mean the same to Anthropic; the string is what upstreams that translate to Chat Completions
+    take (LiteLLM's ``/v1/messages`` passes blocks on as a list, which llama-cpp-python refuses)."""
+    blocks = [b for b in turn.system_blocks if b.text]
+    if any(b.cache_control is not None for b in blocks):
+        return [_with_cache({"type": "text", "text": b.text}, b.cache_control) for b in blocks]
+    if blocks:
+        return "\n\n".join(b.text for b in blocks)
+    return turn.system if turn.system and turn.system.strip() else ""
 
 
 def to_tools(functions: Iterable[FunctionDef]) -> list[JSON]:
