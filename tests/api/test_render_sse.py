@@ -15,6 +15,7 @@ from execbridge.api.render_sse import SseRenderer, render_error_event, render_st
 from execbridge.engine.events import (
     BlockFinished,
     BlockStarted,
+    CitationsDelta,
     EngineEvent,
     Heartbeat,
     InputJsonDelta,
@@ -270,3 +271,47 @@ async def test_consumer_leaving_before_the_rest_closes_the_engine() -> None:
     await anext(stream)  # only the first event rendered: the engine generator is suspended mid-way
     await stream.aclose()
     assert engine.closed
+
+
+def test_redacted_thinking_citations_and_cache_usage_accumulate_in_the_sdk() -> None:
+    """What an Anthropic-native upstream adds: a redacted block arrives whole, citations as deltas (and
+    those a held-back block did not stream before its stop), cache writes in the usage."""
+    citation = {
+        "type": "char_location",
+        "cited_text": "x",
+        "document_index": 0,
+        "document_title": None,
+        "start_char_index": 0,
+        "end_char_index": 1,
+    }
+    late = {**citation, "cited_text": "y"}
+    redacted = Thinking("", data="opaque")
+    cited = Text("see x and y", citations=(citation, late))
+    events: list[EngineEvent] = [
+        MessageStarted("msg_1", "m", Usage(), None),
+        BlockStarted(Thinking("")),
+        ThinkingDelta("hmm"),
+        BlockFinished(Thinking("hmm", "sig")),
+        BlockStarted(redacted),
+        BlockFinished(redacted),
+        BlockStarted(Text("")),
+        CitationsDelta(citation),
+        TextDelta("see x and y"),
+        BlockFinished(cited),
+        MessageFinished("end_turn", None, Usage(5, 6, 7, 0, 8), None),
+    ]
+    raw = render_all(events)
+    assert [d["delta"]["type"] for n, d in parse_sse(raw) if n == "content_block_delta"] == [
+        "thinking_delta",
+        "signature_delta",
+        "citations_delta",
+        "text_delta",
+        "citations_delta",
+    ]
+    with sse_client(raw).messages.stream(**REQUEST) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["thinking", "redacted_thinking", "text"]
+    assert final.content[1].data == "opaque" and final.content[0].signature == "sig"
+    assert [c.cited_text for c in final.content[2].citations] == ["x", "y"]
+    assert (final.usage.cache_creation_input_tokens, final.usage.cache_read_input_tokens) == (8, 7)
+    assert fold_events(events)["content"][1] == {"type": "redacted_thinking", "data": "opaque"}
