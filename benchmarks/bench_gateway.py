@@ -7,7 +7,10 @@ then, in one run:
   per model round trip (target ≤ 1 ms p50; streaming adds ≤ 1 ms to the first byte);
 - CPU the gateway process spends per request under concurrent load, read from /proc (user + system),
   which does not depend on how busy the shared machine is (target ≤ 1 ms plain, ≤ 2 ms streamed;
-  LiteLLM 1.106 spends 6.5 ms and 13 ms).
+  LiteLLM 1.106 spends 6.5 ms and 13 ms);
+- both for a Chat Completions upstream and for an Anthropic-native one (``--upstream-format anthropic``:
+  the fake answers ``/v1/messages`` too), each in its own gateway process, and the two side by side
+  (target: the native path within the Chat Completions path's figures).
 
     .venv/bin/python benchmarks/bench_gateway.py [-n 2000] [--concurrency 8]
 """
@@ -22,7 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -31,6 +36,9 @@ KEY = "bench-key"
 MESSAGES_BODY = {"model": "fake-model", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello!"}]}
 CHAT_BODY = {"model": "fake-model", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello!"}]}
 HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+# Started as root, serve would run the HTTP gateway in a child process (the privilege split), whose CPU
+# the supervisor's /proc entry does not show; plain requests never reach the sandbox host anyway.
+ONE_PROCESS = ["--no-privilege-split"] if os.geteuid() == 0 else []
 
 
 def free_port() -> int:
@@ -96,76 +104,120 @@ async def load(client: httpx.AsyncClient, url: str, body: dict, n: int, concurre
     return time.perf_counter() - start
 
 
-async def run(n: int, concurrency: int, fake_url: str, gateway_url: str, gateway_pid: int) -> None:
+@dataclass(frozen=True)
+class UpstreamPath:
+    """One way through the gateway: the upstream's own endpoint and body, and the gateway serving it."""
+
+    name: str
+    direct_url: str
+    direct_body: dict[str, Any]
+    gateway_url: str
+    gateway_pid: int
+
+
+async def measure(client: httpx.AsyncClient, path: UpstreamPath, n: int, concurrency: int) -> dict[str, float]:
+    direct_url, direct_body = path.direct_url, path.direct_body
+    messages_url = f"{path.gateway_url}/v1/messages"
+    for url, body in ((direct_url, direct_body), (messages_url, MESSAGES_BODY)):  # warm up both paths
+        await latencies(client, url, body, False, 50)
+    print(f"\n== {path.name} upstream ==")
+    print(f"latency, sequential, n={n // 4} each (ms)")
+    print(f"{'':28}{'p50':>8}{'p99':>8}")
+    rows = {}
+    for label, url, body, stream in (
+        ("upstream direct", direct_url, direct_body, False),
+        ("through gateway", messages_url, MESSAGES_BODY, False),
+        ("upstream direct, 1st byte", direct_url, direct_body, True),
+        ("through gateway, 1st byte", messages_url, MESSAGES_BODY, True),
+    ):
+        samples = await latencies(client, url, body, stream, n // 4)
+        rows[label] = (pct(samples, 0.5) * 1e3, pct(samples, 0.99) * 1e3)
+        print(f"{label:28}{rows[label][0]:8.2f}{rows[label][1]:8.2f}")
+    figures = {
+        "added": rows["through gateway"][0] - rows["upstream direct"][0],
+        "added_stream": rows["through gateway, 1st byte"][0] - rows["upstream direct, 1st byte"][0],
+    }
+    print(f"gateway added latency p50: {figures['added']:.2f} ms (target ≤ 1 ms)")
+    print(f"gateway added time to first byte p50 (streaming): {figures['added_stream']:.2f} ms (target ≤ 1 ms)")
+
+    print(f"throughput and gateway CPU, n={n}, concurrency={concurrency}")
+    for label, body in (("plain", MESSAGES_BODY), ("streamed", {**MESSAGES_BODY, "stream": True})):
+        before = cpu_seconds(path.gateway_pid)
+        wall = await load(client, messages_url, body, n, concurrency)
+        cpu_ms = figures[f"cpu_{label}"] = (cpu_seconds(path.gateway_pid) - before) / n * 1e3
+        direct_wall = await load(
+            client, direct_url, {**direct_body, "stream": body.get("stream", False)}, n, concurrency
+        )
+        target = 1.0 if label == "plain" else 2.0
+        litellm_ms = 6.5 if label == "plain" else 13.0
+        print(
+            f"{label:9} gateway {n / wall:7.0f} req/s, upstream direct {n / direct_wall:7.0f} req/s; "
+            f"gateway CPU {cpu_ms:.3f} ms/request (target ≤ {target} ms; LiteLLM {litellm_ms} ms, "
+            f"ratio {litellm_ms / cpu_ms:.1f}x less CPU)"
+        )
+    return figures
+
+
+async def run(n: int, concurrency: int, paths: list[UpstreamPath]) -> None:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30, trust_env=False) as client:
-        direct_url = f"{fake_url}/chat/completions"
-        messages_url = f"{gateway_url}/v1/messages"
-        for url, body in ((direct_url, CHAT_BODY), (messages_url, MESSAGES_BODY)):  # warm up both paths
-            await latencies(client, url, body, False, 50)
-        print(f"latency, sequential, n={n // 4} each (ms)")
-        print(f"{'':28}{'p50':>8}{'p99':>8}")
-        rows = {}
-        for label, url, body, stream in (
-            ("upstream direct", direct_url, CHAT_BODY, False),
-            ("through gateway", messages_url, MESSAGES_BODY, False),
-            ("upstream direct, 1st byte", direct_url, CHAT_BODY, True),
-            ("through gateway, 1st byte", messages_url, MESSAGES_BODY, True),
+        results = {path.name: await measure(client, path, n, concurrency) for path in paths}
+    if len(results) == 2:
+        chat, native = results["Chat Completions"], results["Anthropic-native"]
+        print("\nAnthropic-native next to Chat Completions (target: within the Chat Completions figures)")
+        for key, label in (
+            ("added", "added latency p50 (ms)"),
+            ("added_stream", "added time to first byte p50 (ms)"),
+            ("cpu_plain", "gateway CPU per plain request (ms)"),
+            ("cpu_streamed", "gateway CPU per streamed request (ms)"),
         ):
-            samples = await latencies(client, url, body, stream, n // 4)
-            rows[label] = (pct(samples, 0.5) * 1e3, pct(samples, 0.99) * 1e3)
-            print(f"{label:28}{rows[label][0]:8.2f}{rows[label][1]:8.2f}")
-        added = rows["through gateway"][0] - rows["upstream direct"][0]
-        added_stream = rows["through gateway, 1st byte"][0] - rows["upstream direct, 1st byte"][0]
-        print(f"gateway added latency p50: {added:.2f} ms (target ≤ 1 ms)")
-        print(f"gateway added time to first byte p50 (streaming): {added_stream:.2f} ms (target ≤ 1 ms)")
-
-        print(f"\nthroughput and gateway CPU, n={n}, concurrency={concurrency}")
-        for label, body in (("plain", MESSAGES_BODY), ("streamed", {**MESSAGES_BODY, "stream": True})):
-            before = cpu_seconds(gateway_pid)
-            wall = await load(client, messages_url, body, n, concurrency)
-            cpu_ms = (cpu_seconds(gateway_pid) - before) / n * 1e3
-            direct_wall = await load(
-                client, direct_url, {**CHAT_BODY, "stream": body.get("stream", False)}, n, concurrency
-            )
-            target = 1.0 if label == "plain" else 2.0
-            litellm_ms = 6.5 if label == "plain" else 13.0
-            print(
-                f"{label:9} gateway {n / wall:7.0f} req/s, upstream direct {n / direct_wall:7.0f} req/s; "
-                f"gateway CPU {cpu_ms:.3f} ms/request (target ≤ {target} ms; LiteLLM {litellm_ms} ms, "
-                f"ratio {litellm_ms / cpu_ms:.1f}x less CPU)"
-            )
+            print(f"{label:40}{chat[key]:8.3f}{native[key]:8.3f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--only", choices=["chat", "anthropic"], help="measure one upstream format only")
     args = parser.parse_args()
 
-    fake_port, gateway_port = free_port(), free_port()
+    fake_port, gateway_port, native_port = free_port(), free_port(), free_port()
     fake = subprocess.Popen(
         [sys.executable, "-m", "execbridge.testing", "--instant", "--port", str(fake_port)],
         stdout=subprocess.DEVNULL,
     )
-    with tempfile.TemporaryDirectory() as data_dir:
+    with tempfile.TemporaryDirectory() as data_dir, tempfile.TemporaryDirectory() as native_dir:
         env = {**os.environ, "EXECBRIDGE_DATA_DIR": data_dir, "EXECBRIDGE_SANDBOX__SPARE_CONTAINERS": "0"}
         gateway = subprocess.Popen(
             [sys.executable, "-m", "execbridge", "serve", "--port", str(gateway_port),
-             "--upstream", f"http://127.0.0.1:{fake_port}/v1"],
+             "--upstream", f"http://127.0.0.1:{fake_port}/v1", *ONE_PROCESS],
             env=env,
+        )  # fmt: skip
+        # The same fake answers Anthropic's /v1/messages too: the native route, in its own gateway.
+        native = subprocess.Popen(
+            [sys.executable, "-m", "execbridge", "serve", "--port", str(native_port),
+             "--upstream", f"http://127.0.0.1:{fake_port}", "--upstream-format", "anthropic", *ONE_PROCESS],
+            env={**env, "EXECBRIDGE_DATA_DIR": native_dir},
         )  # fmt: skip
         try:
             fake_url = f"http://127.0.0.1:{fake_port}/v1"
             wait_for(f"{fake_url}/models", fake)
             gateway_url = f"http://127.0.0.1:{gateway_port}"
+            native_url = f"http://127.0.0.1:{native_port}"
             wait_for(f"{gateway_url}/", gateway)
-            asyncio.run(run(args.n, args.concurrency, fake_url, gateway_url, gateway.pid))
+            wait_for(f"{native_url}/", native)
+            paths = [
+                UpstreamPath("Chat Completions", f"{fake_url}/chat/completions", CHAT_BODY, gateway_url, gateway.pid),
+                UpstreamPath("Anthropic-native", f"{fake_url}/messages", MESSAGES_BODY, native_url, native.pid),
+            ]
+            if args.only:
+                paths = [p for p in paths if p.name.lower().startswith(args.only)]
+            asyncio.run(run(args.n, args.concurrency, paths))
         finally:
-            gateway.terminate()
-            fake.terminate()
-            gateway.wait(10)
-            fake.wait(10)
+            for process in (gateway, native, fake):
+                process.terminate()
+            for process in (gateway, native, fake):
+                process.wait(10)
 
 
 if __name__ == "__main__":
