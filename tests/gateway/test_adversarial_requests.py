@@ -256,7 +256,8 @@ def with_deep(place: str, levels: int) -> dict[str, Any]:
     elif place == "input_schema":
         body["tools"][0]["input_schema"] = nested
     elif place == "unknown field":
-        body["messages"][0]["content"][0]["cache_control"] = nested
+        # cache_control is read now (it reaches Anthropic-native upstreams); a field nobody reads is not
+        body["messages"][0]["content"][0]["x_extension"] = nested
     else:
         body["metadata"]["extra"] = nested
     return body
