@@ -287,6 +287,29 @@ def _file_id_parameter() -> dict[str, Any]:
     return {"name": "file_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+def _count_tokens_path(headers: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": "Count a request's input tokens, with the tools and system note the gateway adds",
+            "parameters": headers,
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("CountTokensRequest")}}},
+            "responses": {
+                "200": {
+                    "description": "The count: the upstream's own, or the gateway's estimate (header says which).",
+                    "headers": {
+                        "execbridge-token-count": {
+                            "schema": {"type": "string", "enum": ["upstream", "estimate"]},
+                            "description": "upstream: counted by the upstream; estimate: the gateway's estimate.",
+                        }
+                    },
+                    "content": {JSON: {"schema": _ref("TokenCount")}},
+                },
+                **_ERRORS,
+            },
+        }
+    }
+
+
 def _paths() -> dict[str, Any]:
     headers = [_VERSION_HEADER, _BETA_HEADER]
     return {
@@ -304,26 +327,7 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
-        "/v1/messages/count_tokens": {
-            "post": {
-                "summary": "Count a request's input tokens, with the tools and system note the gateway adds",
-                "parameters": headers,
-                "requestBody": {"required": True, "content": {JSON: {"schema": _ref("CountTokensRequest")}}},
-                "responses": {
-                    "200": {
-                        "description": "The count: the upstream's own, or the gateway's estimate (header says which).",
-                        "headers": {
-                            "execbridge-token-count": {
-                                "schema": {"type": "string", "enum": ["upstream", "estimate"]},
-                                "description": "upstream: counted by the upstream; estimate: the gateway's estimate.",
-                            }
-                        },
-                        "content": {JSON: {"schema": _ref("TokenCount")}},
-                    },
-                    **_ERRORS,
-                },
-            }
-        },
+        "/v1/messages/count_tokens": _count_tokens_path(headers),
         "/v1/files": {
             "post": {
                 "summary": "Upload a file",

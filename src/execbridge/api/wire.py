@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, TypeAlias
 
+from execbridge.api import anthropic_fields as fields
 from execbridge.api._checks import (
     MISSING,
     at,
@@ -46,7 +47,6 @@ from execbridge.api._checks import (
 from execbridge.api.blocks import RESULT_BLOCK_TYPES, parse_result_block
 from execbridge.tools.versions import SERVER_TOOL_NAMES, TOOL_NAME, VERSIONS, version_of
 from execbridge.types import (
-    CacheControl,
     ClientTool,
     CodeExecutionTool,
     ContainerUpload,
@@ -59,7 +59,6 @@ from execbridge.types import (
     ServerToolResult,
     Text,
     Thinking,
-    ThinkingConfig,
     ToolCall,
     ToolChoice,
     ToolResult,
@@ -73,7 +72,6 @@ __all__ = [
     "parse_content",
     "parse_count_tokens_request",
     "parse_messages_request",
-    "request_betas",
 ]
 
 ApiVersion: TypeAlias = Literal["2023-06-01", "2026-10-21"]
@@ -126,36 +124,6 @@ def api_version(headers: Mapping[str, str]) -> ApiVersion:
 # ---------------------------------------------------------------- content blocks
 
 
-def _cache_control(block: dict[str, Any], path: str) -> CacheControl | None:
-    """A block's ``cache_control`` (``{"type": "ephemeral", "ttl": "5m" | "1h"}``), or None."""
-    raw = block.get("cache_control")
-    if raw is None:
-        return None
-    if type(raw) is not dict:
-        wrong(path, "cache_control", "an object", raw)
-    cc_path = at(path, "cache_control")
-    kind = raw.get("type", MISSING)
-    if kind != "ephemeral":
-        choice_error(kind, at(cc_path, "type"), ("ephemeral",))
-    ttl = raw.get("ttl")
-    if ttl is not None and ttl not in ("5m", "1h"):
-        choice_error(ttl, at(cc_path, "ttl"), ("5m", "1h"))
-    return CacheControl("ephemeral", ttl)
-
-
-def _citations(block: dict[str, Any], path: str) -> tuple[dict[str, Any], ...]:
-    """A text block's ``citations``, carried as they are (their shape is the upstream's)."""
-    raw = block.get("citations")
-    if not raw:
-        return ()
-    if type(raw) is not list:
-        wrong(path, "citations", "an array", raw)
-    for i, item in enumerate(raw):
-        if type(item) is not dict:
-            fail(at(at(path, "citations"), i), f"expected a citation object, got {kind_of(item)}")
-    return tuple(raw)
-
-
 _BlockParser: TypeAlias = Callable[[dict[str, Any], str, Role, bool], Part | None]
 
 
@@ -166,7 +134,7 @@ def _text(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> Pa
             at(path, "citations"),
             "text blocks with citations are not allowed in user messages with anthropic-version 2026-10-21",
         )
-    return Text(text, _cache_control(block, path), _citations(block, path))
+    return Text(text, fields.cache_control(block, path), fields.citations(block, path))
 
 
 def _image(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> Image:
@@ -177,9 +145,9 @@ def _image(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> I
         media_type = source.get("media_type", MISSING)
         if media_type not in _IMAGE_MEDIA_TYPES:
             choice_error(media_type, at(src_path, "media_type"), _IMAGE_MEDIA_TYPES)
-        return Image(media_type, req_str(source, "data", src_path), cache_control=_cache_control(block, path))
+        return Image(media_type, req_str(source, "data", src_path), cache_control=fields.cache_control(block, path))
     if kind == "url":
-        return Image(url=req_str(source, "url", src_path), cache_control=_cache_control(block, path))
+        return Image(url=req_str(source, "url", src_path), cache_control=fields.cache_control(block, path))
     if kind == "file":
         fail(at(src_path, "type"), "'file' image sources are not supported by this gateway; send base64 or url")
     choice_error(kind, at(src_path, "type"), ("base64", "url", "file"))
@@ -195,8 +163,8 @@ def _document(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -
     labels: dict[str, Any] = {
         "title": title,
         "context": context,
-        "citations": _citations_enabled(block, path),
-        "cache_control": _cache_control(block, path),
+        "citations": fields.citations_enabled(block, path),
+        "cache_control": fields.cache_control(block, path),
     }
     kind = source.get("type", MISSING)
     if kind == "base64":
@@ -219,15 +187,6 @@ def _document(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -
             at(src_path, "type"), "'file' document sources are not supported by this gateway; send base64, text or url"
         )
     choice_error(kind, at(src_path, "type"), ("base64", "text", "url", "content", "file"))
-
-
-def _citations_enabled(block: dict[str, Any], path: str) -> bool | None:
-    raw = block.get("citations")
-    if raw is None:
-        return None
-    if type(raw) is not dict:
-        wrong(path, "citations", "an object", raw)
-    return opt_bool(raw, "enabled", at(path, "citations"))
 
 
 def _document_content(source: dict[str, Any], path: str) -> str:
@@ -262,7 +221,7 @@ def _tool_input(block: dict[str, Any], path: str) -> dict[str, Any]:
 
 def _tool_use(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> ToolCall:
     id_, name = req_str(block, "id", path), req_str(block, "name", path)
-    return ToolCall(id_, name, _tool_input(block, path), cache_control=_cache_control(block, path))
+    return ToolCall(id_, name, _tool_input(block, path), cache_control=fields.cache_control(block, path))
 
 
 def _server_tool_use(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> ToolCall:
@@ -279,7 +238,7 @@ def _server_tool_use(block: dict[str, Any], path: str, role: Role, new_dialect: 
 def _tool_result(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> ToolResult:
     tool_use_id = req_str(block, "tool_use_id", path)
     is_error = opt_bool(block, "is_error", path)
-    cache_control = _cache_control(block, path)
+    cache_control = fields.cache_control(block, path)
     content = block.get("content")
     if content is None or content == "":
         return ToolResult(tool_use_id, (), is_error, cache_control)
@@ -295,7 +254,7 @@ def _tool_result(block: dict[str, Any], path: str, role: Role, new_dialect: bool
             fail(item_path, f"expected an object, got {kind_of(item)}")
         kind = item.get("type", MISSING)
         if kind == "text":
-            parts.append(Text(req_str(item, "text", item_path), _cache_control(item, item_path)))
+            parts.append(Text(req_str(item, "text", item_path), fields.cache_control(item, item_path)))
         elif kind == "image":
             parts.append(_image(item, item_path, role, new_dialect))
         elif kind == "document":
@@ -414,7 +373,7 @@ def _system_blocks(raw: object) -> tuple[Text, ...]:
             fail(path, f"expected a text block object, got {kind_of(block)}")
         if block.get("type") != "text":
             choice_error(block.get("type", MISSING), at(path, "type"), ("text",))
-        blocks.append(Text(req_str(block, "text", path), _cache_control(block, path)))
+        blocks.append(Text(req_str(block, "text", path), fields.cache_control(block, path)))
     return tuple(blocks)
 
 
@@ -433,7 +392,7 @@ def _tool(raw: object, path: str) -> ToolSpec:
         schema = nested_at_most(req_dict(raw, "input_schema", path), at(path, "input_schema"))
         if schema.get("type", "object") != "object":
             fail(at(at(path, "input_schema"), "type"), f"expected 'object', got {schema.get('type')!r}")
-        return ClientTool(name, opt_str(raw, "description", path), schema, _cache_control(raw, path))
+        return ClientTool(name, opt_str(raw, "description", path), schema, fields.cache_control(raw, path))
     if type(kind) is not str:
         wrong(path, "type", "a string", kind)
     version = VERSIONS.get(kind)
@@ -446,7 +405,7 @@ def _tool(raw: object, path: str) -> ToolSpec:
     name = raw.get("name", MISSING)
     if name != TOOL_NAME:
         choice_error(name, at(path, "name"), (TOOL_NAME,))
-    return CodeExecutionTool(version.version, _cache_control(raw, path))
+    return CodeExecutionTool(version.version, fields.cache_control(raw, path))
 
 
 def _tools(raw: object) -> tuple[ToolSpec, ...]:
@@ -527,48 +486,6 @@ def _user_id(raw: object) -> str | None:
     return opt_str(raw, "user_id", "metadata")
 
 
-_THINKING_TYPES: Final = ("enabled", "disabled", "adaptive")
-_SERVICE_TIERS: Final = ("auto", "standard_only")
-MIN_THINKING_BUDGET: Final = 1024  # Anthropic's documented minimum for budget_tokens
-
-
-def _thinking_config(raw: object) -> ThinkingConfig | None:
-    if raw is None:
-        return None
-    if type(raw) is not dict:
-        wrong("", "thinking", "an object", raw)
-    kind = raw.get("type", MISSING)
-    if kind == "enabled":
-        budget = req_int(raw, "budget_tokens", "thinking", minimum=MIN_THINKING_BUDGET, maximum=INT32_MAX)
-        return ThinkingConfig("enabled", budget, opt_str(raw, "display", "thinking"))
-    if kind == "disabled":
-        return ThinkingConfig("disabled")
-    if kind == "adaptive":
-        return ThinkingConfig("adaptive", None, opt_str(raw, "display", "thinking"))
-    choice_error(kind, "thinking.type", _THINKING_TYPES)
-
-
-def _service_tier(raw: object) -> str | None:
-    if raw is None:
-        return None
-    if raw not in _SERVICE_TIERS:
-        choice_error(raw, "service_tier", _SERVICE_TIERS)
-    return str(raw)
-
-
-# Betas the gateway serves itself: they never go upstream (code execution is the gateway's own tool).
-GATEWAY_BETAS: Final = re.compile(r"(code-execution|files-api|message-threads|skills)-\d{4}-\d{2}-\d{2}")
-
-
-def request_betas(headers: Mapping[str, str]) -> tuple[str, ...]:
-    """The ``anthropic-beta`` values for the upstream: every one the gateway does not serve itself."""
-    raw = headers.get("anthropic-beta")
-    if not raw:
-        return ()
-    values = (v.strip() for v in raw.split(","))
-    return tuple(dict.fromkeys(v for v in values if v and GATEWAY_BETAS.fullmatch(v) is None))
-
-
 def _container(raw: object) -> str | None:
     if raw is None or type(raw) is str:
         return raw or None
@@ -601,9 +518,9 @@ def parse_messages_request(body: object, headers: Mapping[str, str]) -> Generati
         messages=messages,
         system="\n\n".join(b.text for b in system_blocks) or None,
         system_blocks=system_blocks,
-        thinking=_thinking_config(body.get("thinking")),
-        service_tier=_service_tier(body.get("service_tier")),
-        betas=request_betas(headers),
+        thinking=fields.thinking_config(body.get("thinking")),
+        service_tier=fields.service_tier(body.get("service_tier")),
+        betas=fields.request_betas(headers),
         tools=tools,
         tool_choice=_tool_choice(body.get("tool_choice"), tools),
         stop_sequences=_stop_sequences(body.get("stop_sequences")),

@@ -23,20 +23,28 @@ Must not: be used outside tests and benchmarks.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 
-from execbridge.testing.script import Reply
+from execbridge.testing.script import ErrorReply, Reply
+
+if TYPE_CHECKING:
+    from execbridge.testing.upstream import FakeApp
 
 __all__ = [
     "PREFILL_REFUSED",
+    "answer_count_tokens",
+    "answer_messages",
     "check_messages_request",
     "instant_bodies",
     "message_json",
@@ -347,3 +355,75 @@ def instant_bodies(text: str, model: str) -> tuple[bytes, list[bytes]]:
     turn = Reply(text=text, prompt_tokens=12, completion_tokens=16, chunk_chars=12)
     body = orjson.dumps(message_json(turn, model, "msg_instant", (), 0))
     return body, list(message_sse(turn, model, "msg_instant", (), 0))
+
+
+# ---------------------------------------------------------------- the routes, on a FakeApp
+
+
+def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, dict(headers or {}), media_type="application/json")
+
+
+async def _read(app: FakeApp, request: Request) -> tuple[bytes, Any]:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    app._record(request, raw, body)
+    return raw, body
+
+
+async def answer_messages(app: FakeApp, request: Request) -> Response:
+    """``POST …/v1/messages``: the app's credential check, this route's rules, then the next script turn."""
+    raw, body = await _read(app, request)
+    refused = app._refuse_credentials(request)
+    if refused is not None:
+        return refused
+    model = str(body.get("model")) if isinstance(body, dict) else ""
+    if app.anthropic_models is not None and model not in app.anthropic_models:
+        message = f"The endpoint '{model}' does not support the Anthropic Messages API."
+        return app._reject(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": message})
+    rejected = check_messages_request(body, databricks=app.anthropic_rules == "databricks")
+    if rejected is not None:
+        return app._reject(*rejected)
+    turn = app._next_turn(body, raw)
+    if turn.delay:
+        await asyncio.sleep(turn.delay)
+    if isinstance(turn, ErrorReply):
+        return Response(turn.body, turn.status, dict(turn.headers), media_type="application/json")
+    message_id = f"msg_fake{next(app._ids)}"
+    call_ids = [call.id or f"toolu_fake{next(app._call_numbers):04d}" for call in turn.tool_calls]
+    if body.get("stream"):
+        events = message_sse(turn, model, message_id, call_ids, len(raw))
+        return StreamingResponse(_paced(app, events, turn), headers=dict(turn.headers), media_type="text/event-stream")
+    return _json(200, message_json(turn, model, message_id, call_ids, len(raw)))
+
+
+async def _paced(app: FakeApp, events: Iterable[bytes], turn: Reply) -> AsyncIterator[bytes]:
+    delay = app.chunk_delay if turn.chunk_delay is None else turn.chunk_delay
+    finished = False
+    try:
+        for sent, event in enumerate(events):
+            if turn.abort_after is not None and sent >= turn.abort_after:
+                raise ConnectionAbortedError("fake upstream: scripted abort")
+            if sent and delay:
+                await asyncio.sleep(delay)
+            yield event
+        finished = True
+    finally:
+        if finished:
+            app.completed_streams += 1
+        else:
+            app.disconnects += 1
+
+
+async def answer_count_tokens(app: FakeApp, request: Request) -> Response:
+    """``POST …/v1/messages/count_tokens``: 404 as on Databricks, unless the app serves counts."""
+    raw, _ = await _read(app, request)
+    refused = app._refuse_credentials(request)
+    if refused is not None:
+        return refused
+    if not app.serve_count_tokens:
+        return app._reject(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": "Not Found"})
+    return _json(200, {"input_tokens": max(1, len(raw) // 4)})

@@ -281,69 +281,10 @@ class FakeApp:
         return _json_response(200, self._completion(turn, model, len(raw)), turn.headers)
 
     async def _messages(self, request: Request) -> Response:
-        """The Anthropic Messages route (``testing/anthropic_route.py``), from the same script."""
-        raw = await request.body()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
-        self._record(request, raw, body)
-        refused = self._refuse_credentials(request)
-        if refused is not None:
-            return refused
-        model = str(body.get("model")) if isinstance(body, dict) else ""
-        if self.anthropic_models is not None and model not in self.anthropic_models:
-            message = f"The endpoint '{model}' does not support the Anthropic Messages API."
-            return self._reject(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": message})
-        rejected = anthropic_route.check_messages_request(body, databricks=self.anthropic_rules == "databricks")
-        if rejected is not None:
-            return self._reject(*rejected)
-        turn = self._next_turn(body, raw)
-        if isinstance(turn, ErrorReply):
-            if turn.delay:
-                await asyncio.sleep(turn.delay)
-            return Response(turn.body, turn.status, dict(turn.headers), media_type="application/json")
-        if turn.delay:
-            await asyncio.sleep(turn.delay)
-        message_id = f"msg_fake{next(self._ids)}"
-        call_ids = [call.id or f"toolu_fake{next(self._call_numbers):04d}" for call in turn.tool_calls]
-        if body.get("stream"):
-            events = anthropic_route.message_sse(turn, model, message_id, call_ids, len(raw))
-            return StreamingResponse(
-                self._paced(events, turn), headers=dict(turn.headers), media_type="text/event-stream"
-            )
-        return _json_response(200, anthropic_route.message_json(turn, model, message_id, call_ids, len(raw)))
-
-    async def _paced(self, events: Iterable[bytes], turn: Reply) -> AsyncIterator[bytes]:
-        delay = self.chunk_delay if turn.chunk_delay is None else turn.chunk_delay
-        finished = False
-        try:
-            for sent, event in enumerate(events):
-                if turn.abort_after is not None and sent >= turn.abort_after:
-                    raise ConnectionAbortedError("fake upstream: scripted abort")
-                if sent and delay:
-                    await asyncio.sleep(delay)
-                yield event
-            finished = True
-        finally:
-            if finished:
-                self.completed_streams += 1
-            else:
-                self.disconnects += 1
+        return await anthropic_route.answer_messages(self, request)
 
     async def _count_tokens(self, request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
-        self._record(request, raw, body)
-        refused = self._refuse_credentials(request)
-        if refused is not None:
-            return refused
-        if not self.serve_count_tokens:
-            return self._reject(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": "Not Found"})
-        return _json_response(200, {"input_tokens": max(1, len(raw) // 4)})
+        return await anthropic_route.answer_count_tokens(self, request)
 
     def _record(self, request: Request, raw: bytes, body: Any) -> None:
         self.requests.append(RecordedRequest(request.method, request.url.path, dict(request.headers), raw, body))
