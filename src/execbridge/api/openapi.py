@@ -255,8 +255,15 @@ def _file_id_parameter() -> dict[str, Any]:
     return {"name": "file_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+_HEADERS: Final = [_VERSION_HEADER, _BETA_HEADER]
+
+
 def _paths() -> dict[str, Any]:
-    headers = [_VERSION_HEADER, _BETA_HEADER]
+    return {**_message_paths(), **_file_paths(), **_other_paths()}
+
+
+def _message_paths() -> dict[str, Any]:
+    headers = _HEADERS
     return {
         "/v1/messages": {
             "post": {
@@ -272,6 +279,12 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+def _file_paths() -> dict[str, Any]:
+    headers = _HEADERS
+    return {
         "/v1/files": {
             "post": {
                 "summary": "Upload a file",
@@ -323,6 +336,12 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": {"description": "The file's bytes."}, **_ERRORS},
             }
         },
+    }
+
+
+def _other_paths() -> dict[str, Any]:
+    headers = _HEADERS
+    return {
         "/v1/models": {
             "get": {
                 "summary": "The models the upstream offers",
