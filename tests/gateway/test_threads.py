@@ -211,10 +211,12 @@ def test_a_second_gateway_on_the_same_data_directory_continues_the_thread(gatewa
     first = _create(client, fake, {"type": "create"}, [{"role": "user", "content": "remember 7"}])
     socket = re.search(r"(/run/execbridge/[0-9a-f]+/sandbox\.sock)", gateway.log.read_text())
     args = ["--upstream", fake.databricks_url]
-    if socket is not None:  # beside the first one's sandbox host (a second host may not take the directory)
+    as_user = None
+    if socket is not None:  # beside the first one's sandbox host, as the same unprivileged user
         args += ["--sandbox-host", f"unix:{socket.group(1)}"]
+        as_user = "execbridge"
     env = {**os.environ, "EXECBRIDGE_DATA_DIR": str(gateway.data_dir)}
-    with serve_process(env, gateway.data_dir, *args) as second_url:
+    with serve_process(env, gateway.data_dir, *args, as_user=as_user) as second_url:
         other = sdk_client(second_url, CLIENT_KEY)
         reply = _create(other, fake, _continue(first.id), [{"role": "user", "content": "what was it?"}])
     assert _user_texts(fake.chat_requests[-1]) == ["remember 7", "what was it?"]

@@ -90,6 +90,7 @@ class FakeApp:
         instant: bool = False,
         instant_text: str = _INSTANT_TEXT,
         extra_routes: Sequence[BaseRoute] = (),
+        respond: Callable[[JSON], Reply | ErrorReply | str] | None = None,
     ) -> None:
         self.models = tuple(models)
         self.enforce_models = enforce_models
@@ -101,6 +102,7 @@ class FakeApp:
         self.require_tool_results = require_tool_results
         self.chunk_delay = chunk_delay
         self.instant = instant
+        self.respond = respond  # answers every request once the script is used up (soak runs)
         self.requests: list[RecordedRequest] = []
         self.rejections: list[tuple[int, JSON]] = []
         self.disconnects = 0  # streams the client closed before the end
@@ -262,6 +264,8 @@ class FakeApp:
 
     def _next_turn(self, body: JSON, raw: bytes) -> Reply | ErrorReply:
         with self._lock:
+            if not self._script and self.respond is not None:
+                self._script.append(self.respond)
             if not self._script:
                 served = self._turns_served
                 # 418: not retryable, and unmistakably the fake's own complaint.
