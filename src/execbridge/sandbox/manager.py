@@ -468,6 +468,7 @@ class ContainerManager:
                     async with entry.lock:
                         await self._evict(entry)
                         await self._persist_last_used(entry, force=True)
+                    log.info("stopped idle container %s (its files stay)", entry.record.id)
                 except Exception as exc:  # boundary: one bad container must not stop the janitor
                     log.error("evicting container %s failed: %s", entry.record.id, exc)
                     continue
