@@ -161,10 +161,8 @@ class Repl:
         self.runner.current_id = request.get("id")
         out_dir = self.outputs.fresh()
         started = time.monotonic()
-        try:
+        with ignore(OSError):  # it died meanwhile: the supervision below sees it at once
             write_frame(self.fds["cmd"], {"code": code, "cell": self.cells, "env": {"OUTPUT_DIR": out_dir}})
-        except OSError:
-            pass  # it died meanwhile: the supervision below sees it at once
         outcome = self._supervise(pid, output_limit, started + timeout)
         self.runner.current_id = None
         duration_ms = (time.monotonic() - started) * 1000.0
@@ -245,7 +243,7 @@ class Repl:
                             with ignore(OSError):
                                 os.kill(pid, _sig.SIGKILL)
                             status = self._wait_exit(pid)
-                        elif said is not None:
+                        elif isinstance(said, int):
                             rc = said
                     elif fd == pidfd:
                         poller.unregister(pidfd)
@@ -338,7 +336,8 @@ def _all_stopped(pid: int) -> bool:
 def _death(status: int) -> str:
     code = wait_status_code(status)
     if os.WIFSIGNALED(status):
-        return f"killed by signal {code - 128}" + (" — SIGKILL, often the container's memory limit" if code == 137 else "")
+        hint = " — SIGKILL, often the container's memory limit" if code == 137 else ""
+        return f"killed by signal {code - 128}{hint}"
     return f"it exited with status {code}"
 
 
