@@ -67,7 +67,9 @@ async def test_an_exception_is_a_result_and_the_state_stays(m: ContainerManager)
 async def test_a_cell_past_its_limit_is_interrupted_and_the_repl_keeps_its_state(m: ContainerManager) -> None:
     async with container(m) as session:
         await session.run_cell("count = 0")
-        slow = await session.run_cell("import time\nfor _ in range(10**6):\n    count += 1\n    time.sleep(0.01)", timeout=0.5)
+        slow = await session.run_cell(
+            "import time\nfor _ in range(10**6):\n    count += 1\n    time.sleep(0.01)", timeout=0.5
+        )
         assert slow.error_code is None and slow.return_code == 1
         assert "KeyboardInterrupt" in slow.stderr
         assert "detection_timeout: the cell exceeded its 0.5-second wall-clock limit" in slow.stderr
@@ -90,7 +92,11 @@ async def test_a_cell_that_ignores_the_interrupt_is_killed_and_the_next_cell_say
 
 @pytest.mark.parametrize(
     "crash",
-    ["import os\nos._exit(7)", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "import ctypes\nctypes.string_at(0)"],
+    [
+        "import os\nos._exit(7)",
+        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+        "import ctypes\nctypes.string_at(0)",
+    ],
 )
 async def test_a_crashed_interpreter_restarts_with_a_note(m: ContainerManager, crash: str) -> None:
     async with container(m) as session:
@@ -108,7 +114,9 @@ async def test_a_killed_repl_sandbox_restarts_with_a_note(m: ContainerManager) -
     async with container(m) as session:
         await session.run_cell("before = 1")
         # The cell kills its own supervisor: the REPL's whole sandbox goes down.
-        gone = await session.run_cell("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nimport time\ntime.sleep(5)")
+        gone = await session.run_cell(
+            "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nimport time\ntime.sleep(5)"
+        )
         assert gone.error_code == "unavailable"
         fresh = await session.run_cell("print('before' in globals())")
         assert fresh.stdout == "False\n"
@@ -155,7 +163,9 @@ async def test_processes_a_cell_starts_are_swept_after_it(m: ContainerManager) -
         assert census.stdout.startswith("True"), census.stdout
 
 
-async def test_idle_eviction_ends_the_repl_and_the_next_cell_says_so(base_dir: Path, doctor_report: DoctorReport) -> None:
+async def test_idle_eviction_ends_the_repl_and_the_next_cell_says_so(
+    base_dir: Path, doctor_report: DoctorReport
+) -> None:
     data = private_dir(base_dir, "repl-evict-")
     async with open_manager(data, doctor_report, spare_containers=0, idle_evict_s=3600.0) as manager:
         info = await manager.create("bob")
