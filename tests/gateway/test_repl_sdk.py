@@ -86,7 +86,10 @@ def test_state_set_in_one_request_is_read_in_a_later_one(repl_gateway: Gateway, 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 def test_top_level_await(repl_gateway: Gateway, fake, stream: bool):
-    code = "import asyncio\nasync def double(v):\n    await asyncio.sleep(0)\n    return 2 * v\nprint(await asyncio.gather(double(1), double(20)))"
+    code = (
+        "import asyncio\nasync def double(v):\n    await asyncio.sleep(0)\n    return 2 * v\n"
+        "print(await asyncio.gather(double(1), double(20)))"
+    )
     fake.reset(cell(code))
     message = ask(repl_gateway, "20260120", "await", stream=stream)
     assert cell_result(message).content.stdout == "[2, 40]\n"

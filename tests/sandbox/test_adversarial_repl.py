@@ -52,7 +52,8 @@ async def still_there(session: LeasedSession) -> None:
         "for p in /proc/[0-9]*; do kill -9 ${p#/proc/} 2>/dev/null; done; true",
         "pkill -9 -f python3; pkill -9 -u $(id -u); true",
         "kill -STOP -1; kill -9 -1",
-        "python3 -c 'import os, signal\nfor p in range(2, 4000):\n  try: os.kill(p, signal.SIGKILL)\n  except OSError: pass'",
+        "python3 -c 'import os, signal\nfor p in range(2, 4000):\n"
+        "  try: os.kill(p, signal.SIGKILL)\n  except OSError: pass'",
     ],
 )
 async def test_a_command_cannot_kill_the_repl(m: ContainerManager, attack: str) -> None:

@@ -4,7 +4,6 @@ supervisor → the interpreter): state, top-level await, the per-cell limit, cra
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
