@@ -159,6 +159,8 @@ CONTENT_CASES: list[tuple[str, list[dict[str, Any]], tuple[Message, ...]]] = [
                     "input": {"city": "Paris"},
                     "caller": {"type": "direct"},
                 },
+                {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {}},
+                {"type": "tool_use", "id": "toolu_3", "name": "get_weather", "input": {}},
             ),
             user(
                 {"type": "tool_result", "tool_use_id": "toolu_1", "content": "15C"},
@@ -177,7 +179,15 @@ CONTENT_CASES: list[tuple[str, list[dict[str, Any]], tuple[Message, ...]]] = [
         ],
         (
             Message("user", (Text("weather?"),)),
-            Message("assistant", (Thinking("hmm", "sig"), ToolCall("toolu_1", "get_weather", {"city": "Paris"}))),
+            Message(
+                "assistant",
+                (
+                    Thinking("hmm", "sig"),
+                    ToolCall("toolu_1", "get_weather", {"city": "Paris"}),
+                    ToolCall("toolu_2", "get_weather", {}),
+                    ToolCall("toolu_3", "get_weather", {}),
+                ),
+            ),
             Message(
                 "user",
                 (
@@ -407,7 +417,11 @@ FIELD_CASES: list[tuple[str, dict[str, Any], dict[str, str], dict[str, Any]]] = 
         "inputs and schemas nested to the bound",
         body(
             tools=[{**WEATHER, "input_schema": nested(100)}],
-            messages=[user(text("q")), assistant({"type": "tool_use", "id": "t", "name": "n", "input": nested(100)})],
+            messages=[
+                user(text("q")),
+                assistant({"type": "tool_use", "id": "t", "name": "n", "input": nested(100)}),
+                user({"type": "tool_result", "tool_use_id": "t"}),
+            ],
         ),
         OLD,
         {"max_tokens": 100},
@@ -518,19 +532,19 @@ INVALID_CASES: list[tuple[str, object, dict[str, str], str]] = [
         "role missing",
         body(messages=[{"content": "x"}]),
         OLD,
-        "messages.0.role: Field required (one of 'user', 'assistant')",
+        "messages.0.role: Field required (one of 'user', 'assistant', 'system')",
     ),
     (
         "role unknown",
-        body(messages=[{"role": "system", "content": "x"}]),
+        body(messages=[{"role": "tool", "content": "x"}]),
         OLD,
-        "messages.0.role: expected one of 'user', 'assistant', got 'system'",
+        "messages.0.role: expected one of 'user', 'assistant', 'system', got 'tool'",
     ),
     (
         "role not a string",
         body(messages=[{"role": 1, "content": "x"}]),
         OLD,
-        "messages.0.role: expected one of 'user', 'assistant', got number",
+        "messages.0.role: expected one of 'user', 'assistant', 'system', got number",
     ),
     ("temperature bool", body(temperature=True), OLD, "temperature: expected a number, got boolean"),
     ("content missing", body(messages=[{"role": "user"}]), OLD, "messages.0.content: Field required"),
@@ -1121,11 +1135,14 @@ def test_sdk_sent_history_parses_back(path: Path, beta: bool) -> None:
     container = golden["container"]["id"] if golden["container"] else None
     client, seen = capture_requests(raw)
     message = (BetaMessage if beta else SdkMessage).model_validate(golden)
+    # A client tool call is answered (Anthropic refuses one left without its result).
+    answers = [{"type": "tool_result", "tool_use_id": b["id"]} for b in golden["content"] if b["type"] == "tool_use"]
+    follow_up: Any = answers or "continue"
     create: Any = client.beta.messages.create if beta else client.messages.create
     create(
         model="m",
         max_tokens=10,
-        messages=[{"role": "user", "content": "go"}, message.to_param(), {"role": "user", "content": "continue"}],
+        messages=[{"role": "user", "content": "go"}, message.to_param(), {"role": "user", "content": follow_up}],
         tools=[CE, WEATHER],
         container=container,
     )

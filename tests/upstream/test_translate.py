@@ -26,6 +26,7 @@ from execbridge.upstream.base import ChatTurn, FunctionChoice
 from execbridge.upstream.dialects import (
     AZURE,
     DATABRICKS,
+    DATABRICKS_CLAUDE,
     DATABRICKS_GPT_OSS,
     GENERIC,
     LITELLM,
@@ -141,7 +142,8 @@ MESSAGE_CASES: list[tuple[str, str | None, list[Message], Dialect, list[dict[str
         [
             {
                 "role": "user",
-                "content": "Document: r.pdf\n(application/pdf, not readable through this model's API)\n\nread",
+                "content": "Document: r.pdf\n(application/pdf without a text layer, not readable through this "
+                "model's API)\n\nread",
             }
         ],
     ),
@@ -446,14 +448,13 @@ PAYLOAD_CASES: list[tuple[str, ChatTurn, Dialect, dict[str, Any]]] = [
         {"model": "m", "messages": MSGS, "max_tokens": 100},
     ),
     (
-        "sampling, stop, user; top_k dropped",
+        "sampling, user; top_k dropped; stop sequences matched by the gateway, not sent",
         replace(BASE, stop=("END",), sampling=Sampling(0.2, 0.9, 40), user="u1"),
         GENERIC,
         {
             "model": "m",
             "messages": MSGS,
             "max_tokens": 100,
-            "stop": ["END"],
             "temperature": 0.2,
             "top_p": 0.9,
             "user": "u1",
@@ -498,7 +499,7 @@ def test_payload(turn, dialect, expected):
 @pytest.mark.parametrize(
     ("base_url", "model", "dialect"),
     [
-        ("https://adb-1.azuredatabricks.net/serving-endpoints", "databricks-claude-sonnet-4-5", DATABRICKS),
+        ("https://adb-1.azuredatabricks.net/serving-endpoints", "databricks-claude-sonnet-4-5", DATABRICKS_CLAUDE),
         ("https://adb-1.azuredatabricks.net/serving-endpoints", "databricks-gpt-oss-120b", DATABRICKS_GPT_OSS),
         ("https://api.openai.com/v1", "gpt-4.1", OPENAI),
         ("http://127.0.0.1:8000/v1", "Qwen/Qwen3-8B", VLLM),
