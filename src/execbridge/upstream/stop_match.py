@@ -5,8 +5,8 @@ that could still be the start of a stop sequence; at the first match the text be
 then ``Finished(stop_sequence=…)``, and the turn is over (``done``): the caller stops reading the
 upstream. OpenAI-compatible servers cut the text at a stop string without saying which one matched, so
 the gateway sends none and matches them itself, as Anthropic's API does: in the model's text only,
-never in reasoning or tool-call arguments; the match that starts first wins (the longest of those
-starting at one place).
+never in reasoning or tool-call arguments. The match that is complete first wins, as the model would
+have stopped there (the longest of those ending at one place).
 
 Must not: do I/O, or hold text across anything that is not text (a call or reasoning ends the run of
 text a stop sequence can span).
@@ -64,11 +64,16 @@ class StopMatcher:
         return [TextDelta(window[:cut])] if cut else []
 
     def _first_match(self, window: str) -> tuple[int, str] | None:
+        """(start, stop) of the match a model writing ``window`` would have completed first."""
         best: tuple[int, str] | None = None
+        best_end = 0
         for stop in self._stops:
             at = window.find(stop)
-            if at >= 0 and (best is None or at < best[0] or (at == best[0] and len(stop) > len(best[1]))):
-                best = (at, stop)
+            if at < 0:
+                continue
+            end = at + len(stop)
+            if best is None or end < best_end or (end == best_end and at < best[0]):
+                best, best_end = (at, stop), end
         return best
 
     def _release(self) -> list[UpstreamEvent]:
