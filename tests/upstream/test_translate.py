@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from execbridge.errors import InvalidRequest
 from execbridge.testing import check_request
 from execbridge.types import (
     ContainerUpload,
@@ -18,6 +19,7 @@ from execbridge.types import (
     ServerToolResult,
     Text,
     Thinking,
+    ThinkingConfig,
     ToolCall,
     ToolFailure,
     ToolResult,
@@ -524,3 +526,42 @@ def test_function_choice_needs_name():
     turn = replace(BASE, functions=(NOARG,), function_choice=FunctionChoice("function"))
     with pytest.raises(ValueError, match="needs a name"):
         build_payload(turn)
+
+
+# ---------------------------------------------------------------- thinking (docs/protocol.md §4.10)
+
+THINKING_HISTORY = (
+    user(Text("run it")),
+    assistant(Thinking("plan", "sig-1"), Text("Running."), ToolCall("srvtoolu_1", "bash_code_execution", {"c": 1})),
+    user(ToolResult("srvtoolu_1", (Text("ok"),))),
+    assistant(Thinking("", "sig-2"), ToolCall("srvtoolu_2", "bash_code_execution", {})),
+    user(ToolResult("srvtoolu_2", (Text("ok"),))),
+)
+
+
+def test_thinking_goes_to_databricks_claude_with_signed_reasoning_first():
+    turn = replace(BASE, messages=THINKING_HISTORY, thinking=ThinkingConfig("enabled", 2048))
+    payload = build_payload(turn, DATABRICKS_CLAUDE)
+    assert payload["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    first, second = [m for m in payload["messages"] if m["role"] == "assistant"]
+    assert first["content"] == [
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "plan", "signature": "sig-1"}]},
+        {"type": "text", "text": "Running."},
+    ]
+    assert second["content"] == [
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "", "signature": "sig-2"}]}
+    ]
+    assert check_request(payload) is None
+
+
+def test_without_thinking_asked_reasoning_stays_home():
+    for config in (None, ThinkingConfig("disabled")):
+        payload = build_payload(replace(BASE, messages=THINKING_HISTORY, thinking=config), DATABRICKS_CLAUDE)
+        assert "thinking" not in payload
+        assert all(isinstance(m.get("content"), str | None) for m in payload["messages"])
+
+
+@pytest.mark.parametrize("dialect", [GENERIC, OPENAI, VLLM, LLAMA_CPP, DATABRICKS, DATABRICKS_GPT_OSS])
+def test_thinking_is_refused_where_it_cannot_go(dialect):
+    with pytest.raises(InvalidRequest, match=r"^thinking: "):
+        build_payload(replace(BASE, thinking=ThinkingConfig("adaptive")), dialect)
