@@ -256,6 +256,15 @@ class Sampling:
 
 
 @dataclass(frozen=True, slots=True)
+class ThinkingConfig:
+    """Extended thinking as the client asked for it (Anthropic's ``thinking``)."""
+
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = None
+    display: str | None = None  # newer API versions: "summarized" or "omitted"
+
+
+@dataclass(frozen=True, slots=True)
 class GenerationRequest:
     """One client request in neutral form: what the engine loop runs."""
 
@@ -270,6 +279,7 @@ class GenerationRequest:
     user_id: str | None = None
     stream: bool = False
     container_id: str | None = None
+    thinking: ThinkingConfig | None = None
 
     @property
     def code_execution(self) -> CodeExecutionTool | None:

@@ -181,8 +181,9 @@ class Engine:
                 user=request.user_id,
                 stream=request.stream,
                 api_key=run.caller.upstream_api_key,
+                thinking=request.thinking,
             )
-            assembler = TurnAssembler(server_names.__contains__)
+            assembler = TurnAssembler(server_names.__contains__, single_call=turn.parallel_calls is False)
             began = False
             async with aclosing(self._upstream.stream_turn(turn)) as upstream_events:
                 async for upstream_event in upstream_events:

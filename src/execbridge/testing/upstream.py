@@ -86,6 +86,7 @@ class FakeApp:
         reject_params: Collection[str] = (),
         error_envelope: Literal["databricks", "openai"] = "databricks",
         require_tool_results: bool = True,
+        file_parts: bool = True,
         chunk_delay: float = 0.0,
         instant: bool = False,
         instant_text: str = _INSTANT_TEXT,
@@ -100,6 +101,7 @@ class FakeApp:
         self.error_envelope = error_envelope
         self.reject_multiple_tool_calls = reject_multiple_tool_calls
         self.require_tool_results = require_tool_results
+        self.file_parts = file_parts  # False: ``file`` parts are refused, as on Databricks
         self.chunk_delay = chunk_delay
         self.instant = instant
         self.respond = respond  # answers every request once the script is used up (soak runs)
@@ -238,6 +240,7 @@ class FakeApp:
             reject_multiple_tool_calls=self.reject_multiple_tool_calls,
             require_tool_results=self.require_tool_results,
             models=self.models if self.enforce_models else None,
+            file_parts=self.file_parts,
         )
         if rejected is not None:
             return self._reject(*rejected)

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from execbridge.types import FunctionDef, Message, Sampling
+from execbridge.types import FunctionDef, Message, Sampling, ThinkingConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,7 @@ class ChatTurn:
     user: str | None = None
     stream: bool = True
     api_key: str | None = None  # the client's own key, when the gateway passes it through
+    thinking: ThinkingConfig | None = None  # the client's extended-thinking setting (docs/protocol.md §4.10)
 
 
 @dataclass(frozen=True, slots=True)
