@@ -160,6 +160,25 @@ def _messages_request() -> dict[str, Any]:
             "top_k": {"type": "integer", "minimum": 0, "maximum": INT32_MAX},
             "metadata": {"type": "object", "properties": {"user_id": {"type": "string"}}},
             "container": {"oneOf": [{"type": "string"}, {"type": "object", "properties": {"id": {"type": "string"}}}]},
+            "thinking": {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "required": ["type", "budget_tokens"],
+                        "properties": {
+                            "type": {"const": "enabled"},
+                            "budget_tokens": {"type": "integer", "minimum": 1024, "maximum": INT32_MAX},
+                            "display": {"type": "string"},
+                        },
+                    },
+                    {"type": "object", "required": ["type"], "properties": {"type": {"const": "disabled"}}},
+                    {
+                        "type": "object",
+                        "required": ["type"],
+                        "properties": {"type": {"const": "adaptive"}, "display": {"type": "string"}},
+                    },
+                ]
+            },
             "thread": {
                 "oneOf": [
                     {"type": "object", "required": ["type"], "properties": {"type": {"const": "create"}}},
@@ -184,7 +203,8 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["role", "content"],
             "properties": {
-                "role": {"type": "string", "enum": ["user", "assistant"]},
+                # ``system`` messages are folded into the system prompt, in order (docs/protocol.md §1.2).
+                "role": {"type": "string", "enum": ["user", "assistant", "system"]},
                 "content": {
                     "oneOf": [
                         {"type": "string", "minLength": 1},
