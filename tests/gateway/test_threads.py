@@ -20,6 +20,7 @@ from anthropic.types import (
     ThreadContinueInFlightError,
     ThreadFingerprintMismatchError,
     ThreadNotFoundError,
+    ThreadUnsupportedRequestError,
 )
 
 from execbridge.testing import Turn, last_tool_result
@@ -133,7 +134,7 @@ def _create(client: anthropic.Anthropic, fake, thread: dict[str, Any], messages:
         betas=BETAS,
         tools=[CODE_EXECUTION],
         messages=messages,
-        extra_body={"thread": thread},
+        extra_body={"thread": thread, **extra.pop("extra_body", {})},
         **extra,
     )
 
@@ -155,8 +156,12 @@ def test_each_thread_error_is_the_one_the_sdk_recovers_from(gateway: Gateway, fa
         _create(sdk_client(gateway.url, OTHER_KEY), fake, _continue(first.id), [{"role": "user", "content": "x"}])
 
     with pytest.raises(ThreadFingerprintMismatchError) as mismatch:
-        _create(client, fake, _continue(first.id), [{"role": "user", "content": "x"}], model="other-model")
-    assert "`model`" in mismatch.value.body["error"]["message"]
+        _create(client, fake, _continue(first.id), [{"role": "user", "content": "x"}], system="another prompt")
+    assert "`system`" in mismatch.value.body["error"]["message"]
+
+    with pytest.raises(ThreadUnsupportedRequestError) as unsupported:
+        _create(client, fake, {"type": "create"}, hello, extra_body={"context_management": {"edits": []}})
+    assert unsupported.value.body["error"]["details"]["unsupported"] == ["context_management"]
 
     second = _create(client, fake, _continue(first.id), [{"role": "user", "content": "again"}])
     assert _user_texts(fake.chat_requests[-1]) == ["hello", "again"]
