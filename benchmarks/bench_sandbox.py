@@ -4,9 +4,11 @@ Prints, in one run:
 - bare ``python3 -c 'print(1)'`` started with ``subprocess`` (p50/p99 over N);
 - a trivial command in a warm container (``print(1)`` and ``echo 1``), inside one lease and with a
   lease per command (what the engine does), and the ratio to bare (targets ≤ 0.25x p50, ≤ 0.5x p99);
+- a cell of the persistent REPL (``x += 1``) in a warm container (target ≤ 0.1x bare p50);
 - a new container to its first result, with the spare pool and cold (target ≤ 2x bare);
 - memory per idle container: PSS of the bwrap + executor process tree (``/proc/<pid>/smaps_rollup``)
-  over many idle containers, and how many would fit in 24 GiB (target ≥ 1000).
+  over many idle containers, and how many would fit in 24 GiB (target ≥ 1000); and the same for
+  idle containers whose REPL was started (both sandboxes' trees);
 
 Needs root (like the gateway). Bounded in time (well under 2 minutes). Usage:
     .venv/bin/python benchmarks/bench_sandbox.py [--n 200] [--idle 50]
@@ -119,6 +121,11 @@ async def run(n: int, idle: int, data_root: Path) -> None:
                 ("warm: python print(1)", await timed(n, lambda: s.run_python("print(1)")), "p50≤0.25x p99≤0.5x")
             )
             rows.append(("warm: bash echo 1", await timed(n, lambda: s.run_bash("echo 1")), "p50≤0.25x p99≤0.5x"))
+            # The persistent REPL (20260120+): a cell in the long-lived interpreter, next to the fresh
+            # process per call above (thaw, cell, SIGSTOP, sweep, freeze: all counted).
+            for _ in range(20):
+                await s.run_cell("x = 0")
+            rows.append(("warm: REPL cell x += 1", await timed(n, lambda: s.run_cell("x += 1")), "p50≤0.1x"))
 
         async def leased() -> None:
             async with m.lease(info.id, "bench") as s2:
@@ -169,6 +176,22 @@ async def run(n: int, idle: int, data_root: Path) -> None:
             per_container.append(sum(pss_kib(pid) for pid in live.pids()) / 1024)
         gateway_mib = (rss_kib() - rss_before) / 1024 / idle
 
+        # The same with a REPL: the container's sandbox plus the REPL's (bwrap, supervisor, interpreter).
+        repl_containers = []
+        for _ in range(max(1, idle // 5)):
+            c = await m.create("idle-repl")
+            async with m.lease(c.id, "idle-repl") as s7:
+                await s7.run_python("print(1)")
+                await s7.run_cell("x = 1")
+            repl_containers.append(c.id)
+        await asyncio.sleep(0.5)
+        per_repl_container = []
+        for cid in repl_containers:
+            entry = m._entries[cid]
+            assert entry.live is not None and entry.repl is not None
+            pids = entry.live.pids() | entry.repl.pids()
+            per_repl_container.append(sum(pss_kib(pid) for pid in pids) / 1024)
+
         # ---- many containers executing at once (target: 64 with no errors)
         while len(ids) < CONCURRENT:
             ids.append((await m.create("idle")).id)
@@ -207,6 +230,11 @@ async def run(n: int, idle: int, data_root: Path) -> None:
     print(
         f"\nidle container memory (PSS of bwrap + executor tree, n={idle}): avg {avg:.2f} MiB, "
         f"max {max(per_container):.2f} MiB → {int(GIB24 / (avg * (1 << 20)))} containers in 24 GiB (target ≥ 1000)"
+    )
+    repl_avg = statistics.mean(per_repl_container)
+    print(
+        f"idle container with a REPL (PSS of both trees, n={len(per_repl_container)}): avg {repl_avg:.2f} MiB, "
+        f"max {max(per_repl_container):.2f} MiB (+{repl_avg - avg:.2f} MiB for the REPL)"
     )
     print(f"gateway-side memory per live container (RSS growth of this process): {gateway_mib:.2f} MiB")
     print(

@@ -6,16 +6,19 @@
 #     Debian's python3.11 with its packages, plus the few libraries Debian lacks (from PyPI);
 #   - the user `execbridge` that the gateway runs as when started as root;
 #   - the gateway itself into ./.venv (with test extras when --test is given).
-# Usage: scripts/install.sh [--test] [--runtime full|minimal]
+#   - with --systemd: the unit deploy/execbridge.service (and /etc/execbridge/execbridge.env to fill in).
+# Usage: scripts/install.sh [--test] [--runtime full|minimal] [--systemd]
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 extras=""
 runtime_kind="full"
+systemd=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --test) extras="[test]"; shift ;;
     --runtime) runtime_kind="$2"; shift 2 ;;
+    --systemd) systemd=1; shift ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
@@ -96,4 +99,19 @@ fi
 # server with a small GGUF model, and LiteLLM's proxy), each in its own cached venv.
 if [ -n "$extras" ]; then
   "$here/scripts/install-real-servers.sh" --litellm
+fi
+
+# With --systemd: the service unit, pointing at this checkout; settings in an environment file only root reads.
+if [ -n "$systemd" ]; then
+  sed "s#@PREFIX@#$here#g" "$here/deploy/execbridge.service" | sudo_if_needed tee /etc/systemd/system/execbridge.service >/dev/null
+  sudo_if_needed install -d -m 0755 /etc/execbridge
+  if [ ! -e /etc/execbridge/execbridge.env ]; then
+    printf '%s\n' "# EXECBRIDGE_* settings for execbridge.service (see README.md)" \
+      "EXECBRIDGE_HOST=127.0.0.1" "EXECBRIDGE_PORT=8787" "#EXECBRIDGE_UPSTREAM_URL=https://<workspace-host>/serving-endpoints" |
+      sudo_if_needed install -m 0600 /dev/stdin /etc/execbridge/execbridge.env
+  fi
+  if [ -d /run/systemd/system ]; then
+    sudo_if_needed systemctl daemon-reload
+  fi
+  echo "execbridge.service installed: fill in /etc/execbridge/execbridge.env, then: systemctl enable --now execbridge"
 fi

@@ -8,11 +8,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 timings=()
 phase() {
-  local name=$1 started=$SECONDS
+  local name=$1 started=$SECONDS status=0
   shift
   echo "== $name"
-  "$@"
-  timings+=("$(printf '%-26s %5d s' "$name" $((SECONDS - started)))")
+  "$@" || status=$?
+  timings+=("$(printf '%-26s %5d s%s' "$name" $((SECONDS - started)) "$([ $status -eq 0 ] || echo "  FAILED ($status)")")")
+  return $status
 }
 report() { printf '== phase times\n'; printf '   %s\n' "${timings[@]}"; }
 trap report EXIT

@@ -51,6 +51,12 @@ class SandboxSettings(BaseModel):
         "not; a hard link is taken once). A single file over this is too large, like one over "
         "output_file_limit_bytes; files that no longer fit are left out with a note.",
     )
+    repl_cell_timeout_s: float = Field(
+        90.0,
+        gt=0,
+        description="Wall-clock limit per cell of the persistent Python REPL (code_execution_20260120 and "
+        "20260521): the cell is interrupted and its result says detection_timeout; the REPL keeps its state.",
+    )
     idle_evict_s: float = Field(300.0, gt=0, description="Stop a container's processes after this idle time.")
     retention_s: float = Field(30 * 86400.0, gt=0, description="Delete a container this long after last use.")
     spare_containers: int = Field(2, ge=0, description="Ready-made containers kept warm for new requests.")

@@ -69,6 +69,10 @@ def nested(levels: int) -> dict[str, Any]:
     return value
 
 
+TOOL_USE: dict[str, Any] = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+TOOL_RESULT: dict[str, Any] = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "15C"}
+
+
 def user(*blocks: Any) -> dict[str, Any]:
     return {"role": "user", "content": list(blocks)}
 
@@ -162,6 +166,8 @@ CONTENT_CASES: list[tuple[str, list[dict[str, Any]], tuple[Message, ...]]] = [
                     "input": {"city": "Paris"},
                     "caller": {"type": "direct"},
                 },
+                {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {}},
+                {"type": "tool_use", "id": "toolu_3", "name": "get_weather", "input": {}},
             ),
             user(
                 {"type": "tool_result", "tool_use_id": "toolu_1", "content": "15C"},
@@ -186,6 +192,8 @@ CONTENT_CASES: list[tuple[str, list[dict[str, Any]], tuple[Message, ...]]] = [
                     Thinking("hmm", "sig"),
                     Thinking("", data="opaque"),
                     ToolCall("toolu_1", "get_weather", {"city": "Paris"}),
+                    ToolCall("toolu_2", "get_weather", {}),
+                    ToolCall("toolu_3", "get_weather", {}),
                 ),
             ),
             Message(
@@ -417,7 +425,11 @@ FIELD_CASES: list[tuple[str, dict[str, Any], dict[str, str], dict[str, Any]]] = 
         "inputs and schemas nested to the bound",
         body(
             tools=[{**WEATHER, "input_schema": nested(100)}],
-            messages=[user(text("q")), assistant({"type": "tool_use", "id": "t", "name": "n", "input": nested(100)})],
+            messages=[
+                user(text("q")),
+                assistant({"type": "tool_use", "id": "t", "name": "n", "input": nested(100)}),
+                user({"type": "tool_result", "tool_use_id": "t"}),
+            ],
         ),
         OLD,
         {"max_tokens": 100},
@@ -441,6 +453,42 @@ FIELD_CASES: list[tuple[str, dict[str, Any], dict[str, str], dict[str, Any]]] = 
         OLD,
         {"system": None},
     ),
+    # system messages (newer API versions) join the system prompt in order, and are no turn of their own
+    (
+        "system messages join the system prompt",
+        body(
+            system="top",
+            messages=[
+                {"role": "system", "content": "first"},
+                user(text("q")),
+                {"role": "system", "content": [text("second"), text("third")]},
+                user(text("more")),
+            ],
+        ),
+        NEW,
+        {"system": "top\n\nfirst\n\nsecond\n\nthird", "messages": (Message("user", (Text("q"), Text("more"))),)},
+    ),
+    (
+        "system message without a system field",
+        body(messages=[{"role": "system", "content": "s"}, user(text("q"))]),
+        OLD,
+        {"system": "s"},
+    ),
+    (
+        "thinking enabled",
+        body(thinking={"type": "enabled", "budget_tokens": 2048}),
+        OLD,
+        {"thinking": ThinkingConfig("enabled", 2048)},
+    ),
+    (
+        "thinking adaptive",
+        body(thinking={"type": "adaptive", "display": "omitted"}),
+        NEW,
+        {"thinking": ThinkingConfig("adaptive", None, "omitted")},
+    ),
+    ("thinking disabled", body(thinking={"type": "disabled"}), OLD, {"thinking": ThinkingConfig("disabled")}),
+    # whitespace-only text is the model's own in assistant turns (before a call): kept, never refused
+    ("assistant whitespace text", msgs(user(text("q")), assistant(text("\n\n"))), OLD, {"system": None}),
 ]
 
 
@@ -528,19 +576,19 @@ INVALID_CASES: list[tuple[str, object, dict[str, str], str]] = [
         "role missing",
         body(messages=[{"content": "x"}]),
         OLD,
-        "messages.0.role: Field required (one of 'user', 'assistant')",
+        "messages.0.role: Field required (one of 'user', 'assistant', 'system')",
     ),
     (
         "role unknown",
-        body(messages=[{"role": "system", "content": "x"}]),
+        body(messages=[{"role": "tool", "content": "x"}]),
         OLD,
-        "messages.0.role: expected one of 'user', 'assistant', got 'system'",
+        "messages.0.role: expected one of 'user', 'assistant', 'system', got 'tool'",
     ),
     (
         "role not a string",
         body(messages=[{"role": 1, "content": "x"}]),
         OLD,
-        "messages.0.role: expected one of 'user', 'assistant', got number",
+        "messages.0.role: expected one of 'user', 'assistant', 'system', got number",
     ),
     ("temperature bool", body(temperature=True), OLD, "temperature: expected a number, got boolean"),
     ("content missing", body(messages=[{"role": "user"}]), OLD, "messages.0.content: Field required"),
@@ -1035,6 +1083,93 @@ INVALID_CASES: list[tuple[str, object, dict[str, str], str]] = [
         OLD,
         "container.skills: Agent Skills are not supported by this gateway",
     ),
+    # Anthropic's own conversation checks, at the client's indexes and in Anthropic's words
+    (
+        "empty text block",
+        msgs(user(text("q"), text(""))),
+        OLD,
+        "messages.0.content.1: text content blocks must be non-empty",
+    ),
+    (
+        "whitespace user text block",
+        msgs(user(text(" \n"))),
+        OLD,
+        "messages.0.content.0: text content blocks must contain non-whitespace text",
+    ),
+    (
+        "tool_result for an unknown id",
+        msgs(
+            user(text("q")), assistant(TOOL_USE), user(TOOL_RESULT, {"type": "tool_result", "tool_use_id": "toolu_9"})
+        ),
+        OLD,
+        "messages.2.content.1: unexpected `tool_use_id` found in `tool_result` blocks: toolu_9. Each `tool_result` "
+        "block must have a corresponding `tool_use` block in the previous message.",
+    ),
+    (
+        "tool_result in the first message",
+        msgs(user(TOOL_RESULT)),
+        OLD,
+        "messages.0.content.0: unexpected `tool_use_id` found in `tool_result` blocks: toolu_1. Each `tool_result` "
+        "block must have a corresponding `tool_use` block in the previous message.",
+    ),
+    (
+        "tool_result two turns after its call",
+        msgs(user(text("q")), assistant(TOOL_USE), user(TOOL_RESULT), assistant(text("ok")), user(TOOL_RESULT)),
+        OLD,
+        "messages.4.content.0: unexpected `tool_use_id` found in `tool_result` blocks: toolu_1. Each `tool_result` "
+        "block must have a corresponding `tool_use` block in the previous message.",
+    ),
+    (
+        "unanswered tool_use, counted in the client's own messages",
+        msgs(
+            {"role": "system", "content": "s"},
+            user(text("q")),
+            assistant(text("calling")),
+            assistant(TOOL_USE),
+            user(text("never mind")),
+        ),
+        OLD,
+        "messages.3: `tool_use` ids were found without `tool_result` blocks immediately after: toolu_1. Each "
+        "`tool_use` block must have a corresponding `tool_result` block in the next message.",
+    ),
+    (
+        "unanswered tool_use at the end",
+        msgs(user(text("q")), assistant(TOOL_USE)),
+        OLD,
+        "messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: toolu_1. Each "
+        "`tool_use` block must have a corresponding `tool_result` block in the next message.",
+    ),
+    (
+        "tool_use id used twice",
+        msgs(user(text("q")), assistant(TOOL_USE, TOOL_USE)),
+        OLD,
+        "messages.1.content.1: `tool_use` ids must be unique; toolu_1 is used twice",
+    ),
+    (
+        "only system messages",
+        body(messages=[{"role": "system", "content": "s"}]),
+        OLD,
+        "messages: at least one user or assistant message is required",
+    ),
+    (
+        "system message content not text",
+        body(messages=[{"role": "system", "content": [{"type": "image"}]}]),
+        OLD,
+        "messages.0.content.0.type: expected one of 'text', got 'image'",
+    ),
+    (
+        "thinking budget too small",
+        body(thinking={"type": "enabled", "budget_tokens": 1000}),
+        OLD,
+        "thinking.budget_tokens: must be at least 1024",
+    ),
+    ("thinking without a budget", body(thinking={"type": "enabled"}), OLD, "thinking.budget_tokens: Field required"),
+    (
+        "thinking type unknown",
+        body(thinking={"type": "maybe"}),
+        OLD,
+        "thinking.type: expected one of 'enabled', 'disabled', 'adaptive', got 'maybe'",
+    ),
 ]
 
 
@@ -1169,11 +1304,14 @@ def test_sdk_sent_history_parses_back(path: Path, beta: bool) -> None:
     container = golden["container"]["id"] if golden["container"] else None
     client, seen = capture_requests(raw)
     message = (BetaMessage if beta else SdkMessage).model_validate(golden)
+    # A client tool call is answered (Anthropic refuses one left without its result).
+    answers = [{"type": "tool_result", "tool_use_id": b["id"]} for b in golden["content"] if b["type"] == "tool_use"]
+    follow_up: Any = answers or "continue"
     create: Any = client.beta.messages.create if beta else client.messages.create
     create(
         model="m",
         max_tokens=10,
-        messages=[{"role": "user", "content": "go"}, message.to_param(), {"role": "user", "content": "continue"}],
+        messages=[{"role": "user", "content": "go"}, message.to_param(), {"role": "user", "content": follow_up}],
         tools=[CE, WEATHER],
         container=container,
     )

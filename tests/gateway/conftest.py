@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -85,17 +86,31 @@ def searchable_by_the_gateway_user(data_dir: Path) -> None:
 
 
 @contextmanager
-def serve_process(env: dict[str, str], data_dir: Path, *args: str) -> Iterator[str]:
+def serve_process(env: dict[str, str], data_dir: Path, *args: str, as_user: str | None = None) -> Iterator[str]:
     """``execbridge serve --host 127.0.0.1 --port <free> *args`` until the block ends; yields its URL.
 
     The process's output goes to ``data_dir/serve.log`` (appended, so a restart keeps the history).
+    ``as_user`` runs it as that user, as the privilege split's supervisor runs its gateway.
     """
     searchable_by_the_gateway_user(data_dir)
     log = data_dir / "serve.log"
     port = _free_port()
     command = [sys.executable, "-m", "execbridge", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     with log.open("ab") as sink:
-        process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        if as_user is None:
+            process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        else:
+            user = pwd.getpwnam(as_user)
+            process = subprocess.Popen(
+                command,
+                env={**env, "HOME": user.pw_dir},
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                user=user.pw_uid,
+                group=user.pw_gid,
+                extra_groups=[],
+                cwd="/",
+            )
     url = f"http://127.0.0.1:{port}"
     SERVE_PROCESSES[url] = process
     deadline = time.monotonic() + 30

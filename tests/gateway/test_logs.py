@@ -4,6 +4,7 @@ at ``--log-level info`` one access line per request carrying what the request di
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,14 @@ def _json_lines(log: Path) -> list[dict]:
 
 
 def _access_line(log: Path, request_id: str) -> dict:
-    found = [line for line in _json_lines(log) if line.get("request_id") == request_id and "status" in line]
+    """The request's access line. It is written once the response has been sent, so the client may read
+    the log a moment before it is there: wait for it."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = [line for line in _json_lines(log) if line.get("request_id") == request_id and "status" in line]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert len(found) == 1, found
     return found[0]
 

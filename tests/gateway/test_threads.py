@@ -20,6 +20,7 @@ from anthropic.types import (
     ThreadContinueInFlightError,
     ThreadFingerprintMismatchError,
     ThreadNotFoundError,
+    ThreadUnsupportedRequestError,
 )
 
 from execbridge.testing import Turn, last_tool_result
@@ -133,7 +134,7 @@ def _create(client: anthropic.Anthropic, fake, thread: dict[str, Any], messages:
         betas=BETAS,
         tools=[CODE_EXECUTION],
         messages=messages,
-        extra_body={"thread": thread},
+        extra_body={"thread": thread, **extra.pop("extra_body", {})},
         **extra,
     )
 
@@ -155,8 +156,12 @@ def test_each_thread_error_is_the_one_the_sdk_recovers_from(gateway: Gateway, fa
         _create(sdk_client(gateway.url, OTHER_KEY), fake, _continue(first.id), [{"role": "user", "content": "x"}])
 
     with pytest.raises(ThreadFingerprintMismatchError) as mismatch:
-        _create(client, fake, _continue(first.id), [{"role": "user", "content": "x"}], model="other-model")
-    assert "`model`" in mismatch.value.body["error"]["message"]
+        _create(client, fake, _continue(first.id), [{"role": "user", "content": "x"}], system="another prompt")
+    assert "`system`" in mismatch.value.body["error"]["message"]
+
+    with pytest.raises(ThreadUnsupportedRequestError) as unsupported:
+        _create(client, fake, {"type": "create"}, hello, extra_body={"context_management": {"edits": []}})
+    assert unsupported.value.body["error"]["details"]["unsupported"] == ["context_management"]
 
     second = _create(client, fake, _continue(first.id), [{"role": "user", "content": "again"}])
     assert _user_texts(fake.chat_requests[-1]) == ["hello", "again"]
@@ -211,10 +216,12 @@ def test_a_second_gateway_on_the_same_data_directory_continues_the_thread(gatewa
     first = _create(client, fake, {"type": "create"}, [{"role": "user", "content": "remember 7"}])
     socket = re.search(r"(/run/execbridge/[0-9a-f]+/sandbox\.sock)", gateway.log.read_text())
     args = ["--upstream", fake.databricks_url]
-    if socket is not None:  # beside the first one's sandbox host (a second host may not take the directory)
+    as_user = None
+    if socket is not None:  # beside the first one's sandbox host, as the same unprivileged user
         args += ["--sandbox-host", f"unix:{socket.group(1)}"]
+        as_user = "execbridge"
     env = {**os.environ, "EXECBRIDGE_DATA_DIR": str(gateway.data_dir)}
-    with serve_process(env, gateway.data_dir, *args) as second_url:
+    with serve_process(env, gateway.data_dir, *args, as_user=as_user) as second_url:
         other = sdk_client(second_url, CLIENT_KEY)
         reply = _create(other, fake, _continue(first.id), [{"role": "user", "content": "what was it?"}])
     assert _user_texts(fake.chat_requests[-1]) == ["remember 7", "what was it?"]

@@ -23,6 +23,7 @@ import pytest
 from anthropic.types.beta import BetaMessage
 
 from execbridge.ids import server_tool_use_id, tool_use_id
+from execbridge.testing.pdf import pdf_with_text
 
 from .conftest import MODEL, Gateway, Upstream, serve_gateway
 
@@ -289,15 +290,63 @@ def test_an_image_too_big_for_the_context_is_the_clients_400(client):
 
 
 @both
-def test_a_pdf_becomes_a_note_where_file_parts_are_refused(client, stream):
-    pdf = base64.b64encode(b"%PDF-1.4\n%%EOF\n").decode()
-    document = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": pdf}}
+def test_a_pdf_reaches_the_model_as_its_text_where_file_parts_are_refused(client, stream):
+    """The server refuses ``file`` parts (a 500 report); the gateway learns it and sends the PDF's text."""
+    for pdf in (pdf_with_text("Invoice 17: total 99 EUR."), b"%PDF-1.4\n%%EOF\n"):  # with and without text
+        data = base64.b64encode(pdf).decode()
+        document = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": data}}
+        message = create(
+            client,
+            stream,
+            messages=[{"role": "user", "content": [document, {"type": "text", "text": "Summarise it."}]}],
+        )
+        assert message.stop_reason in ("end_turn", "max_tokens")
+
+
+# ---------------------------------------------------------------- what the SDK asks of the route
+
+
+@both
+def test_stop_sequences_are_matched_by_the_gateway(client, stream):
+    """No ``stop`` reaches the server; the gateway finds the first stop string in what the model writes.
+    The stops are a space and the common letters: no English answer avoids them all."""
+    stops = [" ", "e", "a", "o", "i", "t", "\n"]
+    message = create(client, stream, stop_sequences=stops, messages=[{"role": "user", "content": "Say hello."}])
+    assert (message.stop_reason, message.stop_sequence in stops) == ("stop_sequence", True), message
+    assert not any(stop in block.text for block in message.content for stop in stops)
+
+
+@both
+def test_one_call_when_parallel_calls_are_disabled(client, stream):
+    """``parallel_tool_calls: false`` is taken (LiteLLM passes it on), and one call is all there is."""
     message = create(
         client,
         stream,
-        messages=[{"role": "user", "content": [document, {"type": "text", "text": "Summarise it."}]}],
+        tools=[*PYTHON_TOOL, WEATHER],
+        tool_choice={"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True},
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+    )
+    assert [b.type for b in message.content if b.type in ("tool_use", "server_tool_use")] == ["tool_use"]
+    assert message.stop_reason == "tool_use"
+
+
+def test_system_messages_and_thinking(client):
+    """A ``system`` message inside ``messages`` reaches the server as its system prompt; ``thinking``,
+    which this route cannot carry, is refused before the server is asked."""
+    message = create(
+        client,
+        False,
+        messages=[{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Hi?"}],
     )
     assert message.stop_reason in ("end_turn", "max_tokens")
+    with pytest.raises(anthropic.BadRequestError, match="thinking"):
+        create(
+            client,
+            False,
+            max_tokens=2048,
+            thinking={"type": "enabled", "budget_tokens": 1024},
+            messages=[{"role": "user", "content": "Hi?"}],
+        )
 
 
 def test_null_content_is_learnt_as_empty(upstream: Upstream, tmp_path):

@@ -76,3 +76,21 @@ async def test_a_continue_extends_the_whole_thread_and_the_sweep_takes_expired_t
     assert await threads.sweep(NOW + timedelta(days=1), limit=100) == 1
     assert await threads.sweep(NOW + timedelta(days=4), limit=1) == 1
     assert await threads.chain("msg_2") == []  # its first turn is gone: no thread any more
+
+
+async def test_two_connections_claiming_one_reply_one_wins(tmp_path):
+    """Two connections to one database file, as two gateway processes have: the claim is one statement,
+    and SQLite lets one writer at a time change the row."""
+    first = await SqliteStore.open(tmp_path / "db.sqlite3")
+    second = await SqliteStore.open(tmp_path / "db.sqlite3")
+    try:
+        await first.threads.record(turn("msg_1"), continues=None)
+        for _ in range(20):  # both orders happen over the rounds; every round has exactly one winner
+            outcomes = await asyncio.gather(
+                first.threads.claim("msg_1", "alice", NOW), second.threads.claim("msg_1", "alice", NOW)
+            )
+            assert sorted(outcomes) == ["claimed", "in_flight"]
+            await first.threads.release("msg_1")
+    finally:
+        await first.close()
+        await second.close()

@@ -16,6 +16,7 @@ from execbridge.types import Document, FunctionDef, Message, Text, ToolCall, Too
 from execbridge.upstream.base import ChatTurn, FunctionChoice
 from execbridge.upstream.dialects import (
     DATABRICKS,
+    DATABRICKS_CLAUDE,
     DATABRICKS_GPT_OSS,
     GENERIC,
     PRESETS,
@@ -47,7 +48,10 @@ def test_forced_databricks_keeps_the_gpt_oss_rule_of_the_guess(model):
     forced = forced_dialect("databricks")
     assert callable(forced)
     assert forced(model) == dialect_for("https://adb-1.azuredatabricks.net/serving-endpoints", model)
-    assert forced(model) == (DATABRICKS_GPT_OSS if "gpt-oss" in model.lower() else DATABRICKS)
+    expected = (
+        DATABRICKS_GPT_OSS if "gpt-oss" in model.lower() else DATABRICKS_CLAUDE if "claude" in model else DATABRICKS
+    )
+    assert forced(model) == expected
 
 
 def test_forced_presets():

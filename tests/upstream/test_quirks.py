@@ -19,7 +19,7 @@ from execbridge.errors import UpstreamError, UpstreamTimeout
 from execbridge.testing import FakeApp, Turn
 from execbridge.types import FunctionDef, Message, Sampling, Text, ToolCall, ToolResult
 from execbridge.upstream.base import ChatTurn, FunctionChoice, ReasoningDelta, TextDelta
-from execbridge.upstream.dialects import DATABRICKS, GENERIC, OPENAI, VLLM
+from execbridge.upstream.dialects import DATABRICKS_CLAUDE, GENERIC, OPENAI, VLLM
 from execbridge.upstream.model_names import ModelNames
 from execbridge.upstream.openai_chat import OpenAIChatUpstream
 
@@ -171,7 +171,7 @@ async def test_databricks_rules_parts_and_reasoning(upstream_for, stream):
     sent = f.chat_requests[0]
     assert sent["tools"][0]["function"]["parameters"] == {"type": "object", "properties": {}}
     assert "parallel_tool_calls" not in sent
-    assert upstream.dialect("databricks-claude-sonnet-4-5") == DATABRICKS
+    assert upstream.dialect("databricks-claude-sonnet-4-5") == DATABRICKS_CLAUDE
 
 
 async def test_databricks_error_envelope_keeps_its_message(upstream_for):

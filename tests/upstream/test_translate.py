@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from execbridge.errors import InvalidRequest
 from execbridge.testing import check_request
 from execbridge.types import (
     ContainerUpload,
@@ -18,6 +19,7 @@ from execbridge.types import (
     ServerToolResult,
     Text,
     Thinking,
+    ThinkingConfig,
     ToolCall,
     ToolFailure,
     ToolResult,
@@ -26,6 +28,7 @@ from execbridge.upstream.base import ChatTurn, FunctionChoice
 from execbridge.upstream.dialects import (
     AZURE,
     DATABRICKS,
+    DATABRICKS_CLAUDE,
     DATABRICKS_GPT_OSS,
     GENERIC,
     LITELLM,
@@ -141,7 +144,8 @@ MESSAGE_CASES: list[tuple[str, str | None, list[Message], Dialect, list[dict[str
         [
             {
                 "role": "user",
-                "content": "Document: r.pdf\n(application/pdf, not readable through this model's API)\n\nread",
+                "content": "Document: r.pdf\n(application/pdf without a text layer, not readable through this "
+                "model's API)\n\nread",
             }
         ],
     ),
@@ -446,14 +450,13 @@ PAYLOAD_CASES: list[tuple[str, ChatTurn, Dialect, dict[str, Any]]] = [
         {"model": "m", "messages": MSGS, "max_tokens": 100},
     ),
     (
-        "sampling, stop, user; top_k dropped",
+        "sampling, user; top_k dropped; stop sequences matched by the gateway, not sent",
         replace(BASE, stop=("END",), sampling=Sampling(0.2, 0.9, 40), user="u1"),
         GENERIC,
         {
             "model": "m",
             "messages": MSGS,
             "max_tokens": 100,
-            "stop": ["END"],
             "temperature": 0.2,
             "top_p": 0.9,
             "user": "u1",
@@ -498,7 +501,7 @@ def test_payload(turn, dialect, expected):
 @pytest.mark.parametrize(
     ("base_url", "model", "dialect"),
     [
-        ("https://adb-1.azuredatabricks.net/serving-endpoints", "databricks-claude-sonnet-4-5", DATABRICKS),
+        ("https://adb-1.azuredatabricks.net/serving-endpoints", "databricks-claude-sonnet-4-5", DATABRICKS_CLAUDE),
         ("https://adb-1.azuredatabricks.net/serving-endpoints", "databricks-gpt-oss-120b", DATABRICKS_GPT_OSS),
         ("https://api.openai.com/v1", "gpt-4.1", OPENAI),
         ("http://127.0.0.1:8000/v1", "Qwen/Qwen3-8B", VLLM),
@@ -523,3 +526,42 @@ def test_function_choice_needs_name():
     turn = replace(BASE, functions=(NOARG,), function_choice=FunctionChoice("function"))
     with pytest.raises(ValueError, match="needs a name"):
         build_payload(turn)
+
+
+# ---------------------------------------------------------------- thinking (docs/protocol.md §4.10)
+
+THINKING_HISTORY = (
+    user(Text("run it")),
+    assistant(Thinking("plan", "sig-1"), Text("Running."), ToolCall("srvtoolu_1", "bash_code_execution", {"c": 1})),
+    user(ToolResult("srvtoolu_1", (Text("ok"),))),
+    assistant(Thinking("", "sig-2"), ToolCall("srvtoolu_2", "bash_code_execution", {})),
+    user(ToolResult("srvtoolu_2", (Text("ok"),))),
+)
+
+
+def test_thinking_goes_to_databricks_claude_with_signed_reasoning_first():
+    turn = replace(BASE, messages=THINKING_HISTORY, thinking=ThinkingConfig("enabled", 2048))
+    payload = build_payload(turn, DATABRICKS_CLAUDE)
+    assert payload["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    first, second = [m for m in payload["messages"] if m["role"] == "assistant"]
+    assert first["content"] == [
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "plan", "signature": "sig-1"}]},
+        {"type": "text", "text": "Running."},
+    ]
+    assert second["content"] == [
+        {"type": "reasoning", "summary": [{"type": "summary_text", "text": "", "signature": "sig-2"}]}
+    ]
+    assert check_request(payload) is None
+
+
+def test_without_thinking_asked_reasoning_stays_home():
+    for config in (None, ThinkingConfig("disabled")):
+        payload = build_payload(replace(BASE, messages=THINKING_HISTORY, thinking=config), DATABRICKS_CLAUDE)
+        assert "thinking" not in payload
+        assert all(isinstance(m.get("content"), str | None) for m in payload["messages"])
+
+
+@pytest.mark.parametrize("dialect", [GENERIC, OPENAI, VLLM, LLAMA_CPP, DATABRICKS, DATABRICKS_GPT_OSS])
+def test_thinking_is_refused_where_it_cannot_go(dialect):
+    with pytest.raises(InvalidRequest, match=r"^thinking: "):
+        build_payload(replace(BASE, thinking=ThinkingConfig("adaptive")), dialect)

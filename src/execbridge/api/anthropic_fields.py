@@ -1,4 +1,4 @@
-"""The request fields only Anthropic-native upstreams take: ``cache_control``, ``citations``, ``thinking``,
+"""The request fields only Anthropic-native upstreams take: ``cache_control``, ``citations``,
 ``service_tier`` and the ``anthropic-beta`` values (docs/protocol.md §8.3).
 
 Job: validate them as ``api/wire.py`` validates the rest (an ``InvalidRequest`` whose message starts
@@ -14,21 +14,17 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from execbridge.api._checks import MISSING, at, choice_error, fail, kind_of, opt_bool, opt_str, req_int, wrong
-from execbridge.types import CacheControl, ThinkingConfig
+from execbridge.api._checks import MISSING, at, choice_error, fail, kind_of, opt_bool, wrong
+from execbridge.types import CacheControl
 
 __all__ = [
     "GATEWAY_BETAS",
-    "MIN_THINKING_BUDGET",
     "cache_control",
     "citations",
     "citations_enabled",
     "request_betas",
     "service_tier",
-    "thinking_config",
 ]
-
-INT32_MAX: Final = 2**31 - 1  # wire.INT32_MAX (wire imports this module, so not from there)
 
 
 def cache_control(block: dict[str, Any], path: str) -> CacheControl | None:
@@ -70,25 +66,7 @@ def citations_enabled(block: dict[str, Any], path: str) -> bool | None:
     return opt_bool(raw, "enabled", at(path, "citations"))
 
 
-_THINKING_TYPES: Final = ("enabled", "disabled", "adaptive")
 _SERVICE_TIERS: Final = ("auto", "standard_only")
-MIN_THINKING_BUDGET: Final = 1024  # Anthropic's documented minimum for budget_tokens
-
-
-def thinking_config(raw: object) -> ThinkingConfig | None:
-    if raw is None:
-        return None
-    if type(raw) is not dict:
-        wrong("", "thinking", "an object", raw)
-    kind = raw.get("type", MISSING)
-    if kind == "enabled":
-        budget = req_int(raw, "budget_tokens", "thinking", minimum=MIN_THINKING_BUDGET, maximum=INT32_MAX)
-        return ThinkingConfig("enabled", budget, opt_str(raw, "display", "thinking"))
-    if kind == "disabled":
-        return ThinkingConfig("disabled")
-    if kind == "adaptive":
-        return ThinkingConfig("adaptive", None, opt_str(raw, "display", "thinking"))
-    choice_error(kind, "thinking.type", _THINKING_TYPES)
 
 
 def service_tier(raw: object) -> str | None:

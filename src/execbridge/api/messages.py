@@ -59,7 +59,12 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
 
 def _threads(services: Services) -> Threads:
     settings = services.settings
-    return Threads(services.threads, retention_s=settings.thread_retention_s, enabled=settings.threads)
+    return Threads(
+        services.threads,
+        retention_s=settings.thread_retention_s,
+        enabled=settings.threads,
+        max_bytes=settings.max_request_bytes,
+    )
 
 
 async def create_message(request: Request) -> Response:
@@ -72,7 +77,7 @@ async def create_message(request: Request) -> Response:
     if body.get("thread") is not None:
         caller = caller_for(request.headers, services.settings)
         threads = _threads(services)
-        body, pending = await threads.open(body, caller.owner)
+        body, pending = await threads.open(body, caller.owner, size=int(request.headers.get("content-length") or 0))
     try:
         generation = parse_messages_request(body, request.headers)
         caller = caller_for(request.headers, services.settings)

@@ -159,6 +159,8 @@ def _messages_request() -> dict[str, Any]:
             "top_p": unit,
             "top_k": {"type": "integer", "minimum": 0, "maximum": INT32_MAX},
             "metadata": {"type": "object", "properties": {"user_id": {"type": "string"}}},
+            "service_tier": {"type": "string", "enum": ["auto", "standard_only"]},
+            "container": {"oneOf": [{"type": "string"}, {"type": "object", "properties": {"id": {"type": "string"}}}]},
             "thinking": {
                 "oneOf": [
                     {
@@ -178,8 +180,6 @@ def _messages_request() -> dict[str, Any]:
                     },
                 ]
             },
-            "service_tier": {"type": "string", "enum": ["auto", "standard_only"]},
-            "container": {"oneOf": [{"type": "string"}, {"type": "object", "properties": {"id": {"type": "string"}}}]},
             "thread": {
                 "oneOf": [
                     {"type": "object", "required": ["type"], "properties": {"type": {"const": "create"}}},
@@ -216,7 +216,8 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["role", "content"],
             "properties": {
-                "role": {"type": "string", "enum": ["user", "assistant"]},
+                # ``system`` messages are folded into the system prompt, in order (docs/protocol.md §1.2).
+                "role": {"type": "string", "enum": ["user", "assistant", "system"]},
                 "content": {
                     "oneOf": [
                         {"type": "string", "minLength": 1},
@@ -287,6 +288,9 @@ def _file_id_parameter() -> dict[str, Any]:
     return {"name": "file_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+_HEADERS: Final = [_VERSION_HEADER, _BETA_HEADER]
+
+
 def _count_tokens_path(headers: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "post": {
@@ -311,7 +315,11 @@ def _count_tokens_path(headers: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _paths() -> dict[str, Any]:
-    headers = [_VERSION_HEADER, _BETA_HEADER]
+    return {**_message_paths(), **_file_paths(), **_other_paths()}
+
+
+def _message_paths() -> dict[str, Any]:
+    headers = _HEADERS
     return {
         "/v1/messages": {
             "post": {
@@ -328,6 +336,12 @@ def _paths() -> dict[str, Any]:
             }
         },
         "/v1/messages/count_tokens": _count_tokens_path(headers),
+    }
+
+
+def _file_paths() -> dict[str, Any]:
+    headers = _HEADERS
+    return {
         "/v1/files": {
             "post": {
                 "summary": "Upload a file",
@@ -379,6 +393,12 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": {"description": "The file's bytes."}, **_ERRORS},
             }
         },
+    }
+
+
+def _other_paths() -> dict[str, Any]:
+    headers = _HEADERS
+    return {
         "/v1/models": {
             "get": {
                 "summary": "The models the upstream offers",

@@ -28,13 +28,16 @@ import orjson
 
 from execbridge.api.render_json import MessageFolder
 from execbridge.engine.events import EngineEvent, MessageFinished
-from execbridge.errors import InvalidRequest, NotFound
+from execbridge.errors import InvalidRequest, NotFound, RequestTooLarge
 from execbridge.store.base import ThreadStore, ThreadTurn
 
 THREADS_BETA: Final = "message-threads-2026-08-12"
-FINGERPRINT_FIELDS: Final = ("model", "system", "tools")
-"""What a continue must not change. ``system`` and ``tools`` are taken from the thread when a continue
-leaves them out; ``model`` is sent every time and must match."""
+FINGERPRINT_FIELDS: Final = ("system", "tools")
+"""What a continue must not change; taken from the thread when a continue leaves them out. Not
+``model``: the SDK lets a thread change model from one turn to the next."""
+UNSUPPORTED_FIELDS: Final = ("context_management", "fallbacks")
+"""Request fields a thread cannot hold here (this gateway does not serve them at all): with ``thread``,
+``thread_unsupported_request`` naming them, and the SDK sends whole conversations instead."""
 _SWEEP_BATCH: Final = 100
 _MESSAGE_ID = re.compile(r"msg_[A-Za-z0-9_]{1,64}")
 
@@ -60,18 +63,22 @@ class Threads:
         *,
         retention_s: float,
         enabled: bool = True,
+        max_bytes: int | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._held = store
         self._retention = timedelta(seconds=retention_s)
         self._enabled = enabled and store is not None  # no store (a library user gave none): none held
         self._clock = clock
+        self._max_bytes = max_bytes  # of a whole conversation: the held history and the new request
 
     def _store(self) -> ThreadStore:
         assert self._held is not None  # only reached when enabled
         return self._held
 
-    async def open(self, body: dict[str, Any], owner: str) -> tuple[dict[str, Any], PendingTurn | None]:
+    async def open(
+        self, body: dict[str, Any], owner: str, *, size: int = 0
+    ) -> tuple[dict[str, Any], PendingTurn | None]:
         """The request to serve for ``body`` and, when it is threaded, what to hold afterwards."""
         if "thread" not in body or body["thread"] is None:
             return body, None
@@ -81,6 +88,14 @@ class Threads:
                 "message threads are turned off on this gateway; send the whole conversation without `thread`",
                 code="thread_unsupported_request",
                 details={"unsupported": []},
+            )
+        unsupported = [field for field in UNSUPPORTED_FIELDS if body.get(field) is not None]
+        if unsupported:
+            raise InvalidRequest(
+                f"thread: {', '.join(unsupported)} cannot be combined with a thread here; send the whole "
+                "conversation without `thread`",
+                code="thread_unsupported_request",
+                details={"unsupported": unsupported},
             )
         body = {k: v for k, v in body.items() if k != "thread"}
         messages = body.get("messages")
@@ -92,7 +107,7 @@ class Threads:
         assert previous is not None
         await self._claim(previous, owner)
         try:
-            return await self._continued(body, messages, previous, owner)
+            return await self._continued(body, messages, previous, owner, size)
         except BaseException:
             await self._store().release(previous)
             raise
@@ -117,7 +132,7 @@ class Threads:
         )
 
     async def _continued(
-        self, body: dict[str, Any], messages: list[Any], previous: str, owner: str
+        self, body: dict[str, Any], messages: list[Any], previous: str, owner: str, size: int
     ) -> tuple[dict[str, Any], PendingTurn]:
         chain = await self._store().chain(previous)
         if not chain:
@@ -134,7 +149,15 @@ class Threads:
                 "was created with; send the same values, or the whole conversation with thread.type `create`",
                 code="thread_fingerprint_mismatch",
             )
-        history = [message for turn in chain for message in orjson.loads(turn.messages)]
+        held_bytes = sum(len(turn.messages) for turn in chain)
+        if self._max_bytes is not None and held_bytes + size > self._max_bytes:
+            raise RequestTooLarge(
+                f"the thread's conversation with this request is larger than {self._max_bytes} bytes; start a "
+                "new thread with a shorter history"
+            )
+        # Breakpoints were set for the turn that first sent them, and a request takes only a few: what is
+        # sent again goes without them, as the SDK does when it replays a history itself.
+        history = [_without_cache_control(message) for turn in chain for message in orjson.loads(turn.messages)]
         full = {**body, "messages": [*history, *messages]}
         for field in ("system", "tools"):
             if field not in body and held.get(field) is not None:
@@ -182,6 +205,17 @@ class Threads:
         )
         await self._store().record(turn, continues=pending.continues)
         await self._store().sweep(now, limit=_SWEEP_BATCH)
+
+
+def _without_cache_control(message: Any) -> Any:
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return message
+    blocks = [
+        {k: v for k, v in block.items() if k != "cache_control"} if isinstance(block, dict) else block
+        for block in content
+    ]
+    return {**message, "content": blocks}
 
 
 def _parse_thread(raw: object) -> tuple[str, str | None]:

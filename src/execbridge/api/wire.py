@@ -13,11 +13,15 @@ Invariants:
 - Every failure is ``errors.InvalidRequest`` whose message starts with the field path, pydantic-style
   (``messages.2.content.0.source.media_type: …``), so the client knows exactly what to fix.
 - ``cache_control``, ``citations``, ``thinking``, ``service_tier`` and the ``anthropic-beta`` values are
-  carried in the neutral model (an Anthropic-native upstream gets them back; Chat Completions upstreams
-  ignore what they cannot take); other unknown optional fields (``caller``, …) are accepted and
-  ignored; anything we cannot serve (other server tools, ``file`` sources, skills) is refused by name
-  rather than silently dropped.
-- Consecutive turns of the same role are merged into one ``Message``.
+  carried in the neutral model (``api/anthropic_fields.py``: an Anthropic-native upstream gets them back;
+  Chat Completions upstreams ignore what they cannot take); other unknown optional fields (``caller``,
+  …) are accepted and ignored; anything we cannot serve (other server tools, ``file`` sources, skills)
+  is refused by name rather than silently dropped.
+- Consecutive turns of the same role are merged into one ``Message``; ``system`` messages join the system
+  prompt (docs/protocol.md §1.2).
+- What Anthropic checks of a conversation's shape is checked here, in its words and at the client's own
+  indexes (empty text, ``tool_use``/``tool_result`` pairing: ``_tool_pairs``), so no upstream refuses it
+  later at indexes of a translation the client never saw.
 - ``redacted_thinking`` is kept as ``Thinking(data=…)``: opaque ciphertext only the upstream that made it
   can read back (Chat Completions upstreams drop it, as they drop all thinking).
 """
@@ -44,6 +48,7 @@ from execbridge.api._checks import (
     req_str,
     wrong,
 )
+from execbridge.api._tool_pairs import check_tool_pairs
 from execbridge.api.blocks import RESULT_BLOCK_TYPES, parse_result_block
 from execbridge.tools.versions import SERVER_TOOL_NAMES, TOOL_NAME, VERSIONS, version_of
 from execbridge.types import (
@@ -59,6 +64,7 @@ from execbridge.types import (
     ServerToolResult,
     Text,
     Thinking,
+    ThinkingConfig,
     ToolCall,
     ToolChoice,
     ToolResult,
@@ -129,6 +135,11 @@ _BlockParser: TypeAlias = Callable[[dict[str, Any], str, Role, bool], Part | Non
 
 def _text(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> Part:
     text = req_str(block, "text", path)
+    # Anthropic's own checks, in its words: an upstream would refuse these later, at its own indexes.
+    if not text:
+        fail(path, "text content blocks must be non-empty")
+    if role == "user" and text.isspace():
+        fail(path, "text content blocks must contain non-whitespace text")
     if new_dialect and role == "user" and block.get("citations"):
         fail(
             at(path, "citations"),
@@ -325,7 +336,11 @@ def parse_content(
     return tuple(parts)
 
 
-def _messages(raw: object, version: ApiVersion) -> tuple[Message, ...]:
+_ROLES: Final = ("user", "assistant", "system")
+
+
+def _messages(raw: object, version: ApiVersion) -> tuple[tuple[Message, ...], list[str]]:
+    """The conversation's turns, and the texts of its ``system`` messages (they join the system prompt)."""
     if type(raw) is not list:
         wrong("", "messages", "an array", raw)
     if not raw:
@@ -334,13 +349,14 @@ def _messages(raw: object, version: ApiVersion) -> tuple[Message, ...]:
         fail("messages", f"at most {MAX_MESSAGES} messages are allowed, got {len(raw)}")
     last = len(raw) - 1
     merged: list[tuple[Role, list[Part]]] = []
+    system: list[str] = []
     for i, message in enumerate(raw):
         path = f"messages.{i}"
         if type(message) is not dict:
             fail(path, f"expected an object, got {kind_of(message)}")
         role = message.get("role", MISSING)
-        if role != "user" and role != "assistant":
-            choice_error(role, at(path, "role"), ("user", "assistant"))
+        if role not in _ROLES:
+            choice_error(role, at(path, "role"), _ROLES)
         content = message.get("content", MISSING)
         if content is MISSING:
             fail(at(path, "content"), "Field required")
@@ -349,32 +365,50 @@ def _messages(raw: object, version: ApiVersion) -> tuple[Message, ...]:
                 at(path, "content"),
                 "all messages must have non-empty content except for the optional final assistant message",
             )
+        if role == "system":
+            # docs/protocol.md §1.2: folded into the one system prompt, in order, after ``system``.
+            system.extend(_system_texts(content, at(path, "content")))
+            continue
         parts = parse_content(content, role, path=at(path, "content"), version=version)
         if merged and merged[-1][0] == role:
             merged[-1][1].extend(parts)  # consecutive same-role turns are one turn (§1.2)
         else:
             merged.append((role, list(parts)))
-    return tuple(Message(role, tuple(parts)) for role, parts in merged)
+    if not merged:
+        fail("messages", "at least one user or assistant message is required")
+    check_tool_pairs(raw)
+    return tuple(Message(role, tuple(parts)) for role, parts in merged), system
 
 
 # ---------------------------------------------------------------- system, tools, tool_choice
 
 
-def _system_blocks(raw: object) -> tuple[Text, ...]:
-    """The system prompt as text blocks, with their cache breakpoints (a string is one block)."""
-    if raw is None or type(raw) is str:
-        return (Text(raw),) if raw else ()
+def _system_blocks(raw: object, from_messages: list[str]) -> tuple[Text, ...]:
+    """The system prompt as text blocks, with their cache breakpoints: ``system`` (a string is one
+    block), then the texts of ``system`` messages (docs/protocol.md §1.2); empty texts are left out."""
+    blocks = [] if raw is None else _system_text_blocks(raw, "system")
+    return tuple(b for b in (*blocks, *(Text(t) for t in from_messages)) if b.text)
+
+
+def _system_texts(raw: object, path: str) -> list[str]:
+    """A system prompt's texts: a string, or an array of text blocks."""
+    return [b.text for b in _system_text_blocks(raw, path)]
+
+
+def _system_text_blocks(raw: object, path: str) -> list[Text]:
+    if type(raw) is str:
+        return [Text(raw)]
     if type(raw) is not list:
-        wrong("", "system", "a string or an array of text blocks", raw)
+        fail(path, f"expected a string or an array of text blocks, got {kind_of(raw)}")
     blocks = []
     for i, block in enumerate(raw):
-        path = f"system.{i}"
+        block_path = at(path, i)
         if type(block) is not dict:
-            fail(path, f"expected a text block object, got {kind_of(block)}")
+            fail(block_path, f"expected a text block object, got {kind_of(block)}")
         if block.get("type") != "text":
-            choice_error(block.get("type", MISSING), at(path, "type"), ("text",))
-        blocks.append(Text(req_str(block, "text", path), fields.cache_control(block, path)))
-    return tuple(blocks)
+            choice_error(block.get("type", MISSING), at(block_path, "type"), ("text",))
+        blocks.append(Text(req_str(block, "text", block_path), fields.cache_control(block, block_path)))
+    return blocks
 
 
 def _supported_types() -> str:
@@ -478,6 +512,26 @@ def _stop_sequences(raw: object) -> tuple[str, ...]:
     return tuple(raw)
 
 
+_THINKING_TYPES: Final = ("enabled", "disabled", "adaptive")
+
+
+def _thinking_config(raw: object) -> ThinkingConfig | None:
+    if raw is None:
+        return None
+    if type(raw) is not dict:
+        wrong("", "thinking", "an object", raw)
+    kind = raw.get("type", MISSING)
+    display = opt_str(raw, "display", "thinking")
+    if kind == "enabled":
+        budget = req_int(raw, "budget_tokens", "thinking", minimum=1024, maximum=INT32_MAX)
+        return ThinkingConfig("enabled", budget, display)
+    if kind == "disabled":
+        return ThinkingConfig("disabled")
+    if kind == "adaptive":
+        return ThinkingConfig("adaptive", None, display)
+    choice_error(kind, "thinking.type", _THINKING_TYPES)
+
+
 def _user_id(raw: object) -> str | None:
     if raw is None:
         return None
@@ -506,19 +560,18 @@ def parse_messages_request(body: object, headers: Mapping[str, str]) -> Generati
         fail("body", f"expected a JSON object, got {kind_of(body)}")
     model = req_str(body, "model", "")
     max_tokens = req_int(body, "max_tokens", "", minimum=0, maximum=INT32_MAX)
-    messages = _messages(body.get("messages", MISSING), version)
+    messages, system_messages = _messages(body.get("messages", MISSING), version)
     tools = _tools(body.get("tools"))
     stream = body.get("stream")
     if stream is not None and type(stream) is not bool:
         wrong("", "stream", "a boolean", stream)
-    system_blocks = _system_blocks(body.get("system"))
+    system_blocks = _system_blocks(body.get("system"), system_messages)
     return GenerationRequest(
         model=model,
         max_tokens=max_tokens,
         messages=messages,
         system="\n\n".join(b.text for b in system_blocks) or None,
         system_blocks=system_blocks,
-        thinking=fields.thinking_config(body.get("thinking")),
         service_tier=fields.service_tier(body.get("service_tier")),
         betas=fields.request_betas(headers),
         tools=tools,
@@ -528,6 +581,7 @@ def parse_messages_request(body: object, headers: Mapping[str, str]) -> Generati
         user_id=_user_id(body.get("metadata")),
         stream=bool(stream),
         container_id=_container(body.get("container")),
+        thinking=_thinking_config(body.get("thinking")),
     )
 
 

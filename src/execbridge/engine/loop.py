@@ -170,7 +170,7 @@ class Engine:
         server_names = run.version.names if run.version else frozenset()
         for iteration in range(self._settings.max_iterations):
             turn = first if iteration == 0 else replace(first, messages=tuple(run.history), function_choice=None)
-            assembler = TurnAssembler(server_names.__contains__)
+            assembler = TurnAssembler(server_names.__contains__, single_call=turn.parallel_calls is False)
             began = False
             async with aclosing(self._upstream.stream_turn(turn)) as upstream_events:
                 async for upstream_event in upstream_events:
@@ -215,7 +215,9 @@ class Engine:
         """One round of server calls: their events, then their results in the history and the usage."""
         assert run.container is not None  # made when the message started (the tool is present)
         results: list[ServerToolResult] = []
-        async for event in self._run_calls(calls, run.container, run.caller, held_back=held_back, invalid=invalid):
+        repl = run.version is not None and run.version.repl
+        events = self._run_calls(calls, run.container, run.caller, held_back=held_back, invalid=invalid, repl=repl)
+        async for event in events:
             if isinstance(event, ServerToolResultReady):
                 results.append(event.result)
             yield event
@@ -354,8 +356,11 @@ class Engine:
         *,
         held_back: Sequence[Text | Thinking | ToolCall] = (),
         invalid: frozenset[str] = frozenset(),
+        repl: bool = False,
     ) -> AsyncIterator[EngineEvent]:
-        """Run server calls in order, each result right after its call; held-back blocks interleave."""
+        """Run server calls in order, each result right after its call; held-back blocks interleave.
+
+        ``repl``: Python calls are cells of the container's persistent REPL (``ToolVersion.repl``)."""
         held = list(held_back)
         publish = partial(self._files.output_batch, caller.owner) if self._files is not None else None
         async with self._containers.lease(container.id, caller) as session:
@@ -368,7 +373,7 @@ class Engine:
                     outcome: ToolOutcome = ToolFailure("invalid_tool_input", "arguments were not a JSON object")
                 else:
                     task = asyncio.ensure_future(
-                        run_call(session, call.name, call.input, self._settings.sandbox, publish)
+                        run_call(session, call.name, call.input, self._settings.sandbox, publish, repl=repl)
                     )
                     try:
                         while True:

@@ -74,8 +74,17 @@ _STOP_REASONS: dict[str, StopReason] = {
 
 
 class TurnAssembler:
-    def __init__(self, is_server_tool: Callable[[str], bool]) -> None:
+    """Folds one upstream turn into engine events.
+
+    ``single_call``: the client set ``disable_parallel_tool_use``; the first call is the turn's only one,
+    whatever the upstream sent (not every upstream takes ``parallel_tool_calls: false``, and some that
+    take it ignore it), so later calls are dropped unseen.
+    """
+
+    def __init__(self, is_server_tool: Callable[[str], bool], *, single_call: bool = False) -> None:
         self._is_server_tool = is_server_tool
+        self._single_call = single_call
+        self._dropped: set[int] = set()  # upstream indexes of calls dropped for ``single_call``
         self._blocks: list[Text | Thinking | ToolCall] = []
         self._held: list[Text | Thinking | ToolCall] = []
         self._live = True
@@ -138,6 +147,9 @@ class TurnAssembler:
 
     def _feed_call(self, delta: up.ToolCallDelta) -> Iterator[EngineEvent]:
         call = self._calls.get(delta.index)
+        if call is None and self._single_call and (self._calls or delta.index in self._dropped):
+            self._dropped.add(delta.index)
+            return
         if call is None:
             yield from self._close_open()
             name = delta.name or ""

@@ -130,6 +130,17 @@ class ContainerSession(Protocol):
         """Run ``code`` as ``python -c`` would; ``spool`` as for ``run_bash``."""
         ...
 
+    async def run_cell(
+        self, code: str, *, timeout: float | None = None, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
+        """Run ``code`` as a cell of the container's persistent Python REPL (its globals persist).
+
+        A cell past ``timeout`` is interrupted: a normal result, rc 1 and ``detection_timeout`` on
+        stderr, and the REPL keeps its state; a REPL that lost its state since the last cell says so
+        at the end of stderr. ``spool`` as for ``run_bash``.
+        """
+        ...
+
     async def view(self, path: str) -> ViewOutcome | ToolFailure: ...
 
     async def create(self, path: str, file_text: str) -> CreateOutcome | ToolFailure: ...

@@ -9,6 +9,10 @@ How processes get in, race-free: the sandbox is launched through ``join_argv()``
 Every process the sandbox ever creates descends from it, so nothing runs outside the limits, not even
 for a moment. If a write fails the shell exits 125 and nothing runs (fail closed).
 
+A container's persistent Python REPL gets a child cgroup of the container's (``<slot>/repl`` in each
+hierarchy: it shares the container's limits) plus a freezer (v1: ``freezer/<parent>/repl-<slot>``; v2:
+the child's own ``cgroup.freeze``), so the gateway can freeze it between cells (``create_repl``).
+
 This module must not decide policy (sizes come from the caller) and must not touch cgroups outside
 its parent directory. Invariants: a ``ContainerCgroup`` is removed only after it is empty;
 ``kill_all`` returns only when no process is left (or raises ``TimeoutError``).
@@ -52,10 +56,36 @@ class ContainerCgroup:
 
     version: Literal[1, 2]
     dirs: tuple[Path, ...]  # v1: one per controller (memory first); v2: exactly one
+    freezer: Path | None = None  # v1: the freezer hierarchy's directory; v2: the cgroup itself (cgroup.freeze)
 
     @property
     def procs_files(self) -> tuple[Path, ...]:
-        return tuple(d / "cgroup.procs" for d in self.dirs)
+        extra = (self.freezer,) if self.freezer is not None and self.version == 1 else ()
+        return tuple(d / "cgroup.procs" for d in (*self.dirs, *extra))
+
+    def freeze(self) -> None:
+        """Freeze every process here (asynchronous: the kernel stops them at their next chance)."""
+        self._set_frozen(True)
+
+    def thaw(self) -> None:
+        self._set_frozen(False)
+
+    def _set_frozen(self, frozen: bool) -> None:
+        if self.freezer is None:
+            return
+        if self.version == 1:
+            _write(self.freezer / "freezer.state", "FROZEN" if frozen else "THAWED")
+        else:
+            _write(self.freezer / "cgroup.freeze", "1" if frozen else "0")
+
+    def frozen(self) -> bool:
+        """Whether every process here is frozen now."""
+        if self.freezer is None:
+            return False
+        if self.version == 1:
+            return (self.freezer / "freezer.state").read_text().strip() == "FROZEN"
+        events = (self.freezer / "cgroup.events").read_text().split()
+        return "frozen" in events and events[events.index("frozen") + 1] == "1"
 
     def join_argv(self, command: list[str], *, nproc: int = 0) -> list[str]:
         """``command`` wrapped so that it starts inside this cgroup (see the module docstring)."""
@@ -103,6 +133,9 @@ class ContainerCgroup:
 
     async def kill_all(self, *, timeout: float = 5.0) -> None:
         """SIGKILL everything and wait until the cgroup is empty."""
+        # A frozen process dies of SIGKILL only once thawed.
+        with contextlib.suppress(OSError):
+            self.thaw()
         if self.version == 2:
             with contextlib.suppress(FileNotFoundError):
                 (self.dirs[0] / "cgroup.kill").write_text("1")
@@ -114,13 +147,18 @@ class ContainerCgroup:
             if self.signal_all(signal.SIGKILL) == 0 and not self.pids():
                 return
             if loop.time() > deadline:
-                raise TimeoutError(f"processes left in {self.dirs[0]}")
+                raise TimeoutError(f"processes left in {(*self.dirs, self.freezer)[0]}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
     def remove(self) -> None:
-        """rmdir the cgroup; it must be empty (call ``kill_all`` first)."""
-        for d in self.dirs:
+        """rmdir the cgroup; it must be empty (call ``kill_all`` first).
+
+        A directory that still has a child cgroup (the container's REPL, stopped separately) stays.
+        """
+        for d in (*self.dirs, *((self.freezer,) if self.freezer is not None and self.version == 1 else ())):
+            if _has_child_cgroup(d):
+                continue
             try:
                 d.rmdir()
             except FileNotFoundError:
@@ -139,6 +177,7 @@ class Cgroups:
     parent: str  # e.g. "execbridge/3fa2b1c0"; relative to each hierarchy's root
     roots: tuple[Path, ...]  # hierarchy roots: v1 memory, pids, cpu mounts; v2 the unified root
     controllers: frozenset[str]
+    freezer_root: Path | None = None  # v1: the freezer hierarchy's mount, if any (v2 has cgroup.freeze)
 
     def _parent_dirs(self) -> tuple[Path, ...]:
         return tuple(root / self.parent for root in self.roots)
@@ -151,6 +190,8 @@ class Cgroups:
         """
         for d in self._parent_dirs():
             d.mkdir(parents=True, exist_ok=True)
+        if self.freezer_root is not None:
+            (self.freezer_root / self.parent).mkdir(parents=True, exist_ok=True)
         if self.version == 2:
             enable = " ".join(f"+{c}" for c in sorted(self.controllers & set(_V1_CONTROLLERS)))
             root = self.roots[0]
@@ -177,19 +218,50 @@ class Cgroups:
             _set_v2_limits(dirs[0], limits, self.controllers)
         return cg
 
+    def create_repl(self, name: str) -> ContainerCgroup:
+        """The REPL's cgroup inside container ``name``'s (which must exist): its limits are the
+        container's, shared; its freezer is its own (see the module docstring)."""
+        dirs = tuple(d / name / _REPL for d in self._parent_dirs())
+        for d in dirs:
+            d.mkdir(exist_ok=True)
+        if self.version == 2:
+            return ContainerCgroup(2, dirs, dirs[0])
+        freezer = None
+        if self.freezer_root is not None:
+            freezer = self.freezer_root / self.parent / f"{_REPL}-{name}"
+            freezer.mkdir(exist_ok=True)
+        return ContainerCgroup(1, dirs, freezer)
+
     def existing(self) -> Iterator[ContainerCgroup]:
-        """Cgroups left under our parent (e.g. by a gateway that crashed)."""
+        """Cgroups left under our parent (e.g. by a gateway that crashed); a REPL's before its container's."""
         parents = self._parent_dirs()
         names: set[str] = set()
         for p in parents:
             with contextlib.suppress(FileNotFoundError):
                 names.update(child.name for child in p.iterdir() if child.is_dir())
+        freezers: set[str] = set()
+        if self.freezer_root is not None:
+            with contextlib.suppress(FileNotFoundError):
+                freezers.update(c.name for c in (self.freezer_root / self.parent).iterdir() if c.is_dir())
         for name in sorted(names):
+            repl_dirs = tuple(p / name / _REPL for p in parents)
+            if any(d.is_dir() for d in repl_dirs):
+                freezer = None
+                if self.version == 2:
+                    freezer = repl_dirs[0]
+                elif f"{_REPL}-{name}" in freezers:
+                    freezer = self.freezer_root / self.parent / f"{_REPL}-{name}" if self.freezer_root else None
+                    freezers.discard(f"{_REPL}-{name}")
+                yield ContainerCgroup(self.version, repl_dirs, freezer)
             yield ContainerCgroup(self.version, tuple(p / name for p in parents))
+        for orphan in sorted(freezers):  # a REPL freezer whose container's cgroup is gone already
+            if self.freezer_root is not None:
+                yield ContainerCgroup(self.version, (), self.freezer_root / self.parent / orphan)
 
     def remove_parent(self) -> None:
         """Remove our (empty) parent directories, e.g. when the service stops; busy ones stay."""
-        for d in self._parent_dirs():
+        freezer = (self.freezer_root / self.parent,) if self.freezer_root is not None else ()
+        for d in (*self._parent_dirs(), *freezer):
             with contextlib.suppress(OSError):
                 d.rmdir()
 
@@ -214,6 +286,16 @@ def host_totals(memory_mb: int | None, pids: int | None) -> CgroupLimits:
     if pids is None:
         pids = max(64, int(Path("/proc/sys/kernel/threads-max").read_text()) // 2)
     return CgroupLimits(memory_bytes, pids, None)
+
+
+_REPL = "repl"
+
+
+def _has_child_cgroup(d: Path) -> bool:
+    try:
+        return any(child.is_dir() for child in d.iterdir())
+    except OSError:
+        return False
 
 
 def _write(path: Path, value: str) -> None:
@@ -284,5 +366,6 @@ def detect(parent: str) -> Cgroups | None:
                 if c in opts and c not in v1:
                     v1[c] = point
     if all(c in v1 for c in _V1_CONTROLLERS):
-        return Cgroups(1, parent, tuple(v1[c] for c in _V1_CONTROLLERS), frozenset(v1))
+        freezer = next((point for fstype, point, opts in mounts if fstype == "cgroup" and "freezer" in opts), None)
+        return Cgroups(1, parent, tuple(v1[c] for c in _V1_CONTROLLERS), frozenset(v1), freezer)
     return None

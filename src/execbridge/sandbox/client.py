@@ -199,6 +199,25 @@ class ExecutorClient:
         message = {"op": "python", "code": code}
         return await self._execute(message, timeout, output_limit, (file_limit, file_count, file_total), spool)
 
+    async def run_cell(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        output_limit: int | None = None,
+        file_limit: int | None = None,
+        file_count: int | None = None,
+        file_total: int | None = None,
+        spool: OutputSpool | None = None,
+    ) -> ExecutionResult:
+        """Run ``code`` as a cell of the persistent REPL (an executor started with ``--repl``).
+
+        A cell past ``timeout`` is interrupted and answers normally (rc 1, ``detection_timeout`` on
+        stderr), never ``execution_time_exceeded``; limits and ``spool`` as for ``run_bash``.
+        """
+        message = {"op": "cell", "code": code}
+        return await self._execute(message, timeout, output_limit, (file_limit, file_count, file_total), spool)
+
     async def view(self, path: str) -> ViewOutcome | ToolFailure:
         limit = self.limits.view_limit_bytes
         frame = await self._call(

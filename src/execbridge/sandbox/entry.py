@@ -1,8 +1,9 @@
 """``ContainerEntry``: the in-memory state of one container the manager has touched since start.
 
 Job: hold what the manager knows about one container between leases — its stored record, the lock
-that makes a lease exclusive, its live sandbox (if any), whether its workspace is mounted, and the
-path its workspace has inside the sandbox.
+that makes a lease exclusive, its live sandbox (if any), its persistent Python REPL (if one was
+started: a sandbox of its own), whether its workspace is mounted, and the path its workspace has
+inside the sandbox.
 
 Must not: do anything. The manager changes entries (under their lock); a ``LeasedSession`` only
 reads ``live`` and ``record`` of the entry it was leased, and asks the manager (through the callables
@@ -37,6 +38,8 @@ class ContainerEntry:
     deleted: bool = False
     users: int = 0  # leases holding or waiting for the lock; the janitor leaves such entries alone
     workspace: str = DEFAULT_WORKSPACE  # the workspace's path inside the sandbox
+    repl: LiveSandbox | None = None  # the REPL's sandbox (executor in --repl mode), started by the first cell
+    repl_note: str | None = None  # why the last REPL's state was lost, for the next cell's result
 
     @property
     def slot(self) -> int:
@@ -52,4 +55,4 @@ class ContainerEntry:
         A method, not an expression at the call site: the janitor asks again after awaiting, when a
         lease may have come, and a type checker would take the second check for the first.
         """
-        return not self.users and self.live is None and not self.mounted
+        return not self.users and self.live is None and self.repl is None and not self.mounted

@@ -36,6 +36,7 @@ def executor_argv(
     output_root: str | Path = "/tmp/outputs",
     kill_all: bool = False,
     env: dict[str, str] | None = None,
+    repl: bool = False,
 ) -> list[str]:
     """The command line that starts an executor: protocol on stdin/stdout, log on stderr.
 
@@ -45,10 +46,13 @@ def executor_argv(
     ``-I -S``: no environment, no user site, no ``site`` at start-up (it costs ~6 ms and runs later,
     when the executor is idle or before its first Python command). Pass ``kill_all`` only when the
     executor is alone in its own PID namespace: it then kills every other process after each command.
+    ``repl``: the persistent Python REPL's supervisor (``executor/repl.py``), which answers cells only.
     """
     argv = [str(python), "-I", "-S", str(script), "--workspace", str(workspace), "--output-root", str(output_root)]
     if kill_all:
         argv.append("--kill-all")
+    if repl:
+        argv.append("--repl")
     for name, value in (env or {}).items():
         argv += ["--env", f"{name}={value}"]
     return argv

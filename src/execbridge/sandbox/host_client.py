@@ -273,6 +273,11 @@ class RemoteSession:
     ) -> ExecutionResult:
         return await self._run("run_python", code, timeout, spool)
 
+    async def run_cell(
+        self, code: str, *, timeout: float | None = None, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
+        return await self._run("run_cell", code, timeout, spool)
+
     async def _edit(self, message: dict[str, Any]) -> Outcome:
         self._check()
         try:

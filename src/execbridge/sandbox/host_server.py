@@ -310,7 +310,7 @@ class _Connection:
 
     async def _in_lease(self, session: ContainerSession, request: dict[str, Any]) -> None:
         op = request.get("op")
-        if op in ("run_bash", "run_python"):
+        if op in ("run_bash", "run_python", "run_cell"):
             await self._run(session, request, op)
             return
         await self._answer(functools.partial(self._edit, session), request)
@@ -343,7 +343,7 @@ class _Connection:
             await self._send(error_answer(InvalidRequest("'source' must be a string and 'timeout' a number")))
             return
         spool = DirectorySpool(self._server._spool_dir)
-        run = session.run_bash if op == "run_bash" else session.run_python
+        run = {"run_bash": session.run_bash, "run_python": session.run_python, "run_cell": session.run_cell}[op]
         result = await run(source, timeout=None if timeout is None else float(timeout), spool=spool)
         try:
             for captured in result.files:

@@ -49,7 +49,12 @@ class LaunchOptions:
 
 
 def sandbox_spec(
-    settings: SandboxSettings, host_uid: int, workspace: Path, workspace_path: str = DEFAULT_WORKSPACE
+    settings: SandboxSettings,
+    host_uid: int,
+    workspace: Path,
+    workspace_path: str = DEFAULT_WORKSPACE,
+    *,
+    repl: bool = False,
 ) -> SandboxSpec:
     """The spec of a container's sandbox: its uid and workspace, and the executor as its command.
 
@@ -58,6 +63,9 @@ def sandbox_spec(
 
     ``kill_all``: the executor is alone in its PID namespace, so after each command it kills every
     other process there (background jobs, daemons that ``setsid`` away).
+
+    ``repl``: the spec of the container's persistent Python REPL instead: the same workspace and uid,
+    namespaces of its own (so no command can see or signal it), the executor as its supervisor.
     """
     command = executor_argv(
         settings.python,
@@ -66,6 +74,7 @@ def sandbox_spec(
         output_root=OUTPUT_ROOT,
         kill_all=True,
         env=sandbox_env(settings.runtime_dir, workspace_path),
+        repl=repl,
     )
     return SandboxSpec(
         host_uid=host_uid,

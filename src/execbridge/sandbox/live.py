@@ -129,18 +129,31 @@ class LiveSandbox:
     # ------------------------------------------------------------ commands
 
     async def run(
-        self, kind: Literal["bash", "python"], source: str, timeout: float | None, spool: OutputSpool | None = None
+        self,
+        kind: Literal["bash", "python", "cell"],
+        source: str,
+        timeout: float | None,
+        spool: OutputSpool | None = None,
     ) -> ExecutionResult:
+        """A command, or (``cell``, in a REPL's sandbox) a cell, whose cgroup is thawed only meanwhile."""
         limit = self.limits.executor.command_timeout_s
         if timeout is not None:
             limit = min(timeout, limit)
         started = time.monotonic()
-        call = self.client.run_bash if kind == "bash" else self.client.run_python
+        calls = {"bash": self.client.run_bash, "python": self.client.run_python, "cell": self.client.run_cell}
         backstop = limit + self.limits.executor.reply_margin_s + self.limits.kill_grace_s
         try:
-            # The client gives up after limit + reply_margin_s; the outer deadline is the last word.
-            async with asyncio.timeout(backstop):
-                result = await call(source, timeout=limit, spool=spool)
+            if kind == "cell":
+                self._set_frozen(False)
+            try:
+                # The client gives up after limit + reply_margin_s; the outer deadline is the last word.
+                async with asyncio.timeout(backstop):
+                    result = await calls[kind](source, timeout=limit, spool=spool)
+            finally:
+                if kind == "cell" and self.alive:
+                    # The interpreter is stopped already (SIGSTOP, by its supervisor); frozen, nothing of
+                    # the REPL's sandbox runs until the next cell, the supervisor included.
+                    self._set_frozen(True)
         except (SandboxError, TimeoutError, OSError) as exc:
             elapsed = time.monotonic() - started
             if isinstance(exc, SandboxError) and self.client.failure is None and self.proc.returncode is None:
@@ -164,6 +177,13 @@ class LiveSandbox:
             note = f"\nKilled: the process ran out of memory (the container's limit is {self.limits.memory_mb} MiB)\n"
             result = replace(result, stderr=result.stderr + note)
         return result
+
+    def _set_frozen(self, frozen: bool) -> None:
+        if self.cgroup is not None and self.cgroup.freezer is not None:
+            if frozen:
+                self.cgroup.freeze()
+            else:
+                self.cgroup.thaw()
 
     def _oom_killed_since_last_look(self) -> bool:
         if self.cgroup is None:
@@ -211,6 +231,9 @@ class LiveSandbox:
         kernel kills every process of a namespace whose init dies; the cgroup sweep is the backstop.
         """
         self._stopped = True
+        if self.cgroup is not None:
+            with contextlib.suppress(OSError):
+                self.cgroup.thaw()  # a frozen process dies of SIGKILL only once thawed
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()

@@ -70,6 +70,8 @@ class ContainerManager:
         self._store = store
         self._report = report
         self._entries: dict[str, ContainerEntry] = {}
+        # Why a forgotten entry's REPL lost its state (idle eviction): said by the container's next cell.
+        self._repl_notes: dict[str, str] = {}
         self._slots = SlotAllocator()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock_fd: int | None = None
@@ -244,7 +246,10 @@ class ContainerManager:
                     log.error("container %s could not be started: %s", container_id, exc.message)
                 self._touch(entry)
                 session = LeasedSession(
-                    entry, revive=functools.partial(self._restart, entry), info=functools.partial(self._info, entry)
+                    entry,
+                    revive=functools.partial(self._restart, entry),
+                    info=functools.partial(self._info, entry),
+                    repl=functools.partial(self._ensure_repl, entry),
                 )
                 try:
                     yield session
@@ -265,9 +270,10 @@ class ContainerManager:
     async def delete(self, container_id: str, owner: Owner) -> None:
         entry = await self._entry(container_id, owner)
         entry.deleted = True
-        if entry.live is not None:
-            # Ends a command that is running right now (it answers "unavailable") so the lock frees.
-            await entry.live.stop()
+        for running in (entry.live, entry.repl):
+            if running is not None:
+                # Ends a command that is running right now (it answers "unavailable") so the lock frees.
+                await running.stop()
         async with entry.lock:
             await self._destroy(entry)
 
@@ -280,7 +286,12 @@ class ContainerManager:
             record = await self._store.containers.get(container_id)
             if record is None:
                 raise _not_found(container_id)
-            entry = self._entries.setdefault(container_id, ContainerEntry(record, stored_last_used=record.last_used_at))
+            entry = self._entries.setdefault(
+                container_id,
+                ContainerEntry(
+                    record, stored_last_used=record.last_used_at, repl_note=self._repl_notes.pop(container_id, None)
+                ),
+            )
         if entry.deleted or entry.record.owner != owner or entry.record.last_used_at < self._cutoff():
             raise _not_found(container_id)
         return entry
@@ -293,6 +304,22 @@ class ContainerManager:
         if entry.deleted:
             raise _not_found(entry.record.id)
         return await self._ensure_live(entry)
+
+    async def _ensure_repl(self, entry: ContainerEntry) -> LiveSandbox:
+        """The container's REPL, started on first use or after it died (a session's ``repl``); the
+        caller holds the entry's lock and the container is live (its workspace mounted)."""
+        if entry.repl is not None and entry.repl.alive:
+            return entry.repl
+        if entry.deleted:
+            raise _not_found(entry.record.id)
+        if entry.repl is not None:
+            dead, entry.repl = entry.repl, None
+            entry.repl_note = f"the REPL's sandbox stopped: {dead.death_reason()}"
+            await self._prov.stop(dead)
+        if not entry.mounted:
+            await self._ensure_live(entry)
+        entry.repl = repl = await self._prov.start_repl(entry.slot, entry.workspace)
+        return repl
 
     async def _ensure_live(self, entry: ContainerEntry) -> LiveSandbox:
         if entry.live is not None and entry.live.alive:
@@ -338,7 +365,7 @@ class ContainerManager:
                 if not entry.evictable() or entry.live is None:
                     continue
                 async with entry.lock:
-                    await self._evict(entry)
+                    await self._evict(entry, "its processes were stopped to make room for other containers")
                     await self._persist_last_used(entry, force=True)
                 excess -= 1
             if excess > 0:
@@ -405,9 +432,16 @@ class ContainerManager:
         await prov.destroy_workspace(live.slot)
         self._slots.release(live.slot)
 
-    async def _evict(self, entry: ContainerEntry) -> None:
-        """Stop the container's processes and unmount its workspace; keep its files."""
+    async def _evict(self, entry: ContainerEntry, why: str = "the gateway stopped the container") -> None:
+        """Stop the container's processes and unmount its workspace; keep its files.
+
+        ``why`` its REPL (if any) stopped, for the note in the container's next cell.
+        """
         prov = self._prov
+        if entry.repl is not None:  # first: its cgroup lives inside the container's
+            repl, entry.repl = entry.repl, None
+            await prov.stop(repl)
+            entry.repl_note = why
         if entry.live is not None:
             live, entry.live = entry.live, None
             await prov.stop(live)
@@ -423,6 +457,7 @@ class ContainerManager:
         await self._store.containers.delete(entry.record.id)
         self._slots.release(entry.slot)
         self._entries.pop(entry.record.id, None)
+        self._repl_notes.pop(entry.record.id, None)
 
     async def _delete_expired(self) -> None:
         for record in await self._store.containers.unused_since(self._cutoff()):
@@ -466,14 +501,18 @@ class ContainerManager:
             if entry.live is not None or entry.mounted:
                 try:
                     async with entry.lock:
-                        await self._evict(entry)
+                        idle = f"the container was idle for over {self._sb.idle_evict_s:g} s and was stopped"
+                        await self._evict(entry, idle)
                         await self._persist_last_used(entry, force=True)
+                    log.info("stopped idle container %s (its files stay)", entry.record.id)
                 except Exception as exc:  # boundary: one bad container must not stop the janitor
                     log.error("evicting container %s failed: %s", entry.record.id, exc)
                     continue
             if entry.forgettable():  # asked again: a lease may have come during the awaits above
                 # Forget it; the next lease loads the record again (its last use is stored).
                 self._entries.pop(entry.record.id, None)
+                if entry.repl_note is not None:
+                    self._repl_notes[entry.record.id] = entry.repl_note
 
 
 def _not_found(container_id: str) -> NotFound:

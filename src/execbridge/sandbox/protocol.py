@@ -27,6 +27,8 @@ executor's first frame is ``{"id": 0, "op": "ready", "protocol", "pid", "python"
     create       path, data (b: the file's UTF-8 text)        is_file_update
     str_replace  path, old_str, new_str, max_bytes            old_start, old_lines, new_start, new_lines, lines
     put_file     path, data (b)                               size
+    cell         code, (same limits); only an executor         the same as python; a cell past ``timeout`` is
+                 started with ``--repl`` (the REPL's)          not ``timed_out``: rc 1, detection_timeout note
     cancel       id of the running bash/python command        (no response; that command answers, cancelled)
 
 Before the answer to ``bash``/``python``, the command's ``$OUTPUT_DIR`` files arrive one after the

@@ -127,11 +127,42 @@ class Provisioner:
                 await _remove_cgroup(cgroup)
             raise
 
+    async def start_repl(self, slot: int, workspace: str) -> LiveSandbox:
+        """Start the persistent Python REPL of ``slot``: a sandbox of its own on the same workspace
+        (own namespaces, the same uid), in a child of the container's cgroup with its own freezer.
+        Raises ``SandboxError``."""
+        mountpoint = self.workspaces.mountpoint(str(slot))
+        cgroup = self._repl_cgroup(slot)
+        try:
+            return await LiveSandbox.start(
+                slot=slot,
+                spec=sandbox_spec(self.settings, self.uid(slot), mountpoint, workspace, repl=True),
+                payloads=self.payloads,
+                cgroup=cgroup,
+                nproc=self.settings.pids,
+                options=self.options,
+                limits=self.limits,
+                start_timeout=self.settings.start_timeout_s,
+            )
+        except BaseException:
+            if cgroup is not None:
+                await _remove_cgroup(cgroup)
+            raise
+
     async def stop(self, live: LiveSandbox) -> None:
         """Kill the sandbox and everything it started; remove its cgroup."""
         await live.stop()
         if live.cgroup is not None:
             await _remove_cgroup(live.cgroup)
+
+    def _repl_cgroup(self, slot: int) -> ContainerCgroup | None:
+        if self.cgroups is None:
+            return None
+        try:
+            self._cgroup(slot)  # the container's own (idempotent): the REPL's lives inside it
+            return self.cgroups.create_repl(str(slot))
+        except OSError as exc:
+            raise SandboxError(f"cannot create the REPL's cgroup: {exc}") from exc
 
     def _cgroup(self, slot: int) -> ContainerCgroup | None:
         if self.cgroups is None:

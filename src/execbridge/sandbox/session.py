@@ -7,13 +7,18 @@ commands answer ``error_code="unavailable"`` (editor operations: ``ToolFailure("
 
 Must not be used after its lease ended (``closed``), and must not touch the workspace from the
 host: every file operation runs inside the sandbox, through the executor. It knows nothing of the
-manager: it gets the container's entry and two callables (``revive``, ``info``) when it is made.
+manager: it gets the container's entry and three callables (``revive``, ``info``, ``repl``) when it is made.
+
+Cells of the persistent Python REPL (``run_cell``) go to the container's REPL sandbox, which ``repl``
+starts on the first cell (and again after it died); a cell whose REPL lost its state since the last
+cell (it died, or the container was evicted) carries a note saying so at the end of its stderr.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Literal, NoReturn, TypeVar
 
 from execbridge.errors import NotFound, SandboxError
@@ -38,7 +43,8 @@ class LeasedSession:
     """Exclusive use of one container while its lease lasts (the caller holds the entry's lock).
 
     ``revive`` replaces a dead sandbox and returns the new one (``NotFound`` once the container was
-    deleted, ``SandboxError`` when no sandbox can start); ``info`` describes the container now.
+    deleted, ``SandboxError`` when no sandbox can start); ``info`` describes the container now;
+    ``repl`` returns the container's live REPL sandbox, starting it if needed (the same errors).
     """
 
     def __init__(
@@ -47,10 +53,12 @@ class LeasedSession:
         *,
         revive: Callable[[], Awaitable[LiveSandbox]],
         info: Callable[[], ContainerInfo],
+        repl: Callable[[], Awaitable[LiveSandbox]],
     ) -> None:
         self._entry = entry
         self._revive = revive
         self._info = info
+        self._repl = repl
         self.closed = False
 
     @property
@@ -96,6 +104,30 @@ class LeasedSession:
         self, code: str, *, timeout: float | None = None, spool: OutputSpool | None = None
     ) -> ExecutionResult:
         return await self._run("python", code, timeout, spool)
+
+    async def run_cell(
+        self, code: str, *, timeout: float | None = None, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
+        if self.closed:
+            raise SandboxError("container session used after its lease ended")
+        try:
+            repl = await self._repl()
+        except NotFound:
+            return _unavailable_result("the container was deleted")
+        except SandboxError as exc:
+            log.error("the REPL of container %s could not be started: %s", self._entry.record.id, exc)
+            return _unavailable_result(f"the Python REPL could not be started: {exc.message}")
+        result = await repl.run("cell", code, timeout, spool)
+        lost, self._entry.repl_note = self._entry.repl_note, None
+        if lost is None or result.error_code is not None:
+            self._entry.repl_note = lost  # said by the next cell that runs
+            return result
+        note = (
+            f"[execbridge] a fresh Python REPL was started for this cell: {lost}; variables, imports and "
+            "definitions from earlier cells are gone (files in the workspace are kept)\n"
+        )
+        separator = "\n" if result.stderr and not result.stderr.endswith("\n") else ""
+        return replace(result, stderr=result.stderr + separator + note)
 
     async def view(self, path: str) -> ViewOutcome | ToolFailure:
         return await self._use(lambda live: live.view(path), _unavailable_failure)

@@ -70,6 +70,12 @@ class FakeSession:
         self.log.append(("python", code))
         return _spooled(self.respond("python", code), spool)
 
+    async def run_cell(
+        self, code: str, *, timeout: float | None = None, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
+        self.log.append(("cell", code))
+        return _spooled(self.respond("cell", code), spool)
+
     async def view(self, path: str) -> ViewOutcome | ToolFailure:
         if path not in self.files:
             return ToolFailure("file_not_found", f"{path}: no such file")

@@ -132,6 +132,7 @@ class FakeDatabricks(FakeUpstream):
         self.oauth = FakeOAuth(client_id, client_secret, token_ttl_s, clock)
         self.pat = pat
         options.setdefault("models", DATABRICKS_MODELS)
+        options.setdefault("file_parts", False)  # its Chat Completions route refuses PDFs as `file` parts
         super().__init__(script, authorize=self._authorized, extra_routes=self.oauth.routes(), **options)
 
     @property

@@ -7,7 +7,8 @@ models); function tools only, each named ``[A-Za-z0-9_-]{1,64}`` and carrying a 
 ``tool_choice``/``parallel_tool_calls`` only with tools; ``stream_options`` only when streaming; known
 roles; no empty or whitespace-only text, as a string or as a part; part types allowed per role;
 every assistant tool call answered by a ``tool`` message before the next other message (optional);
-tool-call arguments a JSON object; optionally, one tool call per assistant message (gpt-oss).
+tool-call arguments a JSON object; optionally, one tool call per assistant message (gpt-oss) and no
+``file`` parts; with ``thinking`` on, the reasoning that opened a running tool loop sent back, signed.
 
 Must not: do I/O, or reject what Databricks is known to accept; the messages follow Databricks' own
 words where they are known.
@@ -27,7 +28,12 @@ JSON = dict[str, Any]
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_PART_TYPES = {"user": {"text", "image_url", "file"}, "system": {"text"}, "assistant": {"text"}, "tool": {"text"}}
+_PART_TYPES = {
+    "user": {"text", "image_url", "file"},
+    "system": {"text"},
+    "assistant": {"text", "reasoning"},
+    "tool": {"text"},
+}
 
 
 class _Rejected(Exception):
@@ -42,13 +48,61 @@ def check_request(
     reject_multiple_tool_calls: bool = False,
     require_tool_results: bool = True,
     models: Sequence[str] | None = None,
+    file_parts: bool = True,
 ) -> tuple[int, JSON] | None:
-    """``None`` when the request is acceptable, else ``(status, Databricks error envelope)``."""
+    """``None`` when the request is acceptable, else ``(status, Databricks error envelope)``.
+
+    ``file_parts=False``: ``file`` parts (PDFs) are refused, as Databricks' Chat Completions route does.
+    """
     try:
         _check(body, reject_multiple_tool_calls, require_tool_results, models)
+        if not file_parts:
+            _check_no_files(body)
+        _check_thinking(body)
     except _Rejected as exc:
         return exc.status, {"error_code": exc.code, "message": exc.message}
     return None
+
+
+def _check_no_files(body: JSON) -> None:
+    for i, message in enumerate(body["messages"]):
+        content = message.get("content")
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "file" for p in content):
+            raise _bad(f"messages[{i}]: content part type 'file' is not supported.", "INVALID_PARAMETER_VALUE")
+
+
+def _check_thinking(body: JSON) -> None:
+    """With thinking on, Claude wants the reasoning that opened the running tool loop sent back: the first
+    assistant message after the last user message starts with a signed reasoning part (Anthropic's rule,
+    which Databricks' Claude endpoints apply to the translated request)."""
+    thinking = body.get("thinking")
+    if thinking is None:
+        return
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive", "disabled"):
+        raise _bad(f"Invalid 'thinking': {thinking!r}", "INVALID_PARAMETER_VALUE")
+    budget = thinking.get("budget_tokens")
+    if thinking["type"] == "enabled" and not (isinstance(budget, int) and budget >= 1024):
+        raise _bad("'thinking.budget_tokens' must be an integer of at least 1024.", "INVALID_PARAMETER_VALUE")
+    messages = body["messages"]
+    if thinking["type"] == "disabled" or not messages or messages[-1].get("role") != "tool":
+        return
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    opening = next((i for i in range(last_user + 1, len(messages)) if messages[i].get("role") == "assistant"), None)
+    if opening is None:
+        return
+    content = messages[opening].get("content")
+    first = content[0] if isinstance(content, list) and content else None
+    if not (isinstance(first, dict) and first.get("type") == "reasoning" and _signed(first)):
+        raise _bad(
+            f"messages[{opening}]: when thinking is enabled, a final assistant message must start with a thinking "
+            "block (preceding the last set of tool calls and results). Include the reasoning returned earlier, "
+            "with its signature, or disable thinking."
+        )
+
+
+def _signed(part: JSON) -> bool:
+    summary = part.get("summary")
+    return isinstance(summary, list) and any(isinstance(s, dict) and s.get("signature") for s in summary)
 
 
 def _bad(message: str, code: str = "BAD_REQUEST", status: int = 400) -> _Rejected:

@@ -90,6 +90,7 @@ class FakeApp:
         reject_params: Collection[str] = (),
         error_envelope: Literal["databricks", "openai"] = "databricks",
         require_tool_results: bool = True,
+        file_parts: bool = True,
         chunk_delay: float = 0.0,
         instant: bool = False,
         instant_text: str = _INSTANT_TEXT,
@@ -97,6 +98,7 @@ class FakeApp:
         anthropic_rules: Literal["databricks", "anthropic"] = "databricks",
         serve_count_tokens: bool = False,
         anthropic_models: Collection[str] | None = None,
+        respond: Callable[[JSON], Reply | ErrorReply | str] | None = None,
     ) -> None:
         self.models = tuple(models)
         self.enforce_models = enforce_models
@@ -106,12 +108,14 @@ class FakeApp:
         self.error_envelope = error_envelope
         self.reject_multiple_tool_calls = reject_multiple_tool_calls
         self.require_tool_results = require_tool_results
+        self.file_parts = file_parts  # False: ``file`` parts are refused, as on Databricks
         self.chunk_delay = chunk_delay
         self.instant = instant
         self.anthropic_rules = anthropic_rules  # whose rules the /v1/messages route holds requests to
         self.serve_count_tokens = serve_count_tokens  # else count_tokens answers 404, as on Databricks
         # Models the /v1/messages route serves (None: all); others get Databricks' 404.
         self.anthropic_models = None if anthropic_models is None else frozenset(anthropic_models)
+        self.respond = respond  # answers every request once the script is used up (soak runs)
         self.requests: list[RecordedRequest] = []
         self.rejections: list[tuple[int, JSON]] = []
         self.disconnects = 0  # streams the client closed before the end
@@ -263,6 +267,7 @@ class FakeApp:
             reject_multiple_tool_calls=self.reject_multiple_tool_calls,
             require_tool_results=self.require_tool_results,
             models=self.models if self.enforce_models else None,
+            file_parts=self.file_parts,
         )
         if rejected is not None:
             return self._reject(*rejected)
@@ -295,6 +300,8 @@ class FakeApp:
 
     def _next_turn(self, body: JSON, raw: bytes) -> Reply | ErrorReply:
         with self._lock:
+            if not self._script and self.respond is not None:
+                self._script.append(self.respond)
             if not self._script:
                 served = self._turns_served
                 # 418: not retryable, and unmistakably the fake's own complaint.

@@ -79,6 +79,12 @@ def system_note(version: ToolVersion, limits: SandboxSettings) -> str:
         f"packages cannot be installed. Each command may run for at most {limits.command_timeout_s:g} "
         f"seconds and the container has {limits.memory_mb} MiB of memory. Files written to the "
         f'top level of "$OUTPUT_DIR" during a command are returned to the user.'
+        + (
+            f" Python code runs as cells of one persistent interpreter: each cell may run for at most "
+            f"{limits.repl_cell_timeout_s:g} seconds of wall-clock time."
+            if version.repl
+            else ""
+        )
     )
 
 
@@ -97,10 +103,14 @@ async def run_call(
     args: Mapping[str, Any],
     limits: SandboxSettings,
     publish: Publisher | None = None,
+    *,
+    repl: bool = False,
 ) -> ToolOutcome:
     """Run one server tool call; every problem with ``args`` becomes ``invalid_tool_input``.
 
-    Without ``publish`` captured files are dropped (nothing could serve them).
+    Without ``publish`` captured files are dropped (nothing could serve them). ``repl``
+    (``ToolVersion.repl``): Python code is a cell of the container's persistent REPL, limited by
+    ``repl_cell_timeout_s``; otherwise a fresh ``python -c``.
     """
     if name == BASH:
         command = _str_arg(args, "command")
@@ -113,7 +123,7 @@ async def run_call(
         code = _str_arg(args, "code")
         if not isinstance(code, str):
             return code or ToolFailure("invalid_tool_input", "missing `code`")
-        return await _run_command(session, PYTHON, code, publish, limits)
+        return await _run_command(session, PYTHON, code, publish, limits, repl=repl)
     if name == EDITOR:
         return await _run_editor(session, args)
     return ToolFailure("invalid_tool_input", f"unknown tool `{name}`")
@@ -151,13 +161,22 @@ async def _run_editor(session: ContainerSession, args: Mapping[str, Any]) -> Too
 
 
 async def _run_command(
-    session: ContainerSession, tool_name: str, source: str, publish: Publisher | None, limits: SandboxSettings
+    session: ContainerSession,
+    tool_name: str,
+    source: str,
+    publish: Publisher | None,
+    limits: SandboxSettings,
+    *,
+    repl: bool = False,
 ) -> ToolOutcome:
-    """Run a bash or Python command; its ``$OUTPUT_DIR`` files are published when the outcome keeps them."""
+    """Run a bash or Python command (or REPL cell); its ``$OUTPUT_DIR`` files are published when the
+    outcome keeps them."""
     batch = publish() if publish is not None else None
     try:
         if tool_name == BASH:
             result = await session.run_bash(source, timeout=limits.command_timeout_s, spool=batch)
+        elif repl:
+            result = await session.run_cell(source, timeout=limits.repl_cell_timeout_s, spool=batch)
         else:
             result = await session.run_python(source, timeout=limits.command_timeout_s, spool=batch)
         file_limit = min(limits.output_file_limit_bytes, limits.output_total_limit_bytes)

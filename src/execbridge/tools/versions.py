@@ -70,6 +70,9 @@ class ToolVersion:
 
     version: str
     sub_tools: tuple[SubTool, ...]
+    # The Python sub-tool runs cells in the container's persistent REPL (20260120 and later): its
+    # globals survive between calls; otherwise each call is a fresh ``python -c``.
+    repl: bool = False
 
     @property
     def type(self) -> str:
@@ -77,7 +80,9 @@ class ToolVersion:
 
     @property
     def functions(self) -> tuple[FunctionDef, ...]:
-        return tuple(s.function for s in self.sub_tools)
+        if not self.repl:
+            return tuple(s.function for s in self.sub_tools)
+        return tuple(_REPL_PYTHON if s.name == PYTHON else s.function for s in self.sub_tools)
 
     @property
     def names(self) -> frozenset[str]:
@@ -101,6 +106,21 @@ _PYTHON = SubTool(
     ),
     kind="command",
     error_codes=_BASE_CODES,
+)
+
+# The same function, as the REPL versions describe it to the model.
+_REPL_PYTHON = FunctionDef(
+    name=PYTHON,
+    description=(
+        "Run a cell of Python 3.11 code in a persistent interpreter in the sandboxed Linux container and "
+        "return its stdout, stderr and exit code. Variables, imports and definitions persist between calls "
+        "(and across requests that reuse the container); top-level `await` works. Use print() to show "
+        "results: the value of a last expression is not shown. A cell that runs past its wall-clock limit "
+        "is interrupted (its result says detection_timeout) and the variables set so far are kept. Files written "
+        "to the working directory persist; bash and the file editor work on the same files, in separate "
+        "processes (a bash `python` does not see the cell's variables). No internet access."
+    ),
+    parameters=_PYTHON.function.parameters,
 )
 
 _BASH = SubTool(
@@ -155,8 +175,8 @@ SERVER_TOOL_NAMES: Final[frozenset[str]] = frozenset(SUB_TOOLS)
 _VERSIONS: Final = (
     ToolVersion("20250522", (_PYTHON,)),
     ToolVersion("20250825", (_BASH, _EDITOR)),
-    ToolVersion("20260120", (_BASH, _EDITOR, _PYTHON)),
-    ToolVersion("20260521", (_BASH, _EDITOR, _PYTHON)),
+    ToolVersion("20260120", (_BASH, _EDITOR, _PYTHON), repl=True),
+    ToolVersion("20260521", (_BASH, _EDITOR, _PYTHON), repl=True),
 )
 VERSIONS: Final[Mapping[str, ToolVersion]] = MappingProxyType({v.type: v for v in _VERSIONS})
 _BY_VERSION: Final[Mapping[str, ToolVersion]] = MappingProxyType({v.version: v for v in _VERSIONS})

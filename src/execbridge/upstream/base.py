@@ -50,7 +50,7 @@ class ChatTurn:
     stream: bool = True
     api_key: str | None = None  # the client's own key, when the gateway passes it through
     system_blocks: tuple[Text, ...] = ()
-    thinking: ThinkingConfig | None = None
+    thinking: ThinkingConfig | None = None  # the client's extended-thinking setting (docs/protocol.md §4.10)
     service_tier: str | None = None
     betas: tuple[str, ...] = ()
 

@@ -3,7 +3,7 @@
 Job: hold the per-provider differences as values (``max_tokens`` vs ``max_completion_tokens``,
 ``stream_options``, ``parallel_tool_calls``, ``top_k``, one tool call per assistant message, how a
 call-only assistant message says it has no text, ``tool_choice: "required"``, streaming a turn whose
-model may choose to call, ``file`` parts), guess the right preset from the base URL and model
+model may choose to call, ``file`` parts, ``thinking``), guess the right preset from the base URL and model
 (``dialect_for``), name the presets a configuration may force (``forced_dialect``), and learn from a
 refusal which flag to flip (``adapt``; docs/protocol.md §4.9).
 
@@ -33,6 +33,7 @@ from execbridge.upstream.error_envelopes import gave_no_reason
 __all__ = [
     "AZURE",
     "DATABRICKS",
+    "DATABRICKS_CLAUDE",
     "DATABRICKS_GPT_OSS",
     "GENERIC",
     "LITELLM",
@@ -72,8 +73,13 @@ class Dialect:
     # (tool_choice "auto"): its stream ends empty. Such turns are then asked for unstreamed, which the
     # client reads into the same events.
     stream_chosen_calls: bool = True
-    # OpenAI's {"type": "file"} part (PDFs); servers without it get a sentence naming the document.
+    # OpenAI's {"type": "file"} part (PDFs); servers without it get the PDF's text, extracted by the
+    # gateway (``pdf_text.py``), or a sentence naming the document when it has no text to extract.
     file_parts: bool = True
+    # Anthropic's ``thinking`` object is a request field, and the model's reasoning goes back in assistant
+    # messages as ``reasoning`` parts with their signatures (Databricks' Claude endpoints; §4.10).
+    # Elsewhere a request that asks for thinking is refused rather than served without it.
+    thinking: bool = False
 
 
 GENERIC = Dialect()
@@ -87,9 +93,11 @@ OLLAMA = Dialect(send_parallel_tool_calls=False)
 # LiteLLM's proxy translates the OpenAI core for every backend it fronts; top_k is not in that core.
 LITELLM = Dialect()
 # parallel_tool_calls is not in the parameter list Databricks documents; leave it out rather than
-# risk a 400 on an endpoint that validates strictly.
-DATABRICKS = Dialect(send_parallel_tool_calls=False, empty_call_content=None)
+# risk a 400 on an endpoint that validates strictly. Its Chat Completions route takes no ``file`` parts.
+DATABRICKS = Dialect(send_parallel_tool_calls=False, empty_call_content=None, file_parts=False)
 DATABRICKS_GPT_OSS = replace(DATABRICKS, one_tool_call_per_message=True)
+# Databricks documents ``thinking`` (with ``budget_tokens``) for its Claude endpoints on this route.
+DATABRICKS_CLAUDE = replace(DATABRICKS, thinking=True)
 # llama-cpp-python's server (``python -m llama_cpp.server``, 0.3.x) with a function-calling chat format.
 # Not guessed (it listens on :8000 like vLLM); the guess reaches the same flags by adapting.
 LLAMA_CPP = Dialect(tool_choice_required=False, stream_chosen_calls=False, file_parts=False)
@@ -126,8 +134,12 @@ def is_azure_host(url: str) -> bool:
 
 
 def databricks_dialect(model: str) -> Dialect:
-    """Databricks' dialect for one (upstream) model: gpt-oss takes one tool call per assistant message."""
-    return DATABRICKS_GPT_OSS if "gpt-oss" in model.lower() else DATABRICKS
+    """Databricks' dialect for one (upstream) model: gpt-oss takes one tool call per assistant message,
+    Claude takes ``thinking``."""
+    name = model.lower()
+    if "gpt-oss" in name:
+        return DATABRICKS_GPT_OSS
+    return DATABRICKS_CLAUDE if "claude" in name else DATABRICKS
 
 
 def dialect_for(base_url: str, model: str) -> Dialect:

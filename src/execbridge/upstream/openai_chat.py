@@ -23,6 +23,9 @@ Must not: leak HTTP or JSON shapes to callers, retry once an event has been yiel
 connection open after the consumer stops iterating (the ``async with client.stream`` scope closes it
 on ``aclose()`` and on cancellation; consumers should iterate under ``contextlib.aclosing``).
 
+Stop sequences are matched here, in the streamed text (``stop_match.py``): the turn ends at the first
+match, with ``Finished(stop_sequence=…)``, and the connection is closed.
+
 Invariants: the events are ``stream.py``'s (pieces as they come, ``Finished`` exactly once, last); 429,
 5xx and connection errors are retried with back-off and jitter, honouring ``Retry-After`` up to a cap,
 only while nothing has been yielded and the total timeout allows.
@@ -48,11 +51,14 @@ import orjson
 
 from execbridge.config import Settings
 from execbridge.errors import AuthenticationFailed, UpstreamError
+from execbridge.types import Document
 from execbridge.upstream._http11 import Http11Endpoint, default_ssl_context
-from execbridge.upstream.base import ChatTurn, Credentials, ModelInfo, UpstreamEvent
+from execbridge.upstream.base import ChatTurn, Credentials, ModelInfo, TokenUsage, UpstreamEvent
 from execbridge.upstream.dialects import Dialect, adapt, dialect_for, forced_dialect, is_azure_host
 from execbridge.upstream.error_envelopes import error_from_response, transport_error
 from execbridge.upstream.model_names import ModelNames
+from execbridge.upstream.pdf_text import warm
+from execbridge.upstream.stop_match import StopMatcher
 from execbridge.upstream.stream import events_from_completion, load_json, sse_events
 from execbridge.upstream.translate import build_payload
 
@@ -227,8 +233,12 @@ class OpenAIChatUpstream:
         model = self.upstream_model(turn.model)
         if model != turn.model:
             turn = replace(turn, model=model)
+        if turn.stop and not turn.stream:
+            # Stop sequences are matched here, not upstream (``stop_match.py``): streaming lets the turn
+            # end at the match instead of running on to the token limit.
+            turn = replace(turn, stream=True)
         dialect = self.dialect(model)
-        body = orjson.dumps(build_payload(turn, dialect))
+        body = await _encoded(turn, dialect)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._total_timeout_s
         attempt = adaptations = 0
@@ -245,10 +255,16 @@ class OpenAIChatUpstream:
                         events = sse_events(response.aiter_bytes(), deadline, loop.time)
                     else:
                         events = _json_events(response)
+                    matcher = StopMatcher(turn.stop) if turn.stop else None
                     try:
                         async for event in events:
-                            yielded = True
-                            yield event
+                            for out in matcher.feed(event) if matcher is not None else (event,):
+                                yielded = True
+                                yield out
+                            if matcher is not None and matcher.done:
+                                if not matcher.usage_seen:
+                                    yield _estimated_usage(len(body), matcher.output_chars)
+                                break  # the turn ended at a stop sequence: stop reading (and close)
                     finally:
                         await events.aclose()  # now, not whenever the garbage collector gets to it
                     return
@@ -264,7 +280,7 @@ class OpenAIChatUpstream:
                 if adapted is not None:
                     # Refused before any output: resend at once, and remember for this model.
                     dialect = self._dialects[model] = adapted
-                    body = orjson.dumps(build_payload(turn, dialect))
+                    body = await _encoded(turn, dialect)
                     adaptations += 1
                     continue
             if error.status in (401, 403) and turn.api_key is None:
@@ -391,6 +407,26 @@ async def _read_capped(response: _Response) -> bytes:
         if size >= _ERROR_BODY_LIMIT:
             break
     return b"".join(chunks)[:_ERROR_BODY_LIMIT]
+
+
+async def _encoded(turn: ChatTurn, dialect: Dialect) -> bytes:
+    """The request body. PDFs whose text the payload needs are read on a thread first (pypdf is slow)."""
+    if not dialect.file_parts:
+        pdfs = [
+            p.data
+            for m in turn.messages
+            for p in m.parts
+            if isinstance(p, Document) and p.data and p.media_type == "application/pdf"
+        ]
+        if pdfs:
+            await asyncio.to_thread(warm, pdfs)
+    return orjson.dumps(build_payload(turn, dialect))
+
+
+def _estimated_usage(request_bytes: int, output_chars: int) -> TokenUsage:
+    """A turn cut at a stop sequence ends before the upstream's usage report: about four characters a
+    token (docs/protocol.md §1.5)."""
+    return TokenUsage(max(1, request_bytes // 4), output_chars // 4 + 1)
 
 
 async def _json_events(response: _Response) -> AsyncGenerator[UpstreamEvent, None]:

@@ -12,7 +12,9 @@ Invariants of every payload produced here (Databricks rejects violations of the 
 - every function has a ``parameters`` object (at least ``{"type":"object","properties":{}}``);
 - every ``tool`` message directly follows the assistant message (or run of tool messages) that made
   the call it answers, in the order the results appear in the conversation;
-- ``Thinking`` parts never go upstream; ``ContainerUpload`` parts are side effects, not content;
+- ``Thinking`` parts go upstream only as Databricks-style ``reasoning`` parts, where the dialect takes
+  ``thinking`` and the turn asks for it (docs/protocol.md §4.10); ``ContainerUpload`` parts are side
+  effects, not content;
 - an assistant message with calls and no text has the dialect's empty content (``""``, or null for
   Databricks), never a missing key: llama-cpp-python refuses null and its templates fail on a missing
   key (docs/protocol.md §4.9).
@@ -27,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from execbridge.errors import InvalidRequest
 from execbridge.types import (
     ContainerUpload,
     Document,
@@ -41,6 +44,7 @@ from execbridge.types import (
 )
 from execbridge.upstream.base import ChatTurn, FunctionChoice
 from execbridge.upstream.dialects import GENERIC, Dialect
+from execbridge.upstream.pdf_text import pdf_text
 
 __all__ = [
     "build_payload",
@@ -57,9 +61,16 @@ EMPTY_PARAMETERS: Mapping[str, Any] = {"type": "object", "properties": {}}
 
 
 def build_payload(turn: ChatTurn, dialect: Dialect = GENERIC) -> JSON:
-    """The complete request body for one model turn."""
-    payload: JSON = {"model": turn.model, "messages": to_chat_messages(turn.messages, turn.system, dialect)}
+    """The complete request body for one model turn.
+
+    Raises ``InvalidRequest`` when the turn asks for extended thinking and the dialect cannot carry it.
+    """
+    thinking = _thinking(turn, dialect)
+    messages = to_chat_messages(turn.messages, turn.system, dialect, reasoning=thinking is not None)
+    payload: JSON = {"model": turn.model, "messages": messages}
     payload[dialect.max_tokens_field] = turn.max_tokens
+    if thinking is not None:
+        payload["thinking"] = thinking
     stream = turn.stream
     if turn.functions:
         payload["tools"] = to_tools(turn.functions)
@@ -69,8 +80,8 @@ def build_payload(turn: ChatTurn, dialect: Dialect = GENERIC) -> JSON:
         # OpenAI rejects parallel_tool_calls without tools, so it only rides along with them.
         if turn.parallel_calls is False and dialect.send_parallel_tool_calls:
             payload["parallel_tool_calls"] = False
-    if turn.stop:
-        payload["stop"] = list(turn.stop)
+    # ``turn.stop`` is not sent: the gateway matches stop sequences itself (``stop_match.py``), since
+    # servers cut the text at a match without saying which one it was.
     sampling = turn.sampling
     if sampling.temperature is not None:
         payload["temperature"] = sampling.temperature
@@ -85,6 +96,25 @@ def build_payload(turn: ChatTurn, dialect: Dialect = GENERIC) -> JSON:
         if dialect.stream_options_supported:
             payload["stream_options"] = {"include_usage": True}
     return payload
+
+
+def _thinking(turn: ChatTurn, dialect: Dialect) -> JSON | None:
+    """Anthropic's ``thinking`` object for the payload, ``None`` when not asked for (docs/protocol.md §4.10)."""
+    config = turn.thinking
+    if config is None or config.type == "disabled":
+        return None
+    if not dialect.thinking:
+        raise InvalidRequest(
+            f"thinking: extended thinking cannot be requested from model {turn.model!r} through this gateway's "
+            "upstream (its Chat Completions API has no such setting for it); omit `thinking`. Reasoning a model "
+            "does on its own still comes back as thinking blocks."
+        )
+    value: JSON = {"type": config.type}
+    if config.budget_tokens is not None:
+        value["budget_tokens"] = config.budget_tokens
+    if config.display is not None:
+        value["display"] = config.display
+    return value
 
 
 def to_tools(functions: Iterable[FunctionDef]) -> list[JSON]:
@@ -119,8 +149,11 @@ def _named(name: str) -> JSON:
 # ---------------------------------------------------------------- messages
 
 
-def to_chat_messages(messages: Iterable[Message], system: str | None = None, dialect: Dialect = GENERIC) -> list[JSON]:
-    """The conversation as Chat Completions messages (see the module invariants)."""
+def to_chat_messages(
+    messages: Iterable[Message], system: str | None = None, dialect: Dialect = GENERIC, *, reasoning: bool = False
+) -> list[JSON]:
+    """The conversation as Chat Completions messages (see the module invariants). With ``reasoning``,
+    the model's thinking goes back in its assistant messages as signed ``reasoning`` parts."""
     out: list[JSON] = []
     if system and system.strip():
         out.append({"role": "system", "content": system})
@@ -128,7 +161,7 @@ def to_chat_messages(messages: Iterable[Message], system: str | None = None, dia
         if message.role == "user":
             _user_message(message.parts, out, dialect)
         else:
-            _assistant_message(message.parts, out, dialect)
+            _assistant_message(message.parts, out, dialect, reasoning)
     return _one_call_per_message(out, dialect) if dialect.one_tool_call_per_message else out
 
 
@@ -146,25 +179,30 @@ def _user_message(parts: Iterable[object], out: list[JSON], dialect: Dialect) ->
     _emit_user(content, out)
 
 
-def _assistant_message(parts: Iterable[object], out: list[JSON], dialect: Dialect) -> None:
+def _assistant_message(parts: Iterable[object], out: list[JSON], dialect: Dialect, reasoning: bool = False) -> None:
     # Server tools put their results inline: [text, call A, result A, call B, result B, text]. Each
     # result closes the assistant message in progress, and whatever follows starts a new one. Images
     # from results wait until the run of tool messages is over, as tool messages must be contiguous.
     texts: list[str] = []
     calls: list[JSON] = []
     images: list[JSON] = []
+    thoughts: list[JSON] = []
 
     def flush() -> None:
         _emit_user(images, out)
         images.clear()
         text = "".join(texts)
-        if calls or text.strip():
-            msg: JSON = {"role": "assistant", "content": text if text.strip() else dialect.empty_call_content}
+        if calls or text.strip() or thoughts:
+            content: Any = text if text.strip() else dialect.empty_call_content
+            if thoughts:  # Databricks' list form: reasoning first, then the text (§4.10)
+                content = [*thoughts, {"type": "text", "text": text}] if text.strip() else list(thoughts)
+            msg: JSON = {"role": "assistant", "content": content}
             if calls:
                 msg["tool_calls"] = list(calls)
             out.append(msg)
         texts.clear()
         calls.clear()
+        thoughts.clear()
 
     for part in parts:
         if isinstance(part, Text):
@@ -172,12 +210,23 @@ def _assistant_message(parts: Iterable[object], out: list[JSON], dialect: Dialec
         elif isinstance(part, ToolCall):
             calls.append(_tool_call(part))
         elif isinstance(part, ToolResult):
-            if texts or calls:
+            if texts or calls or thoughts:
                 flush()
             images.extend(_tool_result(part, out))
+        elif isinstance(part, Thinking) and reasoning and part.data is None:  # redacted: Anthropic's route only
+            if texts or calls:
+                flush()  # reasoning opens a message: it comes before that message's text and calls
+            thoughts.append(_reasoning_part(part))
         else:
             _check_droppable(part)
     flush()
+
+
+def _reasoning_part(thinking: Thinking) -> JSON:
+    summary: JSON = {"type": "summary_text", "text": thinking.text}
+    if thinking.signature:
+        summary["signature"] = thinking.signature
+    return {"type": "reasoning", "summary": [summary]}
 
 
 def _tool_call(call: ToolCall) -> JSON:
@@ -238,8 +287,12 @@ def _document_parts(doc: Document, file_parts: bool) -> list[JSON]:
             return []
         return [{"type": "text", "text": "\n".join([*header, body])}]
     if doc.data and not file_parts:
+        text = pdf_text(doc.data)
+        if text is not None:
+            note = "(the PDF's text, extracted by the gateway: this model's API takes no PDF files)"
+            return [{"type": "text", "text": "\n".join([*header, note, text])}]
         # Better that the model knows a document it cannot read was given than that it never hears of it.
-        note = f"({doc.media_type or 'application/pdf'}, not readable through this model's API)"
+        note = f"({doc.media_type or 'application/pdf'} without a text layer, not readable through this model's API)"
         return [{"type": "text", "text": "\n".join([*header, note])}]
     if doc.data:
         filename = doc.title or "document.pdf"

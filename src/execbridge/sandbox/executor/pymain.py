@@ -55,18 +55,22 @@ def plain_flags() -> "Any":
     return flags_type(row)
 
 
-def python_main(code: str, env: dict[str, str], flags: "Any") -> "NoReturn":  # pragma: no cover - child
-    """Run ``code`` the way ``python -c`` would, in this forked child, and exit."""
+def become_plain_python(env: dict[str, str], flags: "Any", *, argv0: str) -> "Any":  # pragma: no cover - child
+    """Turn this forked child into a plain interpreter: environment, flags, argv, stdio, a fresh ``__main__``.
+
+    Shared by a ``python -c`` command (``python_main``) and the persistent REPL's interpreter
+    (``repl.interpreter_main``); returns the new ``__main__`` module.
+    """
     for name, value in env.items():  # warm_up() gave the executor this environment; usually only
         if os.environ.get(name) != value:  # OUTPUT_DIR differs
             os.environ[name] = value
     if flags is not None:
         sys.flags = flags
-    sys.argv = ["-c"]
-    sys.path.insert(0, "")  # python -c puts the current directory first
+    sys.argv = [argv0]
+    sys.path.insert(0, "")  # python -c (and the interactive interpreter) put the current directory first
     # The executor's own stream objects stay referenced until os._exit: were they collected, their
     # finalizers would flush into the command's pipes.
-    previous_streams = (sys.stdin, sys.stdout, sys.stderr)  # noqa: F841
+    _previous_streams.append((sys.stdin, sys.stdout, sys.stderr))
     stdin_raw = io.FileIO(0, "r", closefd=False)
     stdin_raw.name = "<stdin>"
     # Both, as the interpreter sets them at start-up (typeshed marks ``__stdin__`` Final).
@@ -85,6 +89,15 @@ def python_main(code: str, env: dict[str, str], flags: "Any") -> "NoReturn":  # 
     main.__loader__ = sys.modules["_frozen_importlib"].BuiltinImporter
     main.__annotations__ = {}
     sys.modules["__main__"] = main
+    return main
+
+
+_previous_streams: "list[Any]" = []
+
+
+def python_main(code: str, env: dict[str, str], flags: "Any") -> "NoReturn":  # pragma: no cover - child
+    """Run ``code`` the way ``python -c`` would, in this forked child, and exit."""
+    main = become_plain_python(env, flags, argv0="-c")
     rc = 0
     try:
         # dont_inherit: no compiler flag of the executor's (a ``from __future__`` import) reaches user code.

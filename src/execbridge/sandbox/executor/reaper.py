@@ -103,6 +103,18 @@ class Reaper:
         self.kill_everyone = kill_all and self.protected == {pid, 1} and os.getuid() != 0
         self.reaped: dict[int, int] = {}
 
+    def protect(self, pid: int) -> None:
+        """Spare ``pid`` (the REPL's interpreter, the one sanctioned survivor) in every sweep.
+
+        ``kill(-1)`` cannot spare a third process, so from now on sweeps go by the ``/proc`` scan alone;
+        the caller stops ``pid`` (SIGSTOP) before a sweep, so nothing it runs can fork past the scan.
+        """
+        self.protected.add(pid)
+        self.kill_everyone = False
+
+    def unprotect(self, pid: int) -> None:
+        self.protected.discard(pid)
+
     def make_dumpable(self) -> None:
         """In a forked command: only the executor itself hides its /proc entries."""
         if self.prctl is not None:
@@ -129,7 +141,7 @@ class Reaper:
         self._reap()
         # The common case: nothing was left behind. As a subreaper the executor inherits every orphan,
         # so no child of its own means no process of the command is left, in either mode.
-        if self.subreaper and self.have_children_file and not read_small(self.children_file):
+        if self.subreaper and self.have_children_file and self._only_protected_children():
             return
         give_up = time.monotonic() + _KILL_GRACE_S
         while True:
@@ -150,6 +162,21 @@ class Reaper:
             time.sleep(0.0005)
             self._reap()
 
+    def _only_protected_children(self) -> bool:
+        """No child but protected ones (the REPL's interpreter), and those have no children of their own."""
+        kids = [int(x) for x in (read_small(self.children_file) or b"").split()]
+        for pid in kids:
+            if pid not in self.protected:
+                return False
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            # Each thread has its own list: a child belongs to the thread that forked it.
+            if any(read_small(f"/proc/{pid}/task/{tid}/children") for tid in tids):
+                return False
+        return True
+
     def _reap(self) -> None:
         while True:
             try:
@@ -166,7 +193,7 @@ class Reaper:
             candidates = [int(name) for name in os.listdir("/proc") if name.isdigit()]
             candidates = [pid for pid in candidates if pid not in self.protected]
         else:
-            candidates = self._descendants()
+            candidates = [pid for pid in self._descendants() if pid not in self.protected]
         return [pid for pid in candidates if _alive(pid)]
 
     def _descendants(self) -> list[int]:

@@ -23,6 +23,7 @@ from .editor import Editor
 from .framing import PROTOCOL_VERSION, read_frame, write_frame
 from .outputs import OutputDirs
 from .reaper import Reaper
+from .repl import Repl
 from .runner import Runner
 
 # Names for type checkers only: ``typing`` costs ~8 ms to import here and ``from __future__ import
@@ -42,6 +43,7 @@ class Executor:
         output_root: str,
         kill_all: bool,
         extra_env: dict[str, str],
+        repl: bool = False,
     ) -> None:
         self.proto_in = proto_in
         self.proto_out = proto_out
@@ -50,7 +52,8 @@ class Executor:
         outputs = OutputDirs(output_root, send=lambda frame: write_frame(proto_out, frame))
         self.runner = Runner(proto_in, workspace=workspace, extra_env=extra_env, reaper=self.reaper, outputs=outputs)
         editor = Editor(workspace)
-        self.handlers = {
+        self.repl: Repl | None = None
+        self.handlers: dict[str, Any] = {
             "ping": self.op_ping,
             "bash": self.runner.bash,
             "python": self.runner.python,
@@ -59,6 +62,11 @@ class Executor:
             "str_replace": editor.str_replace,
             "put_file": editor.put_file,
         }
+        if repl:
+            # The REPL's own sandbox answers cells only: bash and the editor run in the container's
+            # main sandbox, where no interpreter survives between commands.
+            self.repl = Repl(proto_in, runner=self.runner, reaper=self.reaper, outputs=outputs)
+            self.handlers = {"ping": self.op_ping, "cell": self.repl.cell}
 
     def hello(self) -> "dict[str, Any]":
         return {
@@ -70,6 +78,7 @@ class Executor:
             "python": ".".join(map(str, sys.version_info[:3])),
             "subreaper": self.reaper.subreaper,
             "kill_all": self.reaper.kill_all,
+            "repl": self.repl is not None,
         }
 
     def serve(self) -> None:
@@ -82,12 +91,18 @@ class Executor:
                 self.runner.warm_up()
             request = read_frame(self.proto_in)
             if request is None:
-                self.reaper.kill_others()
+                self.shutdown()
                 return
             response = self.handle(request)
             if response is not None:
                 write_frame(self.proto_out, response)
                 served = True
+
+    def shutdown(self) -> None:
+        """Nothing of ours outlives the executor: the REPL's interpreter, then every other process."""
+        if self.repl is not None:
+            self.repl.close()
+        self.reaper.kill_others()
 
     def handle(self, request: "dict[str, Any]") -> "dict[str, Any] | None":
         op = request.get("op")
@@ -120,7 +135,7 @@ def _readable(fd: int, timeout_ms: int) -> bool:
     return bool(poller.poll(timeout_ms))
 
 
-_USAGE = """usage: executor --workspace DIR [--output-root DIR] [--kill-all] [--env NAME=VALUE]...
+_USAGE = """usage: executor --workspace DIR [--output-root DIR] [--kill-all] [--repl] [--env NAME=VALUE]...
 
   --workspace DIR     working directory and HOME of commands; editor paths are relative to it
                       (required: the container's workspace path, which the gateway owns)
@@ -128,16 +143,19 @@ _USAGE = """usage: executor --workspace DIR [--output-root DIR] [--kill-all] [--
   --kill-all          the executor owns its PID namespace: after a command, kill every process
                       except itself and its ancestors (default: only its own descendants)
   --env NAME=VALUE    add or override a variable of the commands' environment (repeatable)
+  --repl              be the persistent Python REPL's supervisor: answer "cell" (and "ping") only
 """
 
 
 def _parse_args(argv: list[str]) -> "dict[str, Any]":
     options: dict[str, Any] = {"workspace": None, "output_root": "/tmp/outputs", "kill_all": False,
-                               "extra_env": {}}  # fmt: skip
+                               "extra_env": {}, "repl": False}  # fmt: skip
     args = iter(argv)
     for arg in args:
         if arg == "--kill-all":
             options["kill_all"] = True
+        elif arg == "--repl":
+            options["repl"] = True
         elif arg in ("--workspace", "--output-root", "--env"):
             value = next(args, None)
             if value is None:
@@ -177,9 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         executor.serve()
     except (BrokenPipeError, EOFError) as exc:
         log(f"protocol stream closed: {exc!r}")
-        executor.reaper.kill_others()
+        executor.shutdown()
     except (ProtocolViolation, ValueError) as exc:  # a malformed frame: nothing after it can be trusted
         log(f"protocol error, exiting: {exc}")
-        executor.reaper.kill_others()
+        executor.shutdown()
         return 2
     return 0
