@@ -79,6 +79,12 @@ class UpstreamTarget:
     native_for: Literal["all", "claude", "none"] = "none"
 
 
+def _on_databricks(url: str) -> bool:
+    """A Databricks serving or AI Gateway path (``/serving-endpoints/anthropic``, ``/ai-gateway/anthropic``)."""
+    path = urlsplit(url).path
+    return "/serving-endpoints" in path or "/ai-gateway/" in path
+
+
 def _ends_in_anthropic(url: str) -> bool:
     return urlsplit(url).path.rstrip("/").removesuffix("/v1/messages").removesuffix("/v1").endswith("/anthropic")
 
@@ -124,8 +130,8 @@ def _anthropic_upstream(settings: Settings, target: UpstreamTarget, url: str) ->
         url,
         key,
         credentials=target.credentials,
-        # Databricks takes its tokens, and its PATs given as keys, as Bearer.
-        auth_header="authorization" if settings.provider == "databricks" else "x-api-key",
+        # Databricks takes its tokens, and its PATs given as keys (passed through too), as Bearer.
+        auth_header="authorization" if settings.provider == "databricks" or _on_databricks(url) else "x-api-key",
         connect_timeout_s=settings.upstream_connect_timeout_s,
         read_timeout_s=settings.upstream_read_timeout_s,
         total_timeout_s=settings.upstream_total_timeout_s,
