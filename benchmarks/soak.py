@@ -124,6 +124,21 @@ def processes(data_dir: Path) -> dict[str, int]:
     return found
 
 
+def sandboxed_processes(instance: str) -> int:
+    """Processes in the instance's container cgroups (any hierarchy); cgroups come and go meanwhile."""
+    pids: set[str] = set()
+    roots = [p for p in (Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").iterdir()) if p.is_dir()]
+    for root in roots:
+        top = root / "execbridge" / instance
+        for directory, _, files in os.walk(top):  # os.walk ignores directories that vanish
+            if "cgroup.procs" in files:
+                try:
+                    pids.update(Path(directory, "cgroup.procs").read_text().split())
+                except OSError:
+                    continue
+    return len(pids)
+
+
 def sample(data_dir: Path, instance: str) -> dict[str, float]:
     values: dict[str, float] = {"fds": 0, "threads": 0, "rss_mb": 0}
     for pid in processes(data_dir).values():
@@ -134,8 +149,7 @@ def sample(data_dir: Path, instance: str) -> dict[str, float]:
             continue
         values["threads"] += int(re.search(r"Threads:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
         values["rss_mb"] += int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
-    cgroups = list(Path("/sys/fs/cgroup").glob(f"**/execbridge/{instance}/**/cgroup.procs"))
-    values["sandboxed"] = sum(len(p.read_text().split()) for p in cgroups if p.exists())
+    values["sandboxed"] = sandboxed_processes(instance)
     run_dir = f"/run/execbridge/{instance}"
     values["mounts"] = sum(run_dir in line for line in Path("/proc/self/mountinfo").read_text().splitlines())
     values["live"] = values["mounts"]  # one workspace mount per live container
