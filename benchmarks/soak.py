@@ -66,9 +66,8 @@ async def client_loop(url: str, deadline: float, counts: dict[str, int]) -> None
                 return
             kind = KINDS[step % len(KINDS)]
             try:
-                await one_request(client, kind, container, counts)
-                if kind == "code":
-                    container = None
+                made = await one_request(client, kind, container, counts)
+                container = made or container
             except anthropic.APIStatusError:
                 counts["errors answered"] += 1
             except anthropic.APIConnectionError:
@@ -78,7 +77,8 @@ async def client_loop(url: str, deadline: float, counts: dict[str, int]) -> None
         await client.close()
 
 
-async def one_request(client: anthropic.AsyncAnthropic, kind: str, container: str | None, counts: dict) -> None:
+async def one_request(client: anthropic.AsyncAnthropic, kind: str, container: str | None, counts: dict) -> str | None:
+    """One request of ``kind``; the container it used, when the response said."""
     messages = [{"role": "user", "content": {"fail": "please fail", "drop": "slow please"}.get(kind, "run it")}]
     args: dict[str, Any] = {"model": MODEL, "max_tokens": 256, "betas": BETAS, "tools": TOOLS}
     if kind == "upload":
@@ -96,14 +96,19 @@ async def one_request(client: anthropic.AsyncAnthropic, kind: str, container: st
             await client.beta.messages.create(**args, messages=messages)
         finally:
             await client.beta.files.delete(uploaded.id)
-        return
+        return None
     if kind in ("stream", "drop"):
         async with client.beta.messages.stream(**args, messages=messages, container=container) as stream:
             async for event in stream:
                 if kind == "drop" and event.type == "content_block_delta":
-                    return  # the client goes away mid-stream
-        return
-    await client.beta.messages.create(**args, messages=messages, container=container)
+                    return None  # the client goes away mid-stream
+            message = await stream.get_final_message()
+        return message.container.id if message.container else None
+    # "code" starts a new container; "reuse" and "fail" go on in the last one.
+    message = await client.beta.messages.create(
+        **args, messages=messages, container=None if kind == "code" else container
+    )
+    return message.container.id if message.container else None
 
 
 def processes(data_dir: Path) -> dict[str, int]:
@@ -119,6 +124,21 @@ def processes(data_dir: Path) -> dict[str, int]:
     return found
 
 
+def sandboxed_processes(instance: str) -> int:
+    """Processes in the instance's container cgroups (any hierarchy); cgroups come and go meanwhile."""
+    pids: set[str] = set()
+    roots = [p for p in (Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").iterdir()) if p.is_dir()]
+    for root in roots:
+        top = root / "execbridge" / instance
+        for directory, _, files in os.walk(top):  # os.walk ignores directories that vanish
+            if "cgroup.procs" in files:
+                try:
+                    pids.update(Path(directory, "cgroup.procs").read_text().split())
+                except OSError:
+                    continue
+    return len(pids)
+
+
 def sample(data_dir: Path, instance: str) -> dict[str, float]:
     values: dict[str, float] = {"fds": 0, "threads": 0, "rss_mb": 0}
     for pid in processes(data_dir).values():
@@ -129,15 +149,15 @@ def sample(data_dir: Path, instance: str) -> dict[str, float]:
             continue
         values["threads"] += int(re.search(r"Threads:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
         values["rss_mb"] += int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
-    cgroups = list(Path("/sys/fs/cgroup").glob(f"**/execbridge/{instance}/**/cgroup.procs"))
-    values["sandboxed"] = sum(len(p.read_text().split()) for p in cgroups if p.exists())
+    values["sandboxed"] = sandboxed_processes(instance)
     run_dir = f"/run/execbridge/{instance}"
     values["mounts"] = sum(run_dir in line for line in Path("/proc/self/mountinfo").read_text().splitlines())
     values["live"] = values["mounts"]  # one workspace mount per live container
     listing = subprocess.run(["losetup", "--json", "--list"], capture_output=True, text=True).stdout
     loops = json.loads(listing)["loopdevices"] if listing.strip() else []
     values["loops"] = sum(str(data_dir) in (d.get("back-file") or "") for d in loops)
-    size = subprocess.run(["du", "-sk", "--apparent-size", str(data_dir)], capture_output=True, text=True).stdout
+    # Blocks in use: workspace images are sparse, their apparent size is their cap, not their cost.
+    size = subprocess.run(["du", "-sk", str(data_dir)], capture_output=True, text=True).stdout
     values["data_mb"] = int(size.split()[0]) / 1024 if size else 0
     return values
 
@@ -147,6 +167,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--idle-evict", type=float, default=30)
+    parser.add_argument("--retention", type=float, default=120, help="Seconds before an unused container goes.")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="execbridge-soak-", dir="/var/tmp"))
     os.chmod(work, 0o755)
@@ -159,6 +180,7 @@ def main() -> int:
             **os.environ,
             "EXECBRIDGE_DATA_DIR": str(data_dir),
             "EXECBRIDGE_SANDBOX__IDLE_EVICT_S": str(options.idle_evict),
+            "EXECBRIDGE_SANDBOX__RETENTION_S": str(options.retention),
             "EXECBRIDGE_UPSTREAM_MAX_RETRIES": "1",
         }
         log = (work / "serve.log").open("wb")
@@ -202,14 +224,16 @@ def soak(
 
     async def run() -> None:
         clients = [asyncio.create_task(client_loop(url, end, counts)) for _ in range(options.clients)]
-        while not all(c.done() for c in clients):
-            await asyncio.sleep(min(60, max(0.5, end - time.monotonic())))
+        while time.monotonic() < end:
+            await asyncio.sleep(min(60, max(0.1, end - time.monotonic())))
             samples.append(((time.monotonic() - started) / 60, sample(data_dir, instance)))
             upstream.requests.clear()  # the fake keeps what it was sent; this run does not need it
         await asyncio.gather(*clients)
 
     asyncio.run(run())
-    time.sleep(options.idle_evict * 2 + 10)  # idle containers are stopped; then the last sample
+    # Idle containers are stopped and unused ones deleted (the janitor checks expiry every
+    # retention/4); then the last sample.
+    time.sleep(max(options.idle_evict * 2, options.retention * 1.5) + 10)
     samples.append(((time.monotonic() - started) / 60, sample(data_dir, instance)))
     print(
         f"requests: {sum(v for k, v in counts.items() if k in ('code', 'stream', 'reuse', 'upload', 'drop', 'fail'))}"
