@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from execbridge.testing import FakeUpstream
+from execbridge.testing.processes import stop_with_parent
 
 CLIENT_KEY = "dapi-test-token-alice"
 OTHER_KEY = "dapi-test-token-bob"
@@ -98,7 +99,9 @@ def serve_process(env: dict[str, str], data_dir: Path, *args: str, as_user: str 
     command = [sys.executable, "-m", "execbridge", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     with log.open("ab") as sink:
         if as_user is None:
-            process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                command, env=env, stdout=sink, stderr=subprocess.STDOUT, preexec_fn=stop_with_parent
+            )
         else:
             user = pwd.getpwnam(as_user)
             process = subprocess.Popen(
@@ -110,6 +113,7 @@ def serve_process(env: dict[str, str], data_dir: Path, *args: str, as_user: str 
                 group=user.pw_gid,
                 extra_groups=[],
                 cwd="/",
+                preexec_fn=stop_with_parent,  # after the user switch, which would clear it
             )
     url = f"http://127.0.0.1:{port}"
     SERVE_PROCESSES[url] = process

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from execbridge.testing.processes import stop_with_parent
 from gateway.conftest import serve_process
 
 CACHE = Path(os.environ.get("EXECBRIDGE_TEST_CACHE", "/var/cache/execbridge-test"))
@@ -70,7 +71,7 @@ def _free_port() -> int:
 def running(command: list[str], base_url: str, log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
     """``command`` until the block ends, once ``{base_url}/models`` answers 200."""
     with log.open("ab") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, preexec_fn=stop_with_parent)
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         try:
