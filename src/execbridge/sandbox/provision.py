@@ -109,34 +109,23 @@ class Provisioner:
     async def start(self, slot: int, workspace: str) -> LiveSandbox:
         """Start the sandbox of ``slot`` with its workspace at ``workspace`` inside; the workspace must
         be open. Raises ``SandboxError``."""
-        mountpoint = self.workspaces.mountpoint(str(slot))
-        cgroup = self._cgroup(slot)
-        try:
-            return await LiveSandbox.start(
-                slot=slot,
-                spec=self.spec(slot, mountpoint, workspace),
-                payloads=self.payloads,
-                cgroup=cgroup,
-                nproc=self.settings.pids,
-                options=self.options,
-                limits=self.limits,
-                start_timeout=self.settings.start_timeout_s,
-            )
-        except BaseException:
-            if cgroup is not None:
-                await _remove_cgroup(cgroup)
-            raise
+        spec = self.spec(slot, self.workspaces.mountpoint(str(slot)), workspace)
+        return await self._launch(slot, spec, self._cgroup(slot))
 
     async def start_repl(self, slot: int, workspace: str) -> LiveSandbox:
         """Start the persistent Python REPL of ``slot``: a sandbox of its own on the same workspace
         (own namespaces, the same uid), in a child of the container's cgroup with its own freezer.
         Raises ``SandboxError``."""
         mountpoint = self.workspaces.mountpoint(str(slot))
-        cgroup = self._repl_cgroup(slot)
+        spec = sandbox_spec(self.settings, self.uid(slot), mountpoint, workspace, repl=True)
+        return await self._launch(slot, spec, self._repl_cgroup(slot))
+
+    async def _launch(self, slot: int, spec: SandboxSpec, cgroup: ContainerCgroup | None) -> LiveSandbox:
+        """One sandbox in ``cgroup``; the cgroup goes again if the sandbox does not start."""
         try:
             return await LiveSandbox.start(
                 slot=slot,
-                spec=sandbox_spec(self.settings, self.uid(slot), mountpoint, workspace, repl=True),
+                spec=spec,
                 payloads=self.payloads,
                 cgroup=cgroup,
                 nproc=self.settings.pids,
