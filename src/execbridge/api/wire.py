@@ -15,7 +15,8 @@ Invariants:
 - ``cache_control``, ``citations``, ``thinking``, ``service_tier`` and the ``anthropic-beta`` values are
   carried in the neutral model (``api/anthropic_fields.py``: an Anthropic-native upstream gets them back;
   Chat Completions upstreams ignore what they cannot take); other unknown optional fields (``caller``,
-  …) are accepted and ignored; anything we cannot serve (other server tools, ``file`` sources, skills)
+  …) are accepted and ignored (a ``tool_use``'s ``caller`` is read: it names the REPL cell whose code made
+  the call); anything we cannot serve (other server tools, ``file`` sources, skills)
   is refused by name rather than silently dropped.
 - Consecutive turns of the same role are merged into one ``Message``; ``system`` messages join the system
   prompt (docs/protocol.md §1.2).
@@ -230,9 +231,29 @@ def _tool_input(block: dict[str, Any], path: str) -> dict[str, Any]:
     return nested_at_most(req_dict(block, "input", path), at(path, "input"))
 
 
+_CODE_CALLERS: Final = frozenset(f"{TOOL_NAME}_{v}" for v in ("20250825", "20260120", "20260521"))
+_CALLERS: Final = ("direct", *sorted(_CODE_CALLERS))
+
+
+def _caller(block: dict[str, Any], path: str) -> str | None:
+    """The REPL cell that made a client call (``caller.tool_id``), or None for the model's own calls."""
+    caller = block.get("caller")
+    if caller is None:
+        return None
+    if type(caller) is not dict:
+        wrong(path, "caller", "an object", caller)
+    kind = caller.get("type", MISSING)
+    if kind == "direct":
+        return None
+    if kind not in _CODE_CALLERS:
+        choice_error(kind, at(at(path, "caller"), "type"), _CALLERS)
+    return req_str(caller, "tool_id", at(path, "caller"))
+
+
 def _tool_use(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> ToolCall:
     id_, name = req_str(block, "id", path), req_str(block, "name", path)
-    return ToolCall(id_, name, _tool_input(block, path), cache_control=fields.cache_control(block, path))
+    cache_control = fields.cache_control(block, path)
+    return ToolCall(id_, name, _tool_input(block, path), cache_control=cache_control, caller=_caller(block, path))
 
 
 def _server_tool_use(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> ToolCall:
@@ -426,7 +447,10 @@ def _tool(raw: object, path: str) -> ToolSpec:
         schema = nested_at_most(req_dict(raw, "input_schema", path), at(path, "input_schema"))
         if schema.get("type", "object") != "object":
             fail(at(at(path, "input_schema"), "type"), f"expected 'object', got {schema.get('type')!r}")
-        return ClientTool(name, opt_str(raw, "description", path), schema, fields.cache_control(raw, path))
+        direct, from_code = _allowed_callers(raw.get("allowed_callers"), path)
+        return ClientTool(
+            name, opt_str(raw, "description", path), schema, fields.cache_control(raw, path), direct, from_code
+        )
     if type(kind) is not str:
         wrong(path, "type", "a string", kind)
     version = VERSIONS.get(kind)
@@ -440,6 +464,18 @@ def _tool(raw: object, path: str) -> ToolSpec:
     if name != TOOL_NAME:
         choice_error(name, at(path, "name"), (TOOL_NAME,))
     return CodeExecutionTool(version.version, fields.cache_control(raw, path))
+
+
+def _allowed_callers(raw: object, path: str) -> tuple[bool, bool]:
+    """A client tool's ``allowed_callers``: whether the model may call it, and code (docs/protocol.md §5.1)."""
+    if raw is None:
+        return True, False
+    if type(raw) is not list or not raw:
+        wrong(path, "allowed_callers", "a non-empty array", raw)
+    for i, item in enumerate(raw):
+        if item not in _CALLERS:
+            choice_error(item, at(at(path, "allowed_callers"), i), _CALLERS)
+    return "direct" in raw, any(item in _CODE_CALLERS for item in raw)
 
 
 def _tools(raw: object) -> tuple[ToolSpec, ...]:
@@ -457,6 +493,11 @@ def _tools(raw: object) -> tuple[ToolSpec, ...]:
         seen[name] = i
         tools.append(tool)
     code_execution = next((t for t in tools if isinstance(t, CodeExecutionTool)), None)
+    if code_execution is None and any(isinstance(t, ClientTool) and t.from_code for t in tools):
+        # Code may call these tools, but no code execution tool was sent: the API provisions one
+        # (docs/protocol.md §5.1); so does the gateway, as the first version with a REPL.
+        code_execution = CodeExecutionTool(_IMPLIED_VERSION)
+        tools.append(code_execution)
     if code_execution is not None:
         version = version_of(code_execution)
         # The tool's own name is checked for uniqueness above; its sub-tools' names are reserved too.
@@ -466,6 +507,7 @@ def _tools(raw: object) -> tuple[ToolSpec, ...]:
 
 
 _CHOICES: Final = ("auto", "any", "tool", "none")
+_IMPLIED_VERSION: Final = "20260120"
 
 
 def _tool_choice(raw: object, tools: tuple[ToolSpec, ...]) -> ToolChoice | None:
@@ -485,6 +527,8 @@ def _tool_choice(raw: object, tools: tuple[ToolSpec, ...]) -> ToolChoice | None:
         names = {TOOL_NAME if isinstance(t, CodeExecutionTool) else t.name for t in tools}
         if name not in names:
             fail("tool_choice.name", f"tool {name!r} is not among the provided tools")
+        if any(isinstance(t, ClientTool) and t.name == name and not t.direct for t in tools):
+            fail("tool_choice.name", f"tool {name!r} cannot be forced: its allowed_callers do not include 'direct'")
     return ToolChoice(mode, name, disable_parallel)
 
 
