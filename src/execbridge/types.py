@@ -202,6 +202,14 @@ ToolOutcome = CommandOutcome | ViewOutcome | CreateOutcome | StrReplaceOutcome |
 
 
 @dataclass(frozen=True, slots=True)
+class AwaitingTools:
+    """Not an outcome yet: a REPL cell suspended while its code awaits client tools (programmatic tool
+    calling). ``calls`` go to the client as ``tool_use`` blocks whose ``caller`` is the cell."""
+
+    calls: tuple[ToolCall, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ServerToolResult:
     """The result of a server tool call, as the client sees it (``*_tool_result`` blocks).
 
