@@ -134,3 +134,23 @@ async def test_time_spent_waiting_does_not_count_towards_the_cell_limit(m: Conta
         await asyncio.sleep(1.2)  # the pause: longer than the cell's whole limit (within CALL_TIMEOUT_S)
         done = await session.resume_cell("srvtoolu_l", {paused.calls[0].id: "fine"})
         assert (done.stdout, done.return_code) == ("fine\n", 0), done.stderr
+
+
+@pytest.mark.parametrize("forged", [b"call 99999999\n", b"call 5\n[1,2]", b"call 2\n[]"])
+async def test_a_cell_that_forges_a_call_message_loses_its_interpreter(m: ContainerManager, forged: bytes) -> None:
+    async with container(m) as session:
+        await session.run_cell("kept = 1", cell_id="srvtoolu_k")
+        code = (
+            "import os, time\n"
+            "for fd in map(int, os.listdir('/proc/self/fd')):\n"
+            "    if fd > 2:\n"
+            "        try:\n"
+            f"            os.write(fd, {forged!r})\n"
+            "        except OSError:\n"
+            "            pass\n"
+            "time.sleep(30)\n"
+        )
+        result = await session.run_cell(code, tools=["query"], cell_id="srvtoolu_f")
+        assert result.calls == () and "the Python REPL ended during this cell" in result.stderr
+        after = await session.run_cell("print('kept' in globals())", cell_id="srvtoolu_a")
+        assert after.stdout == "False\n" and "a fresh Python REPL was started" in after.stderr

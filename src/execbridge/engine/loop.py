@@ -62,6 +62,7 @@ from execbridge.upstream.base import ChatTurn, FunctionChoice, TokenCounter, Ups
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_SWEEP_BATCH: Final = 100  # expired pending calls forgotten per pause
 
 
 @dataclass(slots=True)
@@ -325,6 +326,7 @@ class Engine:
         now = datetime.now(UTC)
         expires = now + timedelta(seconds=self._settings.sandbox.ptc_call_timeout_s)
         container_id, owner = run.container.id, run.caller.owner
+        await self._pending.sweep(now, limit=_SWEEP_BATCH)  # the calls of cells long gone, a batch at a time
         await self._pending.add(
             [PendingCall(c.id, cell_id, container_id, owner, c.name, now, expires) for c in awaiting.calls]
         )
