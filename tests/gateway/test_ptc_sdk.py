@@ -300,3 +300,15 @@ def test_count_tokens_counts_the_tools_listed_for_code(ptc_gateway: Gateway, fak
     plain = sdk.messages.count_tokens(model="m", tools=base, messages=messages).input_tokens  # type: ignore[arg-type]
     with_tool = sdk.messages.count_tokens(model="m", tools=[*base, QUERY], messages=messages).input_tokens  # type: ignore[arg-type]
     assert with_tool > plain + len("async def query_database(input: dict) -> str") // 8
+
+
+def test_a_resumed_cell_past_the_shortened_limit_is_detection_timeout(ptc_gateway: Gateway, fake):
+    code = "got = await query_database({'sql': 's'})\nimport time\ntime.sleep(600)"
+    fake.reset([cell(code), cell("print(got)"), Turn.text("slow")])
+    chat = Conversation(ptc_gateway, [QUERY], stream=False)
+    (call,) = calls_of(chat.send("q"))
+    done = chat.answer({call.id: "kept"})
+    first, second = [b for b in done.content if b.type == "code_execution_tool_result"]
+    assert first.content.return_code == 1  # a normal result, not an error block
+    assert f"detection_timeout: the cell exceeded its {CELL_LIMIT_S}-second wall-clock limit" in first.content.stderr
+    assert second.content.stdout == "kept\n"  # the REPL kept the state the resumed cell set
