@@ -12,6 +12,10 @@ not published, the batch removes.
 Invariant: a bad argument from the model is a ``ToolFailure("invalid_tool_input")`` it can recover
 from, never an exception.
 
+Programmatic tool calling (docs/protocol.md §5.1): with a REPL version, a cell's code may await the
+client tools that allow it (``repl_function`` tells the model which); a cell that does comes back as
+``AwaitingTools`` instead of an outcome, and ``resume_cell`` runs it on with the client's answers.
+
 Generated files (docs/protocol.md §2.6, §2.9): a bash command that left a file over the size limit is the
 ``output_file_too_large`` error block (the only block with that code; an error block has no room for
 the other files or the output, so none of its files are published). The Python tool's error block
