@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,10 @@ async def test_an_unanswered_call_times_out_in_the_cell_and_the_container_may_be
             assert paused.calls
         entry = m._entries[info.id]
         assert entry.waiting is not None and not entry.evictable()  # held while it waits
+        # Long idle by the clock, the janitor's pass still leaves it alone while its cell waits.
+        entry.record = replace(entry.record, last_used_at=entry.record.last_used_at - timedelta(days=1))
+        await m._evict_idle()
+        assert entry.repl is not None and entry.repl.alive and entry.waiting is not None
         # Waiting for the deadline is the behaviour under test; the timer then settles the cell.
         timer = entry.waiting.timer
         assert timer is not None
@@ -105,6 +111,9 @@ async def test_an_unanswered_call_times_out_in_the_cell_and_the_container_may_be
         expected = f"Calling tool ['query'] timed out (no response after {CALL_TIMEOUT_S:g}s)."
         assert late.stdout == f"caught {expected}\n" and late.return_code == 1
         assert late.stderr.rstrip().endswith(f"TimeoutError: {expected}")
+        entry.record = replace(entry.record, last_used_at=entry.record.last_used_at - timedelta(days=1))
+        await m._evict_idle()  # now it goes like any idle container
+        assert entry.repl is None and entry.live is None
     finally:
         await m.delete(info.id, "alice")
 
