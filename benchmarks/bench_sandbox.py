@@ -4,7 +4,8 @@ Prints, in one run:
 - bare ``python3 -c 'print(1)'`` started with ``subprocess`` (p50/p99 over N);
 - a trivial command in a warm container (``print(1)`` and ``echo 1``), inside one lease and with a
   lease per command (what the engine does), and the ratio to bare (targets ≤ 0.25x p50, ≤ 0.5x p99);
-- a cell of the persistent REPL (``x += 1``) in a warm container (target ≤ 0.1x bare p50);
+- a cell of the persistent REPL (``x += 1``) in a warm container (target ≤ 0.1x bare p50), and one
+  that awaits a client tool, suspended and resumed (programmatic tool calling; no target);
 - a new container to its first result, with the spare pool and cold (target ≤ 2x bare);
 - memory per idle container: PSS of the bwrap + executor process tree (``/proc/<pid>/smaps_rollup``)
   over many idle containers, and how many would fit in 24 GiB (target ≥ 1000); and the same for
@@ -126,6 +127,14 @@ async def run(n: int, idle: int, data_root: Path) -> None:
             for _ in range(20):
                 await s.run_cell("x = 0")
             rows.append(("warm: REPL cell x += 1", await timed(n, lambda: s.run_cell("x += 1")), "p50≤0.1x"))
+
+            # Programmatic tool calling: a cell that awaits one client tool, suspended and resumed
+            # (pause: call message, SIGSTOP, freeze; resume: thaw, replies, SIGCONT, the cell's end).
+            async def awaits_a_tool() -> None:
+                paused = await s.run_cell("r = await t({'k': 1})", tools=["t"], cell_id="srvtoolu_bench")
+                await s.resume_cell("srvtoolu_bench", {paused.calls[0].id: "ok"})
+
+            rows.append(("warm: REPL cell pause + resume (one client tool)", await timed(n, awaits_a_tool), ""))
 
         async def leased() -> None:
             async with m.lease(info.id, "bench") as s2:

@@ -57,6 +57,13 @@ class SandboxSettings(BaseModel):
         description="Wall-clock limit per cell of the persistent Python REPL (code_execution_20260120 and "
         "20260521): the cell is interrupted and its result says detection_timeout; the REPL keeps its state.",
     )
+    ptc_call_timeout_s: float = Field(
+        270.0,
+        gt=0,
+        description="How long a REPL cell waits for the client's tool_result of a client tool its code awaits "
+        "(programmatic tool calling): then the await raises TimeoutError in the cell and the container may be "
+        "evicted again.",
+    )
     idle_evict_s: float = Field(300.0, gt=0, description="Stop a container's processes after this idle time.")
     retention_s: float = Field(30 * 86400.0, gt=0, description="Delete a container this long after last use.")
     spare_containers: int = Field(2, ge=0, description="Ready-made containers kept warm for new requests.")

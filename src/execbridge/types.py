@@ -103,13 +103,19 @@ def nests_deeper_than(value: object, levels: int) -> bool:
 @dataclass(frozen=True, slots=True)
 class ToolCall:
     """A tool call by the model. ``server`` calls run here (``server_tool_use``); others go to the client.
-    ``input`` nests at most ``MAX_NESTING`` levels."""
+    ``input`` nests at most ``MAX_NESTING`` levels.
+
+    ``caller`` is the id of the REPL cell (a ``code_execution`` server call) whose code made a client
+    call (programmatic tool calling); ``None`` for calls the model made itself. Programmatic calls and
+    their results are the client's and the cell's business: the model never sees them.
+    """
 
     id: str
     name: str
     input: Mapping[str, Any]
     server: bool = False
     cache_control: CacheControl | None = None
+    caller: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +202,14 @@ ToolOutcome = CommandOutcome | ViewOutcome | CreateOutcome | StrReplaceOutcome |
 
 
 @dataclass(frozen=True, slots=True)
+class AwaitingTools:
+    """Not an outcome yet: a REPL cell suspended while its code awaits client tools (programmatic tool
+    calling). ``calls`` go to the client as ``tool_use`` blocks whose ``caller`` is the cell."""
+
+    calls: tuple[ToolCall, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ServerToolResult:
     """The result of a server tool call, as the client sees it (``*_tool_result`` blocks).
 
@@ -222,12 +236,18 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class ClientTool:
-    """A tool the client runs itself; it reaches the upstream as a plain function."""
+    """A tool the client runs itself; it reaches the upstream as a plain function.
+
+    ``direct`` and ``from_code`` are its ``allowed_callers``: the model may call it itself (the
+    default), and the code of a REPL cell may await it (programmatic tool calling), or both.
+    """
 
     name: str
     description: str | None
     input_schema: Mapping[str, Any]
     cache_control: CacheControl | None = None
+    direct: bool = True
+    from_code: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +348,11 @@ class GenerationRequest:
     @property
     def client_tools(self) -> tuple[ClientTool, ...]:
         return tuple(t for t in self.tools if isinstance(t, ClientTool))
+
+    @property
+    def code_callable_tools(self) -> tuple[ClientTool, ...]:
+        """The client tools a REPL cell's code may await (``allowed_callers`` names code execution)."""
+        return tuple(t for t in self.tools if isinstance(t, ClientTool) and t.from_code)
 
 
 @dataclass(frozen=True, slots=True)

@@ -244,7 +244,7 @@ async def open_services(settings: Settings, target: UpstreamTarget | None = None
         files.prepare()
         await files.sweep_all()  # then on every upload and listing (``FileService.sweep``)
         upstream = await stack.enter_async_context(open_upstream(settings, target))
-        engine = Engine(upstream, containers, settings, files=files)
+        engine = Engine(upstream, containers, settings, files=files, pending_calls=store.pending_calls)
         key_check = None if settings.gateway_holds_credentials else UpstreamKeyCheck(upstream)
         yield Services(
             settings=settings,

@@ -19,7 +19,8 @@ Invariants (each one is pinned by a test that validates against the official SDK
 - Parsing is lenient where rendering is strict: a result block in history may carry any known error
   code, and an encrypted Python result parses with empty stdout.
 - ``tool_use``/``server_tool_use`` carry ``"caller": {"type": "direct"}``, as the API's own output does
-  (§1.4); it parses in both SDK namespaces.
+  (§1.4); it parses in both SDK namespaces. A client call a REPL cell's code made names the cell:
+  ``{"type": "code_execution_20260120", "tool_id": "srvtoolu_…"}`` (§5.1).
 """
 
 from __future__ import annotations
@@ -94,6 +95,15 @@ def _clamp_code(sub_tool: SubTool, code: ToolErrorCode) -> str:
     return _CLAMP.get(code, "unavailable")
 
 
+# A REPL cell's client calls name the cell; Anthropic tags them with this version for 20260120 and
+# 20260521 alike (docs/protocol.md §5.1).
+PROGRAMMATIC_CALLER: Final = "code_execution_20260120"
+
+
+def _caller(cell_id: str | None) -> dict[str, str]:
+    return _DIRECT_CALLER if cell_id is None else {"type": PROGRAMMATIC_CALLER, "tool_id": cell_id}
+
+
 def render_block(part: OutputPart) -> dict[str, Any]:
     """One finished output block, exactly as it appears in ``Message.content``."""
     match part:
@@ -103,13 +113,13 @@ def render_block(part: OutputPart) -> dict[str, Any]:
             return {"type": "redacted_thinking", "data": data}
         case Thinking(text=text, signature=signature):
             return {"type": "thinking", "thinking": text, "signature": signature}
-        case ToolCall(id=id_, name=name, input=input_, server=server):
+        case ToolCall(id=id_, name=name, input=input_, server=server, caller=caller):
             return {
                 "type": "server_tool_use" if server else "tool_use",
                 "id": id_,
                 "name": name,
                 "input": dict(input_),
-                "caller": _DIRECT_CALLER,
+                "caller": _caller(caller),
             }
         case ServerToolResult():
             return render_result_block(part)
@@ -132,13 +142,13 @@ def render_start_block(block: Text | Thinking | ToolCall) -> dict[str, Any]:
             return {"type": "redacted_thinking", "data": data}  # arrives whole, no deltas
         case Thinking():
             return {"type": "thinking", "thinking": "", "signature": ""}
-        case ToolCall(id=id_, name=name, server=server):
+        case ToolCall(id=id_, name=name, server=server, caller=caller):
             return {
                 "type": "server_tool_use" if server else "tool_use",
                 "id": id_,
                 "name": name,
                 "input": {},
-                "caller": _DIRECT_CALLER,
+                "caller": _caller(caller),
             }
         case _:
             assert_never(block)

@@ -96,7 +96,16 @@ def _content_block() -> dict[str, Any]:
         _block(
             "tool_use",
             ["id", "name", "input"],
-            {"id": {"type": "string"}, "name": {"type": "string"}, "input": {"type": "object"}},
+            {
+                "id": {"type": "string"},
+                "name": {"type": "string"},
+                "input": {"type": "object"},
+                "caller": {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {"type": {"type": "string"}, "tool_id": {"type": "string"}},
+                },
+            },
         ),
         _block(
             "server_tool_use",
@@ -135,6 +144,11 @@ def _tool() -> dict[str, Any]:
             "name": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,64}$"},
             "description": {"type": "string"},
             "input_schema": {"type": "object", "properties": {"type": {"const": "object"}}},
+            "allowed_callers": {
+                "type": "array",
+                "minItems": 1,
+                "items": {"enum": ["direct", *(f"{TOOL_NAME}_{v}" for v in ("20250825", "20260120", "20260521"))]},
+            },
         },
     }
     return {"oneOf": [code_execution, custom]}

@@ -15,7 +15,8 @@ Invariants:
 - ``cache_control``, ``citations``, ``thinking``, ``service_tier`` and the ``anthropic-beta`` values are
   carried in the neutral model (``api/anthropic_fields.py``: an Anthropic-native upstream gets them back;
   Chat Completions upstreams ignore what they cannot take); other unknown optional fields (``caller``,
-  …) are accepted and ignored; anything we cannot serve (other server tools, ``file`` sources, skills)
+  …) are accepted and ignored (a ``tool_use``'s ``caller`` is read: it names the REPL cell whose code made
+  the call); anything we cannot serve (other server tools, ``file`` sources, skills)
   is refused by name rather than silently dropped.
 - Consecutive turns of the same role are merged into one ``Message``; ``system`` messages join the system
   prompt (docs/protocol.md §1.2).
@@ -28,7 +29,6 @@ Invariants:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, TypeAlias
 
@@ -50,10 +50,9 @@ from execbridge.api._checks import (
 )
 from execbridge.api._tool_pairs import check_tool_pairs
 from execbridge.api.blocks import RESULT_BLOCK_TYPES, parse_result_block
-from execbridge.tools.versions import SERVER_TOOL_NAMES, TOOL_NAME, VERSIONS, version_of
+from execbridge.api.tool_specs import parse_caller, parse_tool_choice, parse_tools
+from execbridge.tools.versions import SERVER_TOOL_NAMES
 from execbridge.types import (
-    ClientTool,
-    CodeExecutionTool,
     ContainerUpload,
     Document,
     GenerationRequest,
@@ -66,9 +65,7 @@ from execbridge.types import (
     Thinking,
     ThinkingConfig,
     ToolCall,
-    ToolChoice,
     ToolResult,
-    ToolSpec,
 )
 
 __all__ = [
@@ -89,7 +86,6 @@ NEW_DIALECT: Final[ApiVersion] = "2026-10-21"
 
 _SERVER_TOOL_LIST: Final = ", ".join(sorted(SERVER_TOOL_NAMES))
 _IMAGE_MEDIA_TYPES: Final = ("image/jpeg", "image/png", "image/gif", "image/webp")
-_CLIENT_TOOL_NAME: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 MAX_MESSAGES: Final = 100_000
 # ``max_tokens`` and ``top_k`` bounds: OpenAI-compatible servers read both as 32-bit integers, and no
 # model's output limit comes near it (the upstream refuses what its model cannot do). A max_tokens of 0
@@ -232,7 +228,8 @@ def _tool_input(block: dict[str, Any], path: str) -> dict[str, Any]:
 
 def _tool_use(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> ToolCall:
     id_, name = req_str(block, "id", path), req_str(block, "name", path)
-    return ToolCall(id_, name, _tool_input(block, path), cache_control=fields.cache_control(block, path))
+    cache_control = fields.cache_control(block, path)
+    return ToolCall(id_, name, _tool_input(block, path), cache_control=cache_control, caller=parse_caller(block, path))
 
 
 def _server_tool_use(block: dict[str, Any], path: str, role: Role, new_dialect: bool) -> ToolCall:
@@ -411,83 +408,6 @@ def _system_text_blocks(raw: object, path: str) -> list[Text]:
     return blocks
 
 
-def _supported_types() -> str:
-    return ", ".join(VERSIONS)
-
-
-def _tool(raw: object, path: str) -> ToolSpec:
-    if type(raw) is not dict:
-        fail(path, f"expected a tool object, got {kind_of(raw)}")
-    kind = raw.get("type")
-    if kind is None or kind == "custom":
-        name = req_str(raw, "name", path)
-        if _CLIENT_TOOL_NAME.fullmatch(name) is None:
-            fail(at(path, "name"), f"tool names must match ^[a-zA-Z0-9_-]{{1,64}}$, got {name!r}")
-        schema = nested_at_most(req_dict(raw, "input_schema", path), at(path, "input_schema"))
-        if schema.get("type", "object") != "object":
-            fail(at(at(path, "input_schema"), "type"), f"expected 'object', got {schema.get('type')!r}")
-        return ClientTool(name, opt_str(raw, "description", path), schema, fields.cache_control(raw, path))
-    if type(kind) is not str:
-        wrong(path, "type", "a string", kind)
-    version = VERSIONS.get(kind)
-    if version is None:
-        fail(
-            at(path, "type"),
-            f"tool type {kind!r} is not supported by this gateway; supported server tools: {_supported_types()} "
-            "(client tools have no type, or type 'custom')",
-        )
-    name = raw.get("name", MISSING)
-    if name != TOOL_NAME:
-        choice_error(name, at(path, "name"), (TOOL_NAME,))
-    return CodeExecutionTool(version.version, fields.cache_control(raw, path))
-
-
-def _tools(raw: object) -> tuple[ToolSpec, ...]:
-    if raw is None:
-        return ()
-    if type(raw) is not list:
-        wrong("", "tools", "an array", raw)
-    tools: list[ToolSpec] = []
-    seen: dict[str, int] = {}
-    for i, item in enumerate(raw):
-        tool = _tool(item, f"tools.{i}")
-        name = TOOL_NAME if isinstance(tool, CodeExecutionTool) else tool.name
-        if name in seen:
-            fail(f"tools.{i}.name", f"tool names must be unique; {name!r} is already used by tools.{seen[name]}")
-        seen[name] = i
-        tools.append(tool)
-    code_execution = next((t for t in tools if isinstance(t, CodeExecutionTool)), None)
-    if code_execution is not None:
-        version = version_of(code_execution)
-        # The tool's own name is checked for uniqueness above; its sub-tools' names are reserved too.
-        for name in (version.names - {TOOL_NAME}) & seen.keys():
-            fail(f"tools.{seen[name]}.name", f"{name!r} is reserved by the {version.type} tool")
-    return tuple(tools)
-
-
-_CHOICES: Final = ("auto", "any", "tool", "none")
-
-
-def _tool_choice(raw: object, tools: tuple[ToolSpec, ...]) -> ToolChoice | None:
-    if raw is None:
-        return None
-    if type(raw) is not dict:
-        wrong("", "tool_choice", "an object", raw)
-    mode = raw.get("type", MISSING)
-    if mode not in _CHOICES:
-        choice_error(mode, "tool_choice.type", _CHOICES)
-    disable_parallel = opt_bool(raw, "disable_parallel_tool_use", "tool_choice")
-    if mode in ("any", "tool") and not tools:
-        fail("tool_choice", f"{mode!r} may only be specified while providing tools")
-    name = None
-    if mode == "tool":
-        name = req_str(raw, "name", "tool_choice")
-        names = {TOOL_NAME if isinstance(t, CodeExecutionTool) else t.name for t in tools}
-        if name not in names:
-            fail("tool_choice.name", f"tool {name!r} is not among the provided tools")
-    return ToolChoice(mode, name, disable_parallel)
-
-
 # ---------------------------------------------------------------- the request
 
 
@@ -561,7 +481,7 @@ def parse_messages_request(body: object, headers: Mapping[str, str]) -> Generati
     model = req_str(body, "model", "")
     max_tokens = req_int(body, "max_tokens", "", minimum=0, maximum=INT32_MAX)
     messages, system_messages = _messages(body.get("messages", MISSING), version)
-    tools = _tools(body.get("tools"))
+    tools = parse_tools(body.get("tools"))
     stream = body.get("stream")
     if stream is not None and type(stream) is not bool:
         wrong("", "stream", "a boolean", stream)
@@ -575,7 +495,7 @@ def parse_messages_request(body: object, headers: Mapping[str, str]) -> Generati
         service_tier=fields.service_tier(body.get("service_tier")),
         betas=fields.request_betas(headers),
         tools=tools,
-        tool_choice=_tool_choice(body.get("tool_choice"), tools),
+        tool_choice=parse_tool_choice(body.get("tool_choice"), tools),
         stop_sequences=_stop_sequences(body.get("stop_sequences")),
         sampling=_sampling(body, version),
         user_id=_user_id(body.get("metadata")),

@@ -71,15 +71,33 @@ def for_upstream(
     """The conversation with server results rendered as model-readable tool results.
 
     ``uploads`` maps uploaded file ids to their path in the container; ``outputs`` maps output file
-    ids to what the Files API knows of them (name, size).
+    ids to what the Files API knows of them (name, size). Client calls a REPL cell's code made, and
+    their results, are left out (the model sees the cell's result instead); turns of one role that
+    then meet are joined, so a cell's result still follows its call.
     """
+    messages = tuple(messages)
+    programmatic = {p.id for m in messages for p in m.parts if isinstance(p, ToolCall) and p.caller is not None}
     converted: list[Message] = []
     for message in messages:
-        rendered = (_upstream_part(p, message.role, uploads, outputs) for p in message.parts)
+        rendered = (
+            _upstream_part(p, message.role, uploads, outputs)
+            for p in message.parts
+            if not (programmatic and _programmatic(p, programmatic))
+        )
         parts = tuple(p for p in rendered if p is not None)
-        if parts:
+        if not parts:
+            continue
+        if converted and converted[-1].role == message.role:
+            converted[-1] = Message(message.role, converted[-1].parts + parts)
+        else:
             converted.append(Message(message.role, parts))
     return converted
+
+
+def _programmatic(part: Part, programmatic: set[str]) -> bool:
+    if isinstance(part, ToolCall):
+        return part.caller is not None
+    return isinstance(part, ToolResult) and part.tool_use_id in programmatic
 
 
 def unanswered_server_calls(messages: tuple[Message, ...]) -> tuple[ToolCall, ...]:

@@ -20,23 +20,27 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field, replace
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Final
+from typing import Final, TypeVar
 
 from execbridge import ids
 from execbridge.config import Settings
 from execbridge.engine.events import EngineEvent, Heartbeat, MessageFinished, MessageStarted, ServerToolResultReady
 from execbridge.engine.history import for_upstream, unanswered_server_calls, with_results
+from execbridge.engine.ptc import CONTAINER_REQUIRED, CellAnswers, find_answers, missing_answers
 from execbridge.engine.token_estimate import TokenCount, estimate_tokens
 from execbridge.engine.turn import TurnAssembler, replay
 from execbridge.engine.uploads import put_uploads, records_to_put, upload_ids
 from execbridge.errors import ExecbridgeError, InvalidRequest, QuotaExceeded
 from execbridge.files import FileService
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo, ContainerService
-from execbridge.tools.code_execution import run_call, system_note
-from execbridge.tools.versions import TOOL_NAME, ToolVersion, version_of
+from execbridge.store.base import PendingCall, PendingCallStore
+from execbridge.store.memory import MemoryPendingCallStore
+from execbridge.tools.code_execution import repl_function, resume_cell, run_call, system_note
+from execbridge.tools.versions import PYTHON, TOOL_NAME, ToolVersion, version_of
 from execbridge.types import (
+    AwaitingTools,
     Caller,
     CommandOutcome,
     ContainerRef,
@@ -57,6 +61,8 @@ from execbridge.types import (
 from execbridge.upstream.base import ChatTurn, FunctionChoice, TokenCounter, Upstream
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_SWEEP_BATCH: Final = 100  # expired pending calls forgotten per pause
 
 
 @dataclass(slots=True)
@@ -72,6 +78,15 @@ class _Run:
     usage: Usage = field(default_factory=Usage)
     stop_reason: StopReason = "end_turn"
     stop_sequence: str | None = None
+    paused: bool = False  # a REPL cell awaits client tools: the request ends with its calls
+
+
+@dataclass(frozen=True, slots=True)
+class _Paused:
+    """Yielded by ``_run_calls`` when a cell's code awaits client tools (the rest of the batch waits)."""
+
+    cell_id: str
+    awaiting: AwaitingTools
 
 
 class _Began:
@@ -116,25 +131,37 @@ class Engine:
         settings: Settings,
         *,
         files: FileService | None = None,
+        pending_calls: PendingCallStore | None = None,
         heartbeat_s: float = 5.0,
     ) -> None:
         self._upstream = upstream
         self._containers = containers
         self._settings = settings
         self._files = files  # None: no Files API (container_upload refused, outputs dropped)
+        # Which client calls suspended cells wait for (programmatic tool calling); shared by every
+        # gateway process when it is the store's.
+        self._pending = pending_calls if pending_calls is not None else MemoryPendingCallStore()
         self._heartbeat_s = heartbeat_s
 
     async def run(self, request: GenerationRequest, caller: Caller) -> AsyncGenerator[EngineEvent, None]:
         """The request's events, from ``MessageStarted`` to ``MessageFinished``."""
         version = version_of(request.code_execution) if request.code_execution else None
         functions = self._functions(request, version)
-        pending = unanswered_server_calls(request.messages) if version is not None else ()
-        container, uploads = await self._prepare_container(request, caller, version, needed_now=bool(pending))
+        answers = find_answers(request.messages) if version is not None and version.repl else None
+        if answers is not None:  # the client answers the calls of a suspended cell: it goes on first
+            await self._check_answers(request, caller, answers)
+            pending = answers.deferred
+        else:
+            pending = unanswered_server_calls(request.messages) if version is not None else ()
+            if request.container_id is not None and version is not None and version.repl:
+                await self._refuse_if_waiting(request.container_id, caller)
+        needed_now = bool(pending) or answers is not None
+        container, uploads = await self._prepare_container(request, caller, version, needed_now=needed_now)
         history = for_upstream(request.messages, uploads, await self._known_outputs(request, caller))
         run = _Run(request, caller, version, functions, container, history)
         message_id = ids.message_id()
         started = False
-        async with aclosing(self._body(run, pending)) as body:
+        async with aclosing(self._body(run, pending, answers)) as body:
             async for item in body:
                 if not started:
                     started = True
@@ -154,12 +181,22 @@ class Engine:
         ref = _container_ref(run.container) if run.container else None
         return MessageStarted(message_id, run.request.model, Usage(), ref)
 
-    async def _body(self, run: _Run, pending: Sequence[ToolCall]) -> AsyncGenerator[EngineEvent | _Began, None]:
-        """Calls the client left unanswered first, then model turns and their server calls."""
-        if pending and run.container is not None:
+    async def _body(
+        self, run: _Run, pending: Sequence[ToolCall], answers: CellAnswers | None
+    ) -> AsyncGenerator[EngineEvent | _Began, None]:
+        """A suspended cell the client answered first, then calls the client left unanswered, then model
+        turns and their server calls."""
+        if answers is not None and run.container is not None:
+            yield _BEGAN
+            async for event in self._resume(run, answers):
+                yield event
+        if pending and run.container is not None and not run.paused:
             yield _BEGAN
             async for event in self._run_round(run, pending):
                 yield event
+        if run.paused:
+            run.stop_reason = "tool_use"
+            return
         async for item in self._model_turns(run):
             yield item
 
@@ -200,6 +237,9 @@ class Engine:
             run.history += [Message("assistant", outcome.blocks), Message("user", ())]
             async for event in self._run_round(run, calls, held_back=outcome.held_back, invalid=outcome.invalid_inputs):
                 yield event
+            if run.paused:  # a cell awaits client tools: the client answers them first
+                run.stop_reason = "tool_use"
+                return
             if run.stop_reason == "max_tokens":
                 return
             run.stop_reason = "pause_turn"  # if the cap ends the loop here, the client continues the turn
@@ -216,13 +256,84 @@ class Engine:
         assert run.container is not None  # made when the message started (the tool is present)
         results: list[ServerToolResult] = []
         repl = run.version is not None and run.version.repl
-        events = self._run_calls(calls, run.container, run.caller, held_back=held_back, invalid=invalid, repl=repl)
+        code_tools = tuple(t.name for t in run.request.code_callable_tools) if repl else ()
+        events = self._run_calls(
+            calls, run.container, run.caller, held_back=held_back, invalid=invalid, repl=repl, code_tools=code_tools
+        )
         async for event in events:
+            if isinstance(event, _Paused):
+                async for paused in self._pause(run, event.cell_id, event.awaiting):
+                    yield paused
+                continue
             if isinstance(event, ServerToolResultReady):
                 results.append(event.result)
             yield event
         run.usage += Usage(code_execution_requests=len(results))
         run.history = with_results(run.history, results)
+
+    # ------------------------------------------------------------------ programmatic tool calling
+
+    async def _check_answers(self, request: GenerationRequest, caller: Caller, answers: CellAnswers) -> None:
+        """Refuse, before anything runs, a continuation that cannot resume its cell (docs/protocol.md §5.1)."""
+        if request.container_id is None:
+            raise InvalidRequest(CONTAINER_REQUIRED)
+        waited_for = await self._pending.of_cell(answers.cell_id, caller.owner)
+        elsewhere = [c for c in waited_for if c.container_id != request.container_id]
+        if elsewhere:
+            raise InvalidRequest(
+                f"container: the code execution cell {answers.cell_id} runs in container {elsewhere[0].container_id}"
+            )
+        missing = missing_answers((c.tool_use_id for c in waited_for), answers)
+        if missing:
+            raise InvalidRequest(
+                f"`tool_use` ids were found without `tool_result` blocks immediately after: {', '.join(missing)}. "
+                "Each `tool_use` block must have a corresponding `tool_result` block in the next message."
+            )
+
+    async def _refuse_if_waiting(self, container_id: str, caller: Caller) -> None:
+        """A container whose cell waits for the client's tool results takes nothing but those results."""
+        waiting = await self._pending.of_container(container_id, caller.owner, datetime.now(UTC))
+        if waiting:
+            raise InvalidRequest(
+                f"container {container_id} has a code execution cell waiting for tool results "
+                f"({', '.join(c.tool_use_id for c in waiting)}): answer them with tool_result blocks, or leave out "
+                f"container until the cell times out ({self._settings.sandbox.ptc_call_timeout_s:g} s)"
+            )
+
+    async def _resume(self, run: _Run, answers: CellAnswers) -> AsyncIterator[EngineEvent]:
+        """Run the suspended cell on with the client's answers: its result, or its next pause."""
+        assert run.container is not None
+        publish = partial(self._files.output_batch, run.caller.owner) if self._files is not None else None
+        limits = self._settings.sandbox
+        async with self._containers.lease(run.container.id, run.caller) as session:
+            task = asyncio.ensure_future(resume_cell(session, answers.cell_id, answers.replies, limits, publish))
+            async for beat in self._beating(task):
+                yield beat
+        outcome = self._outcome_of(task)
+        await self._pending.clear(answers.cell_id)
+        if isinstance(outcome, AwaitingTools):
+            async for event in self._pause(run, answers.cell_id, outcome):
+                yield event
+            return
+        result = ServerToolResult(answers.cell_id, PYTHON, outcome)
+        yield ServerToolResultReady(result)
+        run.usage += Usage(code_execution_requests=1)
+        run.history = with_results(run.history, [result])
+
+    async def _pause(self, run: _Run, cell_id: str, awaiting: AwaitingTools) -> AsyncIterator[EngineEvent]:
+        """The cell waits: remember for whom and what (the store), and hand its calls to the client."""
+        assert run.container is not None
+        now = datetime.now(UTC)
+        expires = now + timedelta(seconds=self._settings.sandbox.ptc_call_timeout_s)
+        container_id, owner = run.container.id, run.caller.owner
+        await self._pending.sweep(now, limit=_SWEEP_BATCH)  # the calls of cells long gone, a batch at a time
+        await self._pending.add(
+            [PendingCall(c.id, cell_id, container_id, owner, c.name, now, expires) for c in awaiting.calls]
+        )
+        run.paused = True
+        for call in awaiting.calls:
+            for event in replay(call):
+                yield event
 
     # ------------------------------------------------------------------ helpers
 
@@ -273,7 +384,8 @@ class Engine:
 
     @staticmethod
     def _functions(request: GenerationRequest, version: ToolVersion | None) -> tuple[FunctionDef, ...]:
-        """What the model is offered: the tool's sub-tools, then the client's tools.
+        """What the model is offered: the tool's sub-tools (the REPL's Python function listing the client
+        tools its code may await), then the client's tools the model may call itself.
 
         ``api/wire.py`` refuses a clashing name with its field path; this check guards requests built
         in code, which no parser has seen.
@@ -283,9 +395,15 @@ class Engine:
         clashes = [t.name for t in request.client_tools if t.name in reserved]
         if clashes:
             raise InvalidRequest(f"tools: client tool name '{clashes[0]}' is reserved by the code execution tool")
+        # A tool only code may call is not offered to the model; the REPL's function lists it instead.
         client = tuple(
-            FunctionDef(t.name, t.description or "", t.input_schema, t.cache_control) for t in request.client_tools
+            FunctionDef(t.name, t.description or "", t.input_schema, t.cache_control)
+            for t in request.client_tools
+            if t.direct
         )
+        if version is not None and version.repl and request.code_callable_tools:
+            code_tools = request.code_callable_tools
+            server = tuple(repl_function(f, code_tools) if f.name == PYTHON else f for f in server)
         tool = request.code_execution
         if server and tool is not None and tool.cache_control is not None:
             # A breakpoint on the code execution tool caches its sub-tools: it goes on the last of them.
@@ -357,10 +475,13 @@ class Engine:
         held_back: Sequence[Text | Thinking | ToolCall] = (),
         invalid: frozenset[str] = frozenset(),
         repl: bool = False,
-    ) -> AsyncIterator[EngineEvent]:
+        code_tools: Sequence[str] = (),
+    ) -> AsyncIterator[EngineEvent | _Paused]:
         """Run server calls in order, each result right after its call; held-back blocks interleave.
 
-        ``repl``: Python calls are cells of the container's persistent REPL (``ToolVersion.repl``)."""
+        ``repl``: Python calls are cells of the container's persistent REPL (``ToolVersion.repl``), whose
+        code may await the client tools ``code_tools``. A cell that does is suspended: ``_Paused``, and
+        the calls after it are not run (they are deferred, like server calls beside a client call)."""
         held = list(held_back)
         publish = partial(self._files.output_batch, caller.owner) if self._files is not None else None
         async with self._containers.lease(container.id, caller) as session:
@@ -372,28 +493,47 @@ class Engine:
                 if call.id in invalid:
                     outcome: ToolOutcome = ToolFailure("invalid_tool_input", "arguments were not a JSON object")
                 else:
+                    limits = self._settings.sandbox
                     task = asyncio.ensure_future(
-                        run_call(session, call.name, call.input, self._settings.sandbox, publish, repl=repl)
+                        run_call(
+                            session,
+                            call.name,
+                            call.input,
+                            limits,
+                            publish,
+                            repl=repl,
+                            code_tools=code_tools,
+                            call_id=call.id,
+                        )
                     )
-                    try:
-                        while True:
-                            done, _ = await asyncio.wait({task}, timeout=self._heartbeat_s)
-                            if done:
-                                break
-                            yield Heartbeat()
-                    finally:
-                        if not task.done():
-                            task.cancel()
-                            with suppress(asyncio.CancelledError):
-                                await task
-                    outcome = self._outcome_of(task)
+                    async for beat in self._beating(task):
+                        yield beat
+                    done = self._outcome_of(task)
+                    if isinstance(done, AwaitingTools):
+                        yield _Paused(call.id, done)
+                        break
+                    outcome = done
                 yield ServerToolResultReady(ServerToolResult(call.id, call.name, outcome))
         for block in held:  # text after the last call
             for event in replay(block):
                 yield event
 
+    async def _beating(self, task: asyncio.Future[_T]) -> AsyncIterator[Heartbeat]:
+        """Heartbeats every ``heartbeat_s`` until ``task`` is done (cancelled if the consumer goes away)."""
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self._heartbeat_s)
+                if done:
+                    return
+                yield Heartbeat()
+        finally:
+            if not task.done():
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+
     @staticmethod
-    def _outcome_of(task: asyncio.Future[ToolOutcome]) -> ToolOutcome:
+    def _outcome_of(task: asyncio.Future[_T]) -> _T | ToolFailure:
         error = task.exception()
         if error is None:
             return task.result()

@@ -240,6 +240,6 @@ def replay(block: Text | Thinking | ToolCall) -> Iterator[EngineEvent]:
             if text:
                 yield ThinkingDelta(text)
         case ToolCall():
-            yield BlockStarted(ToolCall(block.id, block.name, {}, block.server))
+            yield BlockStarted(ToolCall(block.id, block.name, {}, block.server, caller=block.caller))
             yield InputJsonDelta(orjson.dumps(dict(block.input)).decode())
     yield BlockFinished(block)

@@ -13,12 +13,12 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from execbridge.types import Caller, CreateOutcome, StrReplaceOutcome, ToolFailure, ViewOutcome
 
@@ -82,6 +82,20 @@ class SkippedFile:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolRequest:
+    """A client tool call that a suspended REPL cell awaits (programmatic tool calling).
+
+    ``id`` is what the answer names: the ``toolu_`` id the client's ``tool_result`` carries (inside the
+    sandbox, the interpreter's own number for the call). ``input`` is the dict the code passed, as it
+    came from the sandbox: untrusted.
+    """
+
+    id: str
+    name: str
+    input: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionResult:
     stdout: str
     stderr: str
@@ -99,6 +113,9 @@ class ExecutionResult:
     files_omitted: int = 0
     files_skipped: tuple[SkippedFile, ...] = ()
     files_skipped_unlisted: int = 0
+    # A REPL cell that awaits client tools is suspended, not finished: these are the calls it waits
+    # for (``ContainerSession.resume_cell`` carries their answers); every other field is empty.
+    calls: tuple[ToolRequest, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,13 +148,37 @@ class ContainerSession(Protocol):
         ...
 
     async def run_cell(
-        self, code: str, *, timeout: float | None = None, spool: OutputSpool | None = None
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        spool: OutputSpool | None = None,
+        tools: Sequence[str] = (),
+        cell_id: str = "",
     ) -> ExecutionResult:
         """Run ``code`` as a cell of the container's persistent Python REPL (its globals persist).
 
         A cell past ``timeout`` is interrupted: a normal result, rc 1 and ``detection_timeout`` on
         stderr, and the REPL keeps its state; a REPL that lost its state since the last cell says so
         at the end of stderr. ``spool`` as for ``run_bash``.
+
+        ``tools`` are the client tools the code may await (``async def name(input: dict) -> str``). A
+        cell that awaits some is suspended: the result's ``calls`` say which, with fresh ``toolu_``
+        ids, and ``cell_id`` (the call's ``srvtoolu_`` id) is what ``resume_cell`` names it by. A cell
+        still waiting when the next one comes is first settled as if its calls had timed out.
+        """
+        ...
+
+    async def resume_cell(
+        self, cell_id: str, replies: Mapping[str, str], *, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
+        """Carry the client's answers (``toolu_`` id → text) to the suspended cell ``cell_id`` and run it
+        on: its result, or ``calls`` again when it awaits more.
+
+        Past ``ptc_call_timeout_s`` the answers come too late: the awaits have raised ``TimeoutError``
+        and the result is the cell's end without them. A cell that is no longer there (its REPL or
+        sandbox stopped) is ``error_code="unavailable"`` with the reason on stderr. Answers that leave
+        out a call the cell waits for are ``InvalidRequest`` naming the missing ids.
         """
         ...
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -209,14 +209,31 @@ class ExecutorClient:
         file_count: int | None = None,
         file_total: int | None = None,
         spool: OutputSpool | None = None,
+        tools: Sequence[str] = (),
     ) -> ExecutionResult:
         """Run ``code`` as a cell of the persistent REPL (an executor started with ``--repl``).
 
         A cell past ``timeout`` is interrupted and answers normally (rc 1, ``detection_timeout`` on
-        stderr), never ``execution_time_exceeded``; limits and ``spool`` as for ``run_bash``.
+        stderr), never ``execution_time_exceeded``; limits and ``spool`` as for ``run_bash``. ``tools``:
+        the client tools its code may await; a cell that awaits some answers with ``calls`` (ids are
+        the interpreter's numbers for them) and waits, suspended, for ``resume_cell``.
         """
-        message = {"op": "cell", "code": code}
+        message = {"op": "cell", "code": code, "tools": list(tools)}
         return await self._execute(message, timeout, output_limit, (file_limit, file_count, file_total), spool)
+
+    async def resume_cell(
+        self,
+        replies: Sequence[Mapping[str, Any]],
+        *,
+        timeout: float | None = None,
+        output_limit: int | None = None,
+        spool: OutputSpool | None = None,
+    ) -> ExecutionResult:
+        """Run the suspended cell on with ``replies`` (``{"seq", "text"}`` or ``{"seq", "timeout"}``):
+        its result, or ``calls`` again. ``timeout`` bounds the wait for the answer (the cell's own
+        remaining time is the executor's to enforce)."""
+        message = {"op": "resume", "replies": list(replies)}
+        return await self._execute(message, timeout, output_limit, (None, None, None), spool)
 
     async def view(self, path: str) -> ViewOutcome | ToolFailure:
         limit = self.limits.view_limit_bytes

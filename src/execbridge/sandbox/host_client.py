@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -236,12 +236,17 @@ class RemoteSession:
         if self._channel.broken:
             raise SandboxError("container session lost its sandbox host connection")
 
-    async def _run(self, op: str, source: str, timeout: float | None, spool: OutputSpool | None) -> ExecutionResult:
+    async def _run(
+        self, op: str, source: str, timeout: float | None, spool: OutputSpool | None, **extra: Any
+    ) -> ExecutionResult:
+        return await self._exchange({"op": op, "source": source, "timeout": timeout, **extra}, spool)
+
+    async def _exchange(self, message: dict[str, Any], spool: OutputSpool | None) -> ExecutionResult:
         self._check()
         file_limit, file_count, file_total = self._limits
         receiver = OutputReceiver(spool, file_limit=file_limit, file_count=file_count, file_total=file_total)
         try:
-            await self._channel.send({"op": op, "source": source, "timeout": timeout})
+            await self._channel.send(message)
             while True:
                 frame = await self._channel.read()
                 if frame.get("op") != "file":
@@ -274,9 +279,20 @@ class RemoteSession:
         return await self._run("run_python", code, timeout, spool)
 
     async def run_cell(
-        self, code: str, *, timeout: float | None = None, spool: OutputSpool | None = None
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        spool: OutputSpool | None = None,
+        tools: Sequence[str] = (),
+        cell_id: str = "",
     ) -> ExecutionResult:
-        return await self._run("run_cell", code, timeout, spool)
+        return await self._run("run_cell", code, timeout, spool, tools=list(tools), cell_id=cell_id)
+
+    async def resume_cell(
+        self, cell_id: str, replies: Mapping[str, str], *, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
+        return await self._exchange({"op": "resume_cell", "cell_id": cell_id, "replies": dict(replies)}, spool)
 
     async def _edit(self, message: dict[str, Any]) -> Outcome:
         self._check()

@@ -12,8 +12,11 @@ before anything is read). A connection carries one request at a time; each reque
     list          owner (null: all; root only)       containers
     delete        id, owner                          -
     lease         id, owner                          container; the connection now holds the lease
-      run         kind ("bash"|"python"), source,    first the command's ``file`` frames (as the
-                  timeout                            executor sends them), then the result's fields
+      run_bash    source, timeout                    first the command's ``file`` frames (as the
+      run_python  source, timeout                    executor sends them), then the result's fields
+      run_cell    source, timeout, tools, cell_id    the same; ``calls`` [{id, name, input}] when the
+                                                     cell awaits client tools (it is suspended)
+      resume_cell cell_id, replies {toolu id: text}  as run_cell: the cell's end or its next pause
       view        path                               outcome
       write       path, text                         outcome (the editor's create)
       str_replace path, old_str, new_str             outcome
@@ -47,7 +50,7 @@ from execbridge.errors import (
     SandboxError,
     SandboxUnavailable,
 )
-from execbridge.sandbox.base import ContainerInfo, ExecutionResult
+from execbridge.sandbox.base import ContainerInfo, ExecutionResult, ToolRequest
 from execbridge.sandbox.protocol import (
     ProtocolError,
     bool_field,
@@ -160,7 +163,21 @@ def encode_result(result: ExecutionResult) -> dict[str, Any]:
     fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "files"}
     fields["files_too_large"] = list(result.files_too_large)
     fields["files_skipped"] = [[s.name, s.reason, s.detail] for s in result.files_skipped]
+    fields["calls"] = [{"id": c.id, "name": c.name, "input": dict(c.input)} for c in result.calls]
     return fields
+
+
+def _calls(value: Any) -> tuple[ToolRequest, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ProtocolError("'calls' must be a list")
+    calls = []
+    for call in value:
+        if not isinstance(call, dict) or not isinstance(call.get("input"), dict):
+            raise ProtocolError("a call must be an object with an 'input' object")
+        calls.append(ToolRequest(str_field(call, "id"), str_field(call, "name"), call["input"]))
+    return tuple(calls)
 
 
 def decode_result(frame: dict[str, Any]) -> dict[str, Any]:
@@ -184,6 +201,7 @@ def decode_result(frame: dict[str, Any]) -> dict[str, Any]:
         "files_omitted": int_field(frame, "files_omitted"),
         "files_skipped": skipped_files(frame.get("files_skipped")),
         "files_skipped_unlisted": int_field(frame, "files_skipped_unlisted"),
+        "calls": _calls(frame.get("calls")),
     }
 
 

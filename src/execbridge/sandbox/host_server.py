@@ -29,7 +29,7 @@ from typing import Any
 
 from execbridge import ids
 from execbridge.errors import ExecbridgeError, InvalidRequest, PermissionDenied
-from execbridge.sandbox.base import CapturedFile, ContainerSession
+from execbridge.sandbox.base import CapturedFile, ContainerSession, ExecutionResult
 from execbridge.sandbox.host_protocol import (
     ANONYMOUS_OWNER,
     HOST_PROTOCOL_VERSION,
@@ -310,7 +310,7 @@ class _Connection:
 
     async def _in_lease(self, session: ContainerSession, request: dict[str, Any]) -> None:
         op = request.get("op")
-        if op in ("run_bash", "run_python", "run_cell"):
+        if op in ("run_bash", "run_python", "run_cell", "resume_cell"):
             await self._run(session, request, op)
             return
         await self._answer(functools.partial(self._edit, session), request)
@@ -337,14 +337,12 @@ class _Connection:
         raise InvalidRequest(f"unknown request {op!r} in a lease", code="unknown_op")
 
     async def _run(self, session: ContainerSession, request: dict[str, Any], op: str) -> None:
-        timeout = request.get("timeout")
-        source = request.get("source")
-        if not isinstance(source, str) or not (timeout is None or type(timeout) in (int, float)):
-            await self._send(error_answer(InvalidRequest("'source' must be a string and 'timeout' a number")))
-            return
         spool = DirectorySpool(self._server._spool_dir)
-        run = {"run_bash": session.run_bash, "run_python": session.run_python, "run_cell": session.run_cell}[op]
-        result = await run(source, timeout=None if timeout is None else float(timeout), spool=spool)
+        try:
+            result = await self._execute(session, request, op, spool)
+        except ExecbridgeError as exc:
+            await self._send(error_answer(exc))
+            return
         try:
             for captured in result.files:
                 await self._forward(captured)
@@ -354,6 +352,30 @@ class _Connection:
                 if captured.path is not None:
                     with contextlib.suppress(OSError):
                         captured.path.unlink()
+
+    async def _execute(
+        self, session: ContainerSession, request: dict[str, Any], op: str, spool: DirectorySpool
+    ) -> ExecutionResult:
+        if op == "resume_cell":
+            replies = request.get("replies")
+            if not isinstance(replies, dict) or not all(isinstance(v, str) for v in replies.values()):
+                raise InvalidRequest("'replies' must map tool_use ids to text")
+            return await session.resume_cell(_str(request, "cell_id"), replies, spool=spool)
+        timeout = request.get("timeout")
+        source = request.get("source")
+        if not isinstance(source, str) or not (timeout is None or type(timeout) in (int, float)):
+            raise InvalidRequest("'source' must be a string and 'timeout' a number")
+        limit = None if timeout is None else float(timeout)
+        if op == "run_cell":
+            tools = request.get("tools", [])
+            if not isinstance(tools, list) or not all(isinstance(t, str) and t.isidentifier() for t in tools):
+                raise InvalidRequest("'tools' must be a list of names")
+            cell_id = request.get("cell_id", "")
+            if not isinstance(cell_id, str):
+                raise InvalidRequest("'cell_id' must be a string")
+            return await session.run_cell(source, timeout=limit, spool=spool, tools=tools, cell_id=cell_id)
+        run = session.run_bash if op == "run_bash" else session.run_python
+        return await run(source, timeout=limit, spool=spool)
 
     async def _forward(self, captured: CapturedFile) -> None:
         """One output file as ``file`` frames, read a chunk at a time (the spool file is root's)."""

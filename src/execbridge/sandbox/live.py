@@ -21,9 +21,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from execbridge.errors import SandboxError
 from execbridge.sandbox.base import ExecutionResult, OutputSpool
@@ -134,23 +134,44 @@ class LiveSandbox:
         source: str,
         timeout: float | None,
         spool: OutputSpool | None = None,
+        *,
+        tools: Sequence[str] = (),
     ) -> ExecutionResult:
-        """A command, or (``cell``, in a REPL's sandbox) a cell, whose cgroup is thawed only meanwhile."""
+        """A command, or (``cell``, in a REPL's sandbox) a cell, whose cgroup is thawed only meanwhile.
+
+        ``tools``: the client tools a cell's code may await (a cell that awaits them answers with
+        ``calls``, suspended: ``resume`` runs it on)."""
+        client = self.client
+        if kind == "cell":
+            return await self._guarded(
+                True, timeout, lambda t: client.run_cell(source, timeout=t, spool=spool, tools=tools)
+            )
+        call = client.run_bash if kind == "bash" else client.run_python
+        return await self._guarded(False, timeout, lambda t: call(source, timeout=t, spool=spool))
+
+    async def resume(
+        self, replies: Sequence[Mapping[str, Any]], timeout: float | None, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
+        """Run a suspended cell on with the ``replies`` to its calls; ``timeout``: its whole limit."""
+        return await self._guarded(True, timeout, lambda t: self.client.resume_cell(replies, timeout=t, spool=spool))
+
+    async def _guarded(
+        self, cell: bool, timeout: float | None, call: Callable[[float], Awaitable[ExecutionResult]]
+    ) -> ExecutionResult:
         limit = self.limits.executor.command_timeout_s
         if timeout is not None:
             limit = min(timeout, limit)
         started = time.monotonic()
-        calls = {"bash": self.client.run_bash, "python": self.client.run_python, "cell": self.client.run_cell}
         backstop = limit + self.limits.executor.reply_margin_s + self.limits.kill_grace_s
         try:
-            if kind == "cell":
+            if cell:
                 self._set_frozen(False)
             try:
                 # The client gives up after limit + reply_margin_s; the outer deadline is the last word.
                 async with asyncio.timeout(backstop):
-                    result = await calls[kind](source, timeout=limit, spool=spool)
+                    result = await call(limit)
             finally:
-                if kind == "cell" and self.alive:
+                if cell and self.alive:
                     # The interpreter is stopped already (SIGSTOP, by its supervisor); frozen, nothing of
                     # the REPL's sandbox runs until the next cell, the supervisor included.
                     self._set_frozen(True)

@@ -40,7 +40,7 @@ from typing import Any
 from execbridge import ids
 from execbridge.config import Settings
 from execbridge.errors import NotFound, QuotaExceeded, SandboxError, SandboxUnavailable
-from execbridge.sandbox import doctor
+from execbridge.sandbox import doctor, waiting
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo, Owner, owner_id
 from execbridge.sandbox.cgroups import Cgroups
 from execbridge.sandbox.entry import ContainerEntry
@@ -49,6 +49,7 @@ from execbridge.sandbox.pool import SparePool
 from execbridge.sandbox.provision import Provisioner
 from execbridge.sandbox.session import LeasedSession
 from execbridge.sandbox.slots import SlotAllocator
+from execbridge.sandbox.waiting import WaitingCell
 from execbridge.store.base import ContainerRecord, Store
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,9 @@ class ContainerManager:
         await self._delete_expired()
 
     async def close(self) -> None:
+        for entry in self._entries.values():
+            if entry.waiting is not None and entry.waiting.timer is not None:
+                entry.waiting.timer.cancel()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -250,6 +254,8 @@ class ContainerManager:
                     revive=functools.partial(self._restart, entry),
                     info=functools.partial(self._info, entry),
                     repl=functools.partial(self._ensure_repl, entry),
+                    watch=functools.partial(self._watch_waiting, entry),
+                    call_timeout_s=self._sb.ptc_call_timeout_s,
                 )
                 try:
                     yield session
@@ -320,6 +326,28 @@ class ContainerManager:
             await self._ensure_live(entry)
         entry.repl = repl = await self._prov.start_repl(entry.slot, entry.workspace)
         return repl
+
+    def _watch_waiting(self, entry: ContainerEntry) -> None:
+        """A cell of ``entry`` now waits for its client's tool results: time the wait out (a session's
+        ``watch``). The timer settles it (``waiting.settle``) unless a lease resumed it first."""
+        cell = entry.waiting
+        if cell is None:
+            return
+        if cell.timer is not None:
+            cell.timer.cancel()
+        cell.timer = asyncio.get_running_loop().create_task(
+            self._time_out_waiting(entry, cell), name=f"execbridge-ptc-timeout-{cell.cell_id}"
+        )
+
+    async def _time_out_waiting(self, entry: ContainerEntry, cell: WaitingCell) -> None:
+        await asyncio.sleep(max(0.0, cell.deadline - asyncio.get_running_loop().time()))
+        try:
+            async with entry.lock:
+                if entry.waiting is cell:
+                    await waiting.settle(entry, call_timeout_s=self._sb.ptc_call_timeout_s)
+                    self._touch(entry)  # idle from now on: eviction's clock starts here
+        except Exception as exc:  # boundary: a timer has nobody to report to
+            log.error("ending the waiting cell %s of container %s failed: %s", cell.cell_id, entry.record.id, exc)
 
     async def _ensure_live(self, entry: ContainerEntry) -> LiveSandbox:
         if entry.live is not None and entry.live.alive:
@@ -438,6 +466,10 @@ class ContainerManager:
         ``why`` its REPL (if any) stopped, for the note in the container's next cell.
         """
         prov = self._prov
+        if entry.waiting is not None:  # a cell waiting for a client's tool results ends with its REPL
+            if entry.waiting.timer is not None:
+                entry.waiting.timer.cancel()
+            entry.waiting = None
         if entry.repl is not None:  # first: its cgroup lives inside the container's
             repl, entry.repl = entry.repl, None
             await prov.stop(repl)
@@ -494,8 +526,8 @@ class ContainerManager:
     async def _evict_idle(self) -> None:
         idle_before = datetime.now(UTC) - timedelta(seconds=self._sb.idle_evict_s)
         for entry in list(self._entries.values()):
-            if entry.users or entry.lock.locked() or entry.deleted:
-                continue
+            if entry.users or entry.lock.locked() or entry.deleted or entry.waiting is not None:
+                continue  # a cell waiting for its client's tool results keeps the container until it times out
             if entry.record.last_used_at >= idle_before:
                 continue
             if entry.live is not None or entry.mounted:

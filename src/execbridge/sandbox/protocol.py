@@ -27,8 +27,12 @@ executor's first frame is ``{"id": 0, "op": "ready", "protocol", "pid", "python"
     create       path, data (b: the file's UTF-8 text)        is_file_update
     str_replace  path, old_str, new_str, max_bytes            old_start, old_lines, new_start, new_lines, lines
     put_file     path, data (b)                               size
-    cell         code, (same limits); only an executor         the same as python; a cell past ``timeout`` is
-                 started with ``--repl`` (the REPL's)          not ``timed_out``: rc 1, detection_timeout note
+    cell         code, tools [name], (same limits); only an     the same as python; a cell past ``timeout`` is
+                 executor started with ``--repl`` (the REPL's)  not ``timed_out``: rc 1, detection_timeout note;
+                                                              or paused=true, calls [{seq, name, input}]: the
+                                                              cell awaits client tools (it is suspended)
+    resume       replies [{seq, text} | {seq, timeout}],       as cell: the suspended cell's end or next pause
+                 (same limits)
     cancel       id of the running bash/python command        (no response; that command answers, cancelled)
 
 Before the answer to ``bash``/``python``, the command's ``$OUTPUT_DIR`` files arrive one after the
@@ -61,7 +65,7 @@ from typing import Any, Literal, cast, get_args
 
 import orjson
 
-from execbridge.sandbox.base import ExecutionResult, SkippedFile, SkipReason
+from execbridge.sandbox.base import ExecutionResult, SkippedFile, SkipReason, ToolRequest
 from execbridge.types import CreateOutcome, StrReplaceOutcome, ToolErrorCode, ToolFailure, ViewOutcome
 
 PROTOCOL_VERSION = 2
@@ -217,9 +221,27 @@ def str_replace_outcome(frame: dict[str, Any]) -> StrReplaceOutcome | ToolFailur
     )
 
 
+MAX_PAUSED_CALLS = 1000  # calls one pause may await together
+
+
+def _paused(frame: dict[str, Any]) -> ExecutionResult:
+    """A cell suspended on client tool calls: the calls, checked (the interpreter said them)."""
+    calls = frame.get("calls")
+    if not isinstance(calls, list) or not calls or len(calls) > MAX_PAUSED_CALLS:
+        raise ProtocolError(f"'calls' must be a list of 1 to {MAX_PAUSED_CALLS} calls")
+    requests = []
+    for call in calls:
+        if not isinstance(call, dict) or not isinstance(call.get("input"), dict):
+            raise ProtocolError("a call must be an object with an 'input' object")
+        requests.append(ToolRequest(str(int_field(call, "seq")), str_field(call, "name"), call["input"]))
+    return ExecutionResult("", "", 0, 0.0, calls=tuple(requests))
+
+
 def execution_result(frame: dict[str, Any]) -> ExecutionResult:
     if frame["status"] != "ok":
         raise ProtocolError(f"status {frame['status']!r} for a command")
+    if frame.get("paused") is True:
+        return _paused(frame)
     stdout_truncated = bool_field(frame, "stdout_truncated")
     stderr_truncated = bool_field(frame, "stderr_truncated")
     too_large = frame.get("files_too_large")

@@ -11,17 +11,20 @@ manager: it gets the container's entry and three callables (``revive``, ``info``
 
 Cells of the persistent Python REPL (``run_cell``) go to the container's REPL sandbox, which ``repl``
 starts on the first cell (and again after it died); a cell whose REPL lost its state since the last
-cell (it died, or the container was evicted) carries a note saying so at the end of its stderr.
+cell (it died, or the container was evicted) carries a note saying so at the end of its stderr. A
+cell whose code awaits client tools is suspended (``sandbox/waiting.py``) and resumed by a later
+lease's ``resume_cell``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Literal, NoReturn, TypeVar
 
 from execbridge.errors import NotFound, SandboxError
+from execbridge.sandbox import waiting
 from execbridge.sandbox.base import ContainerInfo, ExecutionResult, OutputSpool
 from execbridge.sandbox.entry import ContainerEntry
 from execbridge.sandbox.live import LiveSandbox
@@ -44,7 +47,9 @@ class LeasedSession:
 
     ``revive`` replaces a dead sandbox and returns the new one (``NotFound`` once the container was
     deleted, ``SandboxError`` when no sandbox can start); ``info`` describes the container now;
-    ``repl`` returns the container's live REPL sandbox, starting it if needed (the same errors).
+    ``repl`` returns the container's live REPL sandbox, starting it if needed (the same errors);
+    ``watch`` is called when a cell was suspended on client tools (the manager times its wait out after
+    ``call_timeout_s``).
     """
 
     def __init__(
@@ -54,11 +59,15 @@ class LeasedSession:
         revive: Callable[[], Awaitable[LiveSandbox]],
         info: Callable[[], ContainerInfo],
         repl: Callable[[], Awaitable[LiveSandbox]],
+        watch: Callable[[], None] = lambda: None,
+        call_timeout_s: float = 270.0,
     ) -> None:
         self._entry = entry
         self._revive = revive
         self._info = info
         self._repl = repl
+        self._watch = watch
+        self._call_timeout_s = call_timeout_s
         self.closed = False
 
     @property
@@ -106,10 +115,18 @@ class LeasedSession:
         return await self._run("python", code, timeout, spool)
 
     async def run_cell(
-        self, code: str, *, timeout: float | None = None, spool: OutputSpool | None = None
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        spool: OutputSpool | None = None,
+        tools: Sequence[str] = (),
+        cell_id: str = "",
     ) -> ExecutionResult:
         if self.closed:
             raise SandboxError("container session used after its lease ended")
+        if self._entry.waiting is not None:  # a cell waits for its client: it ends first (its calls time out)
+            await waiting.settle(self._entry, call_timeout_s=self._call_timeout_s)
         try:
             repl = await self._repl()
         except NotFound:
@@ -117,7 +134,14 @@ class LeasedSession:
         except SandboxError as exc:
             log.error("the REPL of container %s could not be started: %s", self._entry.record.id, exc)
             return _unavailable_result(f"the Python REPL could not be started: {exc.message}")
-        result = await repl.run("cell", code, timeout, spool)
+        result = await repl.run("cell", code, timeout, spool, tools=tools)
+        if result.calls:
+            limit = repl.limits.executor.command_timeout_s if timeout is None else timeout
+            paused = waiting.suspend(
+                self._entry, cell_id, result, repl, call_timeout_s=self._call_timeout_s, cell_timeout=limit
+            )
+            self._watch()
+            return paused
         lost, self._entry.repl_note = self._entry.repl_note, None
         if lost is None or result.error_code is not None:
             self._entry.repl_note = lost  # said by the next cell that runs
@@ -128,6 +152,16 @@ class LeasedSession:
         )
         separator = "\n" if result.stderr and not result.stderr.endswith("\n") else ""
         return replace(result, stderr=result.stderr + separator + note)
+
+    async def resume_cell(
+        self, cell_id: str, replies: Mapping[str, str], *, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
+        if self.closed:
+            raise SandboxError("container session used after its lease ended")
+        result = await waiting.resume(self._entry, cell_id, replies, spool, call_timeout_s=self._call_timeout_s)
+        if result.calls:
+            self._watch()
+        return result
 
     async def view(self, path: str) -> ViewOutcome | ToolFailure:
         return await self._use(lambda live: live.view(path), _unavailable_failure)

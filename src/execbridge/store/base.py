@@ -208,9 +208,50 @@ class ThreadStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class PendingCall:
+    """A client tool call that a suspended REPL cell waits for (programmatic tool calling).
+
+    The cell itself waits in the sandbox; these rows say which ``toolu_`` ids it waits for, in which
+    container, for which owner, so any gateway process can take the client's answers and resume it
+    and no other owner can. ``expires_at`` is when the cell stops waiting (``ptc_call_timeout_s``).
+    """
+
+    tool_use_id: str
+    cell_id: str
+    container_id: str
+    owner: str
+    name: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class PendingCallStore(Protocol):
+    async def add(self, calls: Sequence[PendingCall]) -> None: ...
+
+    async def of_cell(self, cell_id: str, owner: str) -> builtins.list[PendingCall]:
+        """``owner``'s calls that the cell ``cell_id`` waits for (expired ones included)."""
+        ...
+
+    async def of_container(self, container_id: str, owner: str, now: datetime) -> builtins.list[PendingCall]:
+        """``owner``'s calls that a cell of ``container_id`` still waits for at ``now``."""
+        ...
+
+    async def clear(self, cell_id: str) -> None:
+        """The cell was resumed (or is gone): it waits for none of its calls any more."""
+        ...
+
+    async def sweep(self, now: datetime, *, limit: int) -> int:
+        """Forget up to ``limit`` calls expired before ``now``; how many."""
+        ...
+
+
 class Store(Protocol):
     @property
     def containers(self) -> ContainerStore: ...
+
+    @property
+    def pending_calls(self) -> PendingCallStore: ...
 
     @property
     def files(self) -> FileStore: ...

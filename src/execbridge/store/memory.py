@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord, ThreadClaim, ThreadTurn
+from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord, PendingCall, ThreadClaim, ThreadTurn
 
 
 class MemoryContainerStore:
@@ -186,8 +186,35 @@ class MemoryThreadStore:
         return len(expired)
 
 
+class MemoryPendingCallStore:
+    def __init__(self) -> None:
+        self.calls: dict[str, PendingCall] = {}
+
+    async def add(self, calls: Sequence[PendingCall]) -> None:
+        self.calls.update((c.tool_use_id, c) for c in calls)
+
+    async def of_cell(self, cell_id: str, owner: str) -> builtins.list[PendingCall]:
+        return [c for c in self.calls.values() if c.cell_id == cell_id and c.owner == owner]
+
+    async def of_container(self, container_id: str, owner: str, now: datetime) -> builtins.list[PendingCall]:
+        return [
+            c for c in self.calls.values() if c.container_id == container_id and c.owner == owner and c.expires_at > now
+        ]
+
+    async def clear(self, cell_id: str) -> None:
+        for key in [k for k, c in self.calls.items() if c.cell_id == cell_id]:
+            del self.calls[key]
+
+    async def sweep(self, now: datetime, *, limit: int) -> int:
+        expired = [k for k, c in self.calls.items() if c.expires_at <= now][:limit]
+        for key in expired:
+            del self.calls[key]
+        return len(expired)
+
+
 class MemoryStore:
     def __init__(self) -> None:
+        self._pending_calls = MemoryPendingCallStore()
         self._containers = MemoryContainerStore()
         self._files = MemoryFileStore()
         self._keys = MemoryKeyStore()
@@ -200,6 +227,10 @@ class MemoryStore:
     @property
     def files(self) -> MemoryFileStore:
         return self._files
+
+    @property
+    def pending_calls(self) -> MemoryPendingCallStore:
+        return self._pending_calls
 
     @property
     def keys(self) -> MemoryKeyStore:

@@ -130,6 +130,27 @@ def _threads(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX threads_expires ON threads (expires_at)")
 
 
+def _ptc_pending_calls(db: sqlite3.Connection) -> None:
+    # One row per client tool call a suspended REPL cell waits for (programmatic tool calling); the
+    # cell itself waits in the sandbox. Times are microseconds since the epoch, UTC.
+    db.execute(
+        """
+        CREATE TABLE ptc_pending_calls (
+            tool_use_id  TEXT PRIMARY KEY,
+            cell_id      TEXT NOT NULL,
+            container_id TEXT NOT NULL,
+            owner        TEXT NOT NULL,
+            name         TEXT NOT NULL,
+            created_us   INTEGER NOT NULL,
+            expires_us   INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX ptc_pending_calls_cell ON ptc_pending_calls (cell_id)")
+    db.execute("CREATE INDEX ptc_pending_calls_container ON ptc_pending_calls (container_id, expires_us)")
+    db.execute("CREATE INDEX ptc_pending_calls_expires ON ptc_pending_calls (expires_us)")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_containers", _containers),
     ("0002_files", _files),
@@ -137,6 +158,7 @@ MIGRATIONS: list[Migration] = [
     ("0004_files_expiry", _files_expiry),
     ("0005_uploads_without_container_key", _uploads_without_container_key),
     ("0006_threads", _threads),
+    ("0007_ptc_pending_calls", _ptc_pending_calls),
 ]
 
 

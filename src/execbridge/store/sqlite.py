@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from execbridge.store import migrations
 from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord
+from execbridge.store.sqlite_pending import SqlitePendingCallStore
 from execbridge.store.sqlite_threads import SqliteThreadStore
 
 T = TypeVar("T")
@@ -286,6 +287,7 @@ class SqliteStore:
         self._files = SqliteFileStore(self)
         self._keys = SqliteKeyStore(self)
         self._threads = SqliteThreadStore(self)
+        self._pending_calls = SqlitePendingCallStore(self)
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
@@ -305,6 +307,10 @@ class SqliteStore:
     @property
     def files(self) -> SqliteFileStore:
         return self._files
+
+    @property
+    def pending_calls(self) -> SqlitePendingCallStore:
+        return self._pending_calls
 
     @property
     def keys(self) -> SqliteKeyStore:

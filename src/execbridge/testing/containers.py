@@ -11,7 +11,7 @@ spool writes their bytes there, as the real client does with what the executor s
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -71,10 +71,23 @@ class FakeSession:
         return _spooled(self.respond("python", code), spool)
 
     async def run_cell(
-        self, code: str, *, timeout: float | None = None, spool: OutputSpool | None = None
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        spool: OutputSpool | None = None,
+        tools: Sequence[str] = (),
+        cell_id: str = "",
     ) -> ExecutionResult:
         self.log.append(("cell", code))
         return _spooled(self.respond("cell", code), spool)
+
+    async def resume_cell(
+        self, cell_id: str, replies: Mapping[str, str], *, spool: OutputSpool | None = None
+    ) -> ExecutionResult:
+        """The fake keeps no cells: the responder answers ``("resume", <cell id>)``."""
+        self.log.append(("resume", cell_id))
+        return _spooled(self.respond("resume", cell_id), spool)
 
     async def view(self, path: str) -> ViewOutcome | ToolFailure:
         if path not in self.files:

@@ -12,6 +12,10 @@ not published, the batch removes.
 Invariant: a bad argument from the model is a ``ToolFailure("invalid_tool_input")`` it can recover
 from, never an exception.
 
+Programmatic tool calling (docs/protocol.md §5.1): with a REPL version, a cell's code may await the
+client tools that allow it (``repl_function`` tells the model which); a cell that does comes back as
+``AwaitingTools`` instead of an outcome, and ``resume_cell`` runs it on with the client's answers.
+
 Generated files (docs/protocol.md §2.6, §2.9): a bash command that left a file over the size limit is the
 ``output_file_too_large`` error block (the only block with that code; an error block has no room for
 the other files or the output, so none of its files are published). The Python tool's error block
@@ -24,23 +28,31 @@ changed while it was read) are named in a note on stderr too; the command's own 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol, assert_never
+
+import orjson
 
 from execbridge.config import SandboxSettings
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerSession, ExecutionResult, OutputSpool, SkippedFile
 from execbridge.tools.versions import BASH, EDITOR, PYTHON, ToolVersion
 from execbridge.types import (
+    MAX_NESTING,
+    AwaitingTools,
+    ClientTool,
     CommandOutcome,
     CreateOutcome,
+    FunctionDef,
     OutputFile,
     ServerToolResult,
     StrReplaceOutcome,
+    ToolCall,
     ToolErrorCode,
     ToolFailure,
     ToolOutcome,
     ViewOutcome,
+    nests_deeper_than,
 )
 
 
@@ -88,6 +100,31 @@ def system_note(version: ToolVersion, limits: SandboxSettings) -> str:
     )
 
 
+def repl_function(base: FunctionDef, tools: Sequence[ClientTool]) -> FunctionDef:
+    """The REPL's Python function as the model sees it, with the client tools its code may await.
+
+    Each is listed as ``async def name(input: dict) -> str`` with its description and the JSON schema
+    of ``input`` (docs/protocol.md §5.1: Anthropic does not publish what it tells the model).
+    """
+    if not tools:
+        return base
+    listed = "\n".join(
+        f"- async def {t.name}(input: dict) -> str"
+        + (f": {t.description}" if t.description else "")
+        + f"\n  input schema: {orjson.dumps(dict(t.input_schema)).decode()}"
+        for t in tools
+    )
+    note = (
+        "\n\nThe code can call these tools of the user's as async Python functions, already defined in the "
+        "interpreter. Each takes one dict of arguments (matching its input schema) and returns the tool's "
+        "result as a string (use json.loads when it is JSON). Await them at the top level of the cell, e.g. "
+        '`rows = await some_tool({"key": "value"})`; await several at once with `asyncio.gather(...)`. '
+        "Their results reach only your code, so print what you need to see. A call that gets no answer "
+        "raises TimeoutError.\n" + listed
+    )
+    return FunctionDef(base.name, base.description + note, base.parameters, base.cache_control)
+
+
 def _str_arg(args: Mapping[str, Any], name: str, *, required: bool = True) -> str | ToolFailure | None:
     value = args.get(name)
     if value is None:
@@ -105,12 +142,15 @@ async def run_call(
     publish: Publisher | None = None,
     *,
     repl: bool = False,
-) -> ToolOutcome:
+    code_tools: Sequence[str] = (),
+    call_id: str = "",
+) -> ToolOutcome | AwaitingTools:
     """Run one server tool call; every problem with ``args`` becomes ``invalid_tool_input``.
 
     Without ``publish`` captured files are dropped (nothing could serve them). ``repl``
     (``ToolVersion.repl``): Python code is a cell of the container's persistent REPL, limited by
-    ``repl_cell_timeout_s``; otherwise a fresh ``python -c``.
+    ``repl_cell_timeout_s``; otherwise a fresh ``python -c``. A cell may await the client tools
+    ``code_tools``: one that does is suspended (``AwaitingTools``), named by its ``call_id``.
     """
     if name == BASH:
         command = _str_arg(args, "command")
@@ -123,7 +163,9 @@ async def run_call(
         code = _str_arg(args, "code")
         if not isinstance(code, str):
             return code or ToolFailure("invalid_tool_input", "missing `code`")
-        return await _run_command(session, PYTHON, code, publish, limits, repl=repl)
+        if repl:
+            return await _run_cell(session, code, publish, limits, code_tools, call_id)
+        return await _run_command(session, PYTHON, code, publish, limits)
     if name == EDITOR:
         return await _run_editor(session, args)
     return ToolFailure("invalid_tool_input", f"unknown tool `{name}`")
@@ -160,25 +202,80 @@ async def _run_editor(session: ContainerSession, args: Mapping[str, Any]) -> Too
             return ToolFailure("invalid_tool_input", f"unknown command `{command}`; use view, create or str_replace")
 
 
+async def _run_cell(
+    session: ContainerSession,
+    code: str,
+    publish: Publisher | None,
+    limits: SandboxSettings,
+    code_tools: Sequence[str],
+    cell_id: str,
+) -> ToolOutcome | AwaitingTools:
+    async def run(batch: OutputBatch | None) -> ExecutionResult:
+        return await session.run_cell(
+            code, timeout=limits.repl_cell_timeout_s, spool=batch, tools=code_tools, cell_id=cell_id
+        )
+
+    return await _finished(run, PYTHON, publish, limits, cell_id)
+
+
+async def resume_cell(
+    session: ContainerSession,
+    cell_id: str,
+    replies: Mapping[str, str],
+    limits: SandboxSettings,
+    publish: Publisher | None = None,
+) -> ToolOutcome | AwaitingTools:
+    """Run the suspended cell ``cell_id`` on with the client's answers (``toolu_`` id → text): its
+    outcome, or ``AwaitingTools`` again. A cell that is gone is ``unavailable`` (the reason in its message)."""
+
+    async def run(batch: OutputBatch | None) -> ExecutionResult:
+        return await session.resume_cell(cell_id, replies, spool=batch)
+
+    return await _finished(run, PYTHON, publish, limits, cell_id)
+
+
+def _awaiting(result: ExecutionResult, cell_id: str) -> AwaitingTools:
+    calls = tuple(
+        # Input the model's code made up nests as the code likes; what no encoder could write back is dropped.
+        ToolCall(c.id, c.name, {} if nests_deeper_than(c.input, MAX_NESTING) else c.input, caller=cell_id)
+        for c in result.calls
+    )
+    return AwaitingTools(calls)
+
+
 async def _run_command(
     session: ContainerSession,
     tool_name: str,
     source: str,
     publish: Publisher | None,
     limits: SandboxSettings,
-    *,
-    repl: bool = False,
 ) -> ToolOutcome:
-    """Run a bash or Python command (or REPL cell); its ``$OUTPUT_DIR`` files are published when the
+    """Run a bash or Python command; its ``$OUTPUT_DIR`` files are published when the outcome keeps them."""
+
+    async def run(batch: OutputBatch | None) -> ExecutionResult:
+        if tool_name == BASH:
+            return await session.run_bash(source, timeout=limits.command_timeout_s, spool=batch)
+        return await session.run_python(source, timeout=limits.command_timeout_s, spool=batch)
+
+    outcome = await _finished(run, tool_name, publish, limits)
+    assert not isinstance(outcome, AwaitingTools)  # only cells await client tools
+    return outcome
+
+
+async def _finished(
+    run: Callable[[OutputBatch | None], Awaitable[ExecutionResult]],
+    tool_name: str,
+    publish: Publisher | None,
+    limits: SandboxSettings,
+    cell_id: str = "",
+) -> ToolOutcome | AwaitingTools:
+    """What a command (or cell) ``run`` ends with; its ``$OUTPUT_DIR`` files are published when the
     outcome keeps them."""
     batch = publish() if publish is not None else None
     try:
-        if tool_name == BASH:
-            result = await session.run_bash(source, timeout=limits.command_timeout_s, spool=batch)
-        elif repl:
-            result = await session.run_cell(source, timeout=limits.repl_cell_timeout_s, spool=batch)
-        else:
-            result = await session.run_python(source, timeout=limits.command_timeout_s, spool=batch)
+        result = await run(batch)
+        if result.calls:
+            return _awaiting(result, cell_id)
         file_limit = min(limits.output_file_limit_bytes, limits.output_total_limit_bytes)
         outcome = command_outcome(result, tool_name=tool_name, file_limit=file_limit)
         if not isinstance(outcome, CommandOutcome) or not result.files or batch is None:

@@ -13,6 +13,8 @@ output captured, time limit enforced, ``$OUTPUT_DIR`` collected), and the text-e
     framing.py  the frame format (the executor's copy of ``sandbox/protocol.py``)
     runner.py   one bash/Python command: spawn or fork, output capture, time limit, cancel
     pymain.py   in the forked child: run the code as ``python -c`` would, then exit
+    repl.py     with ``--repl``: the persistent Python REPL's supervisor (one cell at a time, its pauses)
+    interpreter.py  the REPL's forked interpreter: cells in one ``__main__``, client tools as async functions
     reaper.py   subreaper, and killing everything a command left behind
     outputs.py  each command's fresh ``$OUTPUT_DIR``, read and removed afterwards
     editor.py   view / create / str_replace / put_file

@@ -12,14 +12,22 @@ Between cells the interpreter is stopped (and the gateway freezes the REPL's cgr
 thread a cell left behind runs only while a later cell runs. The interpreter is non-dumpable
 (inherited from the executor), in its own session, and sees the protocol fds of neither side.
 
-Interpreter side (``interpreter_main``, in the forked child): a fresh ``__main__`` whose dict is the
+Interpreter side (``interpreter.py``, in the forked child): a fresh ``__main__`` whose dict is the
 REPL's state; each cell is compiled with top-level ``await`` allowed and, when it awaits, run on one
 event loop that lives as long as the REPL (tasks a cell leaves pending go on in later cells). A
 cell's exception is printed as a traceback and gives rc 1 (``SystemExit`` its code): the REPL
 carries on either way. Cells reach the supervisor through two pipes: frames in (the supervisor is
 trusted), short lines out (``done <rc>``): the supervisor trusts nothing the interpreter says and
-reads at most ``_CTL_LIMIT`` bytes per cell. A later step (programmatic tool calling) adds lines such as
-``call …`` on the same pipe, with the cell suspended in the interpreter's event loop meanwhile.
+reads at most ``_CTL_LIMIT`` bytes per cell plus, per pause, one bounded ``call`` message.
+
+Programmatic tool calling (docs/architecture.md, "A cell that calls client tools"): a cell's request
+names the client tools it may call; the interpreter defines each as ``async def name(input: dict) ->
+str``. Awaiting them queues the call; once the event loop has nothing else ready, the interpreter
+says ``call <n>\n<n bytes of JSON: [{"seq", "name", "input"}]>`` and blocks reading its command pipe.
+The supervisor then SIGSTOPs it and answers the request ``paused`` with the calls (the output so far,
+the cell's remaining time and its ``$OUTPUT_DIR`` stay here); a later ``resume`` request carries the
+replies (``{"seq", "text"}`` or ``{"seq", "timeout"}``), which go down the command pipe, and the
+cell runs on to its end or its next pause. Time spent paused does not count towards the cell's limit.
 
 Must not: let a cell's process outlive the cell (the reaper sweeps everything but the interpreter);
 report a timed-out cell as ``timed_out`` (that is the gateway's ``execution_time_exceeded`` for a
@@ -30,30 +38,66 @@ without a deadline.
 import _signal as _sig
 import os
 import select
-import sys
 import time
 
 from .common import field_int, field_str, ignore, log, read_small
-from .framing import read_frame, write_frame
-from .pymain import _system_exit_code, become_plain_python
+from .framing import _loads, write_frame
+from .interpreter import CALL_LIMIT, INTERRUPT_GRACE_S, interpreter_main
 from .runner import Capture, wait_status_code
 
 # Names for type checkers only: ``typing`` costs ~8 ms to import here and ``from __future__ import
 # annotations`` ~0.1 ms, so the annotations that use them are quoted.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, NoReturn
+    from typing import Any
 
     from .outputs import OutputDirs
     from .reaper import Reaper
     from .runner import Runner
 
-_INTERRUPT_GRACE_S = 2.0  # after SIGINT at the cell's limit: how long the cell has to stop before SIGKILL
 _STOP_WAIT_S = 2.0  # how long SIGSTOP may take to stop every thread of the interpreter
-_CTL_LIMIT = 4096  # bytes the interpreter may say per cell
-_PYCF_ALLOW_TOP_LEVEL_AWAIT = 0x2000  # ast.PyCF_ALLOW_TOP_LEVEL_AWAIT (``ast`` costs ~3 ms to import)
-_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE: the compiled cell awaits
+_CTL_LIMIT = 4096  # bytes the interpreter may say per cell, besides its ``call`` messages
+_CALL_LINE_LIMIT = 32  # "call <n>" or "done <rc>"
 _READ_CHUNK = 1 << 16
+
+
+class _Cell:
+    """One cell across its pauses: its output so far, the time it has left, its ``$OUTPUT_DIR``."""
+
+    def __init__(self, timeout: float, output_limit: int, file_limits: "tuple[int, int, int]") -> None:
+        self.timeout = timeout
+        self.remaining = timeout  # run time left; pauses do not count
+        self.captures = (Capture(output_limit), Capture(output_limit))
+        self.file_limits = file_limits
+        self.out_dir = ""
+        self.notes: list[str] = []
+
+
+def _is_reply(reply: object) -> bool:
+    if not isinstance(reply, dict) or type(reply.get("seq")) is not int:
+        return False
+    if "text" in reply:
+        return isinstance(reply["text"], str)
+    return type(reply.get("timeout")) in (int, float)
+
+
+def _checked_calls(payload: bytes) -> "list[Any] | None":
+    """The calls of a ``call`` message, or None if it is not ``[{"seq": int, "name": str, "input": {}}]``."""
+    try:
+        calls = _loads(payload.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(calls, list) or not calls:
+        return None
+    for call in calls:
+        if (
+            not isinstance(call, dict)
+            or type(call.get("seq")) is not int
+            or not isinstance(call.get("name"), str)
+            or not isinstance(call.get("input"), dict)
+        ):
+            return None
+    return calls
 
 
 class Repl:
@@ -68,6 +112,7 @@ class Repl:
         self.fds: dict[str, int] = {}
         self.cells = 0  # cells this interpreter has run
         self.lost: str | None = None  # why the previous interpreter is gone, for the next cell's note
+        self.suspended: _Cell | None = None  # the cell waiting for the replies to its tool calls
 
     # ------------------------------------------------------------ the interpreter's life
 
@@ -140,16 +185,24 @@ class Repl:
     def cell(self, request: "dict[str, Any]") -> "dict[str, Any]":
         code = field_str(request, "code")
         timeout = float(request["timeout"])
-        output_limit = field_int(request, "output_limit")
-        file_limit = field_int(request, "file_limit")
-        file_count = field_int(request, "file_count")
-        file_total = field_int(request, "file_total")
-        notes: list[str] = []
+        tools = request.get("tools") or []
+        if not isinstance(tools, list) or not all(isinstance(t, str) and t.isidentifier() for t in tools):
+            raise ValueError("'tools' must be a list of Python identifiers")
+        cell = _Cell(
+            timeout,
+            field_int(request, "output_limit"),
+            (field_int(request, "file_limit"), field_int(request, "file_count"), field_int(request, "file_total")),
+        )
+        if self.suspended is not None:
+            # The gateway settles a waiting cell before it sends another; should one come anyway, the
+            # waiting cell cannot finish any more, and neither can its interpreter's state be trusted.
+            self.suspended = None
+            self._gone("a new cell came while the previous one waited for tool results")
         if self.pid is not None and not self._resume():
             self._gone("it was found dead before this cell")
         if self.pid is None:
             if self.lost is not None:
-                notes.append(
+                cell.notes.append(
                     f"a fresh Python REPL was started for this cell: the previous one ended ({self.lost}); "
                     "variables, imports and definitions from earlier cells are gone (files are kept)"
                 )
@@ -158,32 +211,74 @@ class Repl:
         pid = self.pid
         assert pid is not None
         self.cells += 1
-        self.runner.current_id = request.get("id")
-        out_dir = self.outputs.fresh()
-        started = time.monotonic()
+        cell.out_dir = self.outputs.fresh()
+        message = {"code": code, "cell": self.cells, "env": {"OUTPUT_DIR": cell.out_dir}, "tools": tools}
         with ignore(OSError):  # it died meanwhile: the supervision below sees it at once
-            write_frame(self.fds["cmd"], {"code": code, "cell": self.cells, "env": {"OUTPUT_DIR": out_dir}})
-        outcome = self._supervise(pid, output_limit, started + timeout)
+            write_frame(self.fds["cmd"], message)
+        return self._run(cell, pid, request.get("id"))
+
+    def resume(self, request: "dict[str, Any]") -> "dict[str, Any]":
+        """Carry the replies to the suspended cell's calls down to it and run it on."""
+        replies = request.get("replies")
+        if not isinstance(replies, list) or not all(_is_reply(r) for r in replies):
+            raise ValueError("'replies' must be a list of {seq, text} or {seq, timeout}")
+        cell = self.suspended
+        if cell is None:
+            raise ValueError("no cell is waiting for tool results")
+        self.suspended = None
+        pid = self.pid
+        if pid is None or not self._resume():
+            self._gone("it died while the cell waited for tool results")
+            return self._finish(cell, {"rc": 1, "interrupted": False, "cancelled": False}, request.get("id"))
+        with ignore(OSError):
+            write_frame(self.fds["cmd"], {"replies": replies})
+        return self._run(cell, pid, request.get("id"))
+
+    def _run(self, cell: "_Cell", pid: int, request_id: "Any") -> "dict[str, Any]":
+        """Supervise the cell until it is done (the answer) or awaits client tools (a ``paused`` answer)."""
+        self.runner.current_id = request_id
+        started = time.monotonic()
+        outcome = self._supervise(pid, cell.captures, started + cell.remaining)
         self.runner.current_id = None
-        duration_ms = (time.monotonic() - started) * 1000.0
+        cell.remaining = max(0.0, cell.remaining - (time.monotonic() - started))
+        calls = outcome.pop("calls")
+        if calls is not None:
+            self.suspended = cell
+            return {"paused": True, "calls": calls}
+        return self._finish(cell, outcome, request_id)
+
+    def _finish(self, cell: "_Cell", outcome: "dict[str, Any]", request_id: "Any") -> "dict[str, Any]":
+        notes = cell.notes
         rc = outcome.pop("rc")
         if outcome.pop("interrupted"):
             rc = 1
             notes.append(
-                f"detection_timeout: the cell exceeded its {timeout:g}-second wall-clock limit and was interrupted"
-                + ("; the REPL keeps its state" if self.pid is not None else "")
+                f"detection_timeout: the cell exceeded its {cell.timeout:g}-second wall-clock limit and was "
+                "interrupted" + ("; the REPL keeps its state" if self.pid is not None else "")
             )
         if self.pid is None and self.lost is not None:
             notes.append(
                 f"the Python REPL ended during this cell ({self.lost}); the next cell starts a fresh one without "
                 "the variables of earlier cells"
             )
-        stderr = outcome["stderr"]
+        out, err = cell.captures
+        stderr = err.value()
         if notes:
             separator = b"\n" if stderr and not stderr.endswith(b"\n") else b""
             stderr = stderr + separator + b"".join(f"[execbridge] {n}\n".encode() for n in notes)
-        files = self.outputs.collect(out_dir, request.get("id"), file_limit, file_count, file_total)
-        outcome.update(stderr=stderr, return_code=rc, timed_out=False, duration_ms=round(duration_ms, 3), **files)
+        file_limit, file_count, file_total = cell.file_limits
+        files = self.outputs.collect(cell.out_dir, request_id, file_limit, file_count, file_total)
+        duration_ms = (cell.timeout - cell.remaining) * 1000.0  # time run, pauses left out
+        outcome.update(
+            stdout=out.value(),
+            stderr=stderr,
+            stdout_truncated=out.truncated,
+            stderr_truncated=err.truncated,
+            return_code=rc,
+            timed_out=False,
+            duration_ms=round(duration_ms, 3),
+            **files,
+        )
         return outcome
 
     def _resume(self) -> bool:
@@ -198,12 +293,12 @@ class Repl:
             return False
         return True
 
-    def _supervise(self, pid: int, limit: int, deadline: float) -> "dict[str, Any]":
+    def _supervise(self, pid: int, captures: "tuple[Capture, Capture]", deadline: float) -> "dict[str, Any]":
         fds = self.fds
-        captures = {fds["out"]: Capture(limit), fds["err"]: Capture(limit)}
+        by_fd = {fds["out"]: captures[0], fds["err"]: captures[1]}
         ctl = bytearray()
         poller = select.poll()
-        for fd in (*captures, fds["ctl"], self.proto_in):
+        for fd in (*by_fd, fds["ctl"], self.proto_in):
             poller.register(fd, select.POLLIN)
         try:
             pidfd = os.pidfd_open(pid)
@@ -212,16 +307,17 @@ class Repl:
         if pidfd >= 0:
             poller.register(pidfd, select.POLLIN)
         rc: int | None = None
+        calls: list[Any] | None = None
         status: int | None = None
         interrupted = cancelled = False
         kill_at: float | None = None  # after SIGINT: SIGKILL at this time
         try:
-            while rc is None and status is None:
+            while rc is None and status is None and calls is None:
                 now = time.monotonic()
                 if kill_at is None and now >= deadline:
                     interrupted = True
                     self._interrupt(pid)
-                    kill_at = now + _INTERRUPT_GRACE_S
+                    kill_at = now + INTERRUPT_GRACE_S
                 elif kill_at is not None and now >= kill_at:
                     with ignore(OSError):
                         os.kill(pid, _sig.SIGKILL)
@@ -232,10 +328,10 @@ class Repl:
                 if pidfd < 0:
                     wait_ms = min(wait_ms, 5)
                 for fd, _events in poller.poll(wait_ms):
-                    if fd in captures:
-                        _drain(fd, captures[fd])
+                    if fd in by_fd:
+                        _drain(fd, by_fd[fd])
                     elif fd == fds["ctl"]:
-                        said = self._read_done(ctl)
+                        said = self._read_ctl(ctl)
                         if said == "eof":  # it is dying: the pidfd (or the status poll) says when
                             poller.unregister(fd)
                         elif said == "garbage":
@@ -245,58 +341,67 @@ class Repl:
                             status = self._wait_exit(pid)
                         elif isinstance(said, int):
                             rc = said
+                        elif isinstance(said, list):
+                            calls = said
                     elif fd == pidfd:
                         poller.unregister(pidfd)
                     elif fd == self.proto_in and self.runner._cancel_requested() and kill_at is None:
                         cancelled = interrupted = True
                         self._interrupt(pid)
-                        kill_at = time.monotonic() + _INTERRUPT_GRACE_S
-                if rc is None and status is None:
+                        kill_at = time.monotonic() + INTERRUPT_GRACE_S
+                if rc is None and status is None and calls is None:
                     status = self.reaper.main_status(pid)
         finally:
             if pidfd >= 0:
                 os.close(pidfd)
         if status is None and not self._stop(pid):
             status = self._wait_exit(pid)
-        for fd, capture in captures.items():
+        for fd, capture in by_fd.items():
             _drain(fd, capture)  # what threads wrote after "done", before they stopped
         if status is not None:
+            calls = None  # it died asking: the cell is over
             rc = wait_status_code(status) if rc is None else rc
             self._gone(_death(status), reaped=True)
+        elif calls is not None:
+            # Suspended: what the cell started stays (frozen with it) until the cell ends.
+            return {"calls": calls}
         self.reaper.kill_others()  # everything the cell started, except the (stopped) interpreter
-        out, err = captures[fds["out"]], captures[fds["err"]]
-        return {
-            "stdout": out.value(),
-            "stderr": err.value(),
-            "stdout_truncated": out.truncated,
-            "stderr_truncated": err.truncated,
-            "rc": rc if rc is not None else -1,
-            "interrupted": interrupted and not cancelled,
-            "cancelled": cancelled,
-        }
+        return {"rc": rc if rc is not None else -1, "interrupted": interrupted and not cancelled,
+                "cancelled": cancelled, "calls": None}  # fmt: skip
 
     def _interrupt(self, pid: int) -> None:
         with ignore(OSError):
             os.kill(pid, _sig.SIGCONT)  # a cell that stopped itself must see the interrupt
             os.kill(pid, _sig.SIGINT)
 
-    def _read_done(self, ctl: bytearray) -> "int | str | None":
-        """The rc of the interpreter's ``done <rc>`` line once complete, ``"eof"``, ``"garbage"``, or None."""
-        try:
-            data = os.read(self.fds["ctl"], _CTL_LIMIT)
-        except BlockingIOError:
-            return None
-        if not data:
-            return "eof"
-        ctl += data
-        if b"\n" not in ctl:
-            return "garbage" if len(ctl) >= _CTL_LIMIT else None
-        line = bytes(ctl[: ctl.index(b"\n")])
-        del ctl[:]
-        word, _, value = line.partition(b" ")
-        if word == b"done" and value.isdigit() and len(value) < 4:
+    def _read_ctl(self, ctl: bytearray) -> "int | list[Any] | str | None":
+        """What the interpreter said once complete: the rc of ``done <rc>``, the calls of a ``call``
+        message, ``"eof"`` or ``"garbage"``; None while incomplete."""
+        while len(ctl) <= CALL_LIMIT + _CALL_LINE_LIMIT:
+            try:
+                data = os.read(self.fds["ctl"], _READ_CHUNK)
+            except BlockingIOError:
+                break
+            if not data:
+                return "eof" if not ctl else "garbage"
+            ctl += data
+        end = ctl.find(b"\n", 0, _CALL_LINE_LIMIT)
+        if end < 0:
+            return "garbage" if len(ctl) >= _CALL_LINE_LIMIT else None
+        word, _, value = bytes(ctl[:end]).partition(b" ")
+        if not value.isdigit() or len(value) > 8:
+            return "garbage"
+        if word == b"done" and len(value) < 4 and len(ctl) == end + 1:
             return int(value)
-        return "garbage"
+        if word != b"call" or int(value) > CALL_LIMIT:
+            return "garbage"
+        size = int(value)
+        if len(ctl) < end + 1 + size:
+            return None
+        if len(ctl) > end + 1 + size:  # it blocks after a call: nothing may follow
+            return "garbage"
+        calls = _checked_calls(bytes(ctl[end + 1 :]))
+        return "garbage" if calls is None else calls
 
     def _stop(self, pid: int) -> bool:
         """SIGSTOP the interpreter and wait until all its threads are stopped; False if it is dead."""
@@ -359,89 +464,3 @@ def _close_all_but(*keep: int) -> None:  # pragma: no cover - child
             os.closerange(low, fd)
             low = fd + 1
     os.closerange(low, 1 << 20)
-
-
-# ------------------------------------------------------------------ the interpreter (forked child)
-
-
-def interpreter_main(cmd_fd: int, ctl_fd: int, env: dict[str, str], flags: "Any") -> "NoReturn":  # pragma: no cover
-    """The REPL's loop: read a cell, run it in the shared ``__main__``, say ``done <rc>``; forever."""
-    main = become_plain_python(env, flags, argv0="")
-    namespace = main.__dict__
-    state: dict[str, Any] = {"loop": None}
-    _sig.signal(_sig.SIGINT, _sig.SIG_IGN)  # interrupts count only while a cell runs
-    while True:
-        message = read_frame(cmd_fd)
-        if message is None:  # the supervisor went away
-            os._exit(0)
-        for name, value in message.get("env", {}).items():
-            os.environ[name] = value
-        rc: int | None = None
-        _sig.signal(_sig.SIGINT, _sig.default_int_handler)
-        try:
-            rc = _run_cell(str(message["code"]), int(message["cell"]), namespace, state)
-        except KeyboardInterrupt:  # landed between the cell and its own handler
-            rc = 130 if rc is None else rc
-        while True:  # an interrupt may land here too; ignore it from now on
-            try:
-                _sig.signal(_sig.SIGINT, _sig.SIG_IGN)
-                break
-            except KeyboardInterrupt:
-                continue
-        for stream in (sys.stdout, sys.stderr):
-            with ignore(BaseException):
-                stream.flush()
-        os.write(ctl_fd, f"done {rc & 0xFF if rc >= 0 else 1}\n".encode())
-
-
-def _run_cell(code: str, number: int, namespace: "dict[str, Any]", state: "dict[str, Any]") -> int:  # pragma: no cover
-    filename = f"<cell {number}>"
-    import linecache
-
-    # Tracebacks show the cell's lines, as IPython's do.
-    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
-    try:
-        compiled = compile(code, filename, "exec", flags=_PYCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
-        if compiled.co_flags & _CO_COROUTINE:
-            import asyncio
-
-            loop = state["loop"]
-            if loop is None:
-                loop = state["loop"] = asyncio.new_event_loop()
-                asyncio.set_event_loop(loop)
-            task = loop.create_task(eval(compiled, namespace))
-            try:
-                loop.run_until_complete(task)
-            except BaseException:
-                # Interrupted while the loop waited: the cell's task would otherwise run on in later cells.
-                if not task.done():
-                    task.cancel()
-                    with ignore(BaseException):
-                        loop.run_until_complete(asyncio.wait([task], timeout=_INTERRUPT_GRACE_S))
-                raise
-        else:
-            exec(compiled, namespace)
-    except SystemExit as exc:
-        return _system_exit_code(exc)
-    except BaseException as exc:  # the top level of the cell
-        tb = _from_cell(exc.__traceback__, filename)
-        exc.__traceback__ = tb  # hide this frame (and the event loop's): the traceback starts in the cell
-        with ignore(BaseException):
-            if sys.excepthook is sys.__excepthook__:
-                import traceback  # the C hook reads source lines from disk; this one finds the cell's
-
-                traceback.print_exception(type(exc), exc, tb)
-            else:
-                sys.excepthook(type(exc), exc, tb)
-        return 130 if isinstance(exc, KeyboardInterrupt) else 1
-    return 0
-
-
-def _from_cell(tb: "Any", filename: str) -> "Any":  # pragma: no cover - interpreter
-    """The traceback from the cell's first frame on (after ours and asyncio's); else without our frame."""
-    entry = tb
-    while entry is not None:
-        if entry.tb_frame.f_code.co_filename == filename:
-            return entry
-        entry = entry.tb_next
-    return tb.tb_next if tb is not None else None

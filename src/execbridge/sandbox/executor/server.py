@@ -66,7 +66,7 @@ class Executor:
             # The REPL's own sandbox answers cells only: bash and the editor run in the container's
             # main sandbox, where no interpreter survives between commands.
             self.repl = Repl(proto_in, runner=self.runner, reaper=self.reaper, outputs=outputs)
-            self.handlers = {"ping": self.op_ping, "cell": self.repl.cell}
+            self.handlers = {"ping": self.op_ping, "cell": self.repl.cell, "resume": self.repl.resume}
 
     def hello(self) -> "dict[str, Any]":
         return {
