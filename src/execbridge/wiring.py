@@ -28,7 +28,7 @@ from execbridge.keys import KeyGate, key_gate
 from execbridge.sandbox.base import ContainerService
 from execbridge.sandbox.host_client import SandboxHostClient, host_answers
 from execbridge.sandbox.manager import ContainerManager
-from execbridge.store.base import ThreadStore
+from execbridge.store.base import ResponseStore, ThreadStore
 from execbridge.store.sqlite import SqliteStore
 from execbridge.upstream.anthropic_messages import AnthropicMessagesUpstream
 from execbridge.upstream.base import Credentials, GatewayUpstream, ModelCatalog
@@ -62,6 +62,7 @@ class Services:
     key_check: UpstreamKeyCheck | None = None
     probes: tuple[Probe, ...] = ()  # what ``GET /readyz`` checks
     threads: ThreadStore | None = None  # message threads (api/threads.py); None: not held
+    responses: ResponseStore | None = None  # stored Responses-API responses; None: nothing is stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +257,7 @@ async def open_services(settings: Settings, target: UpstreamTarget | None = None
             key_check=key_check,
             probes=readiness_probes(settings, store, target),
             threads=store.threads,
+            responses=store.responses,
         )
 
 

@@ -1,6 +1,6 @@
 """What the gateway keeps between restarts, as small protocols: one per kind of record.
 
-``Store`` groups them (``store.containers``, ``store.files``, ``store.keys``), so a server database
+``Store`` groups them (``store.containers``, ``store.files``, ``store.keys``, …), so a server database
 can replace SQLite without touching callers.
 Records are frozen dataclasses with UTC-aware datetimes; nothing here knows SQL or wire formats.
 
@@ -208,6 +208,42 @@ class ThreadStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """One response of OpenAI's Responses API kept for ``GET /v1/responses/{id}`` and for later
+    requests that name it as ``previous_response_id`` (api/responses.py).
+
+    ``input_items`` is the request's own input (a JSON list of items, ids assigned); ``response`` the
+    Response object as JSON, tool outputs always included (a client that did not ask for them gets
+    them left out when it is rendered). ``previous_id`` links the conversation: the context of a
+    response is its chain's inputs and outputs, oldest first.
+    """
+
+    id: str
+    owner: str
+    previous_id: str | None
+    input_items: bytes
+    response: bytes
+    created_at: datetime
+
+
+class ResponseStore(Protocol):
+    """Stored responses, scoped by owner: another owner's response is ``None``, like an unknown id."""
+
+    async def insert(self, record: StoredResponse) -> None: ...
+
+    async def get(self, response_id: str, owner: str) -> StoredResponse | None: ...
+
+    async def chain(self, response_id: str, owner: str) -> builtins.list[StoredResponse]:
+        """The responses from the conversation's first to ``response_id``, oldest first; empty when
+        ``response_id`` or one of its ancestors is unknown, deleted or another owner's."""
+        ...
+
+    async def delete(self, response_id: str, owner: str) -> bool:
+        """Remove the record; False when the owner has no such response."""
+        ...
+
+
 class Store(Protocol):
     @property
     def containers(self) -> ContainerStore: ...
@@ -220,5 +256,8 @@ class Store(Protocol):
 
     @property
     def keys(self) -> KeyStore: ...
+
+    @property
+    def responses(self) -> ResponseStore: ...
 
     async def close(self) -> None: ...

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord, ThreadClaim, ThreadTurn
+from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord, StoredResponse, ThreadClaim, ThreadTurn
 
 
 class MemoryContainerStore:
@@ -186,12 +186,44 @@ class MemoryThreadStore:
         return len(expired)
 
 
+class MemoryResponseStore:
+    def __init__(self) -> None:
+        self.records: dict[str, StoredResponse] = {}
+
+    async def insert(self, record: StoredResponse) -> None:
+        if record.id in self.records:
+            raise ValueError(f"duplicate response id: {record.id}")
+        self.records[record.id] = record
+
+    async def get(self, response_id: str, owner: str) -> StoredResponse | None:
+        record = self.records.get(response_id)
+        return record if record is not None and record.owner == owner else None
+
+    async def chain(self, response_id: str, owner: str) -> builtins.list[StoredResponse]:
+        found: builtins.list[StoredResponse] = []
+        next_id: str | None = response_id
+        while next_id is not None:
+            record = await self.get(next_id, owner)
+            if record is None:
+                return []
+            found.append(record)
+            next_id = record.previous_id
+        return found[::-1]
+
+    async def delete(self, response_id: str, owner: str) -> bool:
+        if await self.get(response_id, owner) is None:
+            return False
+        del self.records[response_id]
+        return True
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self._containers = MemoryContainerStore()
         self._files = MemoryFileStore()
         self._keys = MemoryKeyStore()
         self._threads = MemoryThreadStore()
+        self._responses = MemoryResponseStore()
 
     @property
     def containers(self) -> MemoryContainerStore:
@@ -208,6 +240,10 @@ class MemoryStore:
     @property
     def threads(self) -> MemoryThreadStore:
         return self._threads
+
+    @property
+    def responses(self) -> MemoryResponseStore:
+        return self._responses
 
     async def close(self) -> None:
         return None

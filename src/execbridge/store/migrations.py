@@ -130,6 +130,24 @@ def _threads(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX threads_expires ON threads (expires_at)")
 
 
+def _responses(db: sqlite3.Connection) -> None:
+    # Stored Responses-API responses (api/responses.py): a conversation is a chain of rows by
+    # previous_id, and branches are allowed (two requests may continue the same response).
+    db.execute(
+        """
+        CREATE TABLE responses (
+            id          TEXT PRIMARY KEY,
+            owner       TEXT NOT NULL,
+            previous_id TEXT,
+            input_items BLOB NOT NULL,
+            response    BLOB NOT NULL,
+            created_us  INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX responses_owner ON responses (owner, created_us)")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_containers", _containers),
     ("0002_files", _files),
@@ -137,6 +155,7 @@ MIGRATIONS: list[Migration] = [
     ("0004_files_expiry", _files_expiry),
     ("0005_uploads_without_container_key", _uploads_without_container_key),
     ("0006_threads", _threads),
+    ("0008_responses", _responses),
 ]
 
 
