@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execbridge import ids
-from execbridge.api import count_tokens, files, health, model_list, openapi, request_log
+from execbridge.api import count_tokens, files, health, model_list, openapi, request_log, responses
 from execbridge.api.auth import GatewayKeyMiddleware
 from execbridge.api.drain import Drain
 from execbridge.api.errors import error_response
@@ -167,6 +167,11 @@ def create_app(
         Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),
         Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
         Route("/v1/files/{file_id}/content", files.download_file, methods=["GET"]),
+        # OpenAI's Responses API (docs/protocol.md §9).
+        Route("/v1/responses", responses.create_response, methods=["POST"]),
+        Route("/v1/responses/{response_id}", responses.get_response, methods=["GET"]),
+        Route("/v1/responses/{response_id}", responses.delete_response, methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/input_items", responses.list_input_items, methods=["GET"]),
         Route("/v1/models", model_list.list_models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", model_list.get_model, methods=["GET"]),
         # For supervisors and balancers, without a key (outside /v1/).

@@ -30,7 +30,7 @@ from typing import Any, Final, Protocol, assert_never
 
 from execbridge.config import SandboxSettings
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerSession, ExecutionResult, OutputSpool, SkippedFile
-from execbridge.tools.versions import BASH, EDITOR, PYTHON, ToolVersion
+from execbridge.tools.versions import BASH, EDITOR, OPENAI_WORKSPACE, PYTHON, ToolVersion
 from execbridge.types import (
     CommandOutcome,
     CreateOutcome,
@@ -69,6 +69,8 @@ MODEL_OUTPUT_CHARS = 20_000
 
 def system_note(version: ToolVersion, limits: SandboxSettings) -> str:
     """What the model must know about the sandbox; appended to the request's system prompt."""
+    if version.surface == "openai":
+        return _openai_note(version, limits)
     names = ", ".join(s.name for s in version.sub_tools)
     return (
         f"You have server-side code execution through the tools {names}. They run in a sandboxed "
@@ -85,6 +87,21 @@ def system_note(version: ToolVersion, limits: SandboxSettings) -> str:
             if version.repl
             else ""
         )
+    )
+
+
+def _openai_note(version: ToolVersion, limits: SandboxSettings) -> str:
+    """The note for OpenAI's hosted tools: files live in /mnt/data and are linked as ``sandbox:`` URLs,
+    which the Responses surface turns into ``container_file_citation`` annotations."""
+    names = " and ".join(s.name for s in version.sub_tools)
+    return (
+        f"You can run code with {names} in a sandboxed Linux container (Python 3.11 with numpy, pandas, "
+        f"scipy, scikit-learn, matplotlib, seaborn, openpyxl, pillow, sympy and more). The working directory "
+        f"is {OPENAI_WORKSPACE}: files the user provided are there, and files saved there persist across "
+        f"calls. There is no internet access and packages cannot be installed. Each command may run for at "
+        f"most {limits.command_timeout_s:g} seconds. To give the user a file (a chart, a CSV), save it in "
+        f"{OPENAI_WORKSPACE} and link it in your answer as [name](sandbox:{OPENAI_WORKSPACE}/name); PNG images "
+        f"saved there are shown to the user."
     )
 
 
