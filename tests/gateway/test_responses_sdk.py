@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 from openai.types.responses import (
     Response,
     ResponseCodeInterpreterToolCall,
+    ResponseFunctionShellToolCall,
+    ResponseFunctionShellToolCallOutput,
     ResponseFunctionToolCall,
     ResponseOutputMessage,
 )
@@ -61,3 +65,147 @@ def test_code_computes_and_answers(gateway: Gateway, fake):
     assert response.status == "completed" and response.id.startswith("resp_")
     assert response.usage is not None and response.usage.input_tokens > 0
     assert response.tools[0].type == "code_interpreter"
+
+
+def test_shell_call_and_its_output(gateway: Gateway, fake):
+    fake.reset([Turn.tool_call("bash_code_execution", command="echo hi; echo oops >&2; exit 3"), Turn.text("Done.")])
+    shell = [{"type": "shell", "environment": {"type": "container_auto"}}]
+    response = client(gateway).responses.create(model="gpt-5", input="Run it.", tools=shell)
+    strict(response)
+    call, output, answer = response.output
+    assert isinstance(call, ResponseFunctionShellToolCall) and call.id.startswith("sh_")
+    assert call.call_id.startswith("call_") and call.action.commands == ["echo hi; echo oops >&2; exit 3"]
+    assert call.environment is not None and call.environment.type == "container_reference"
+    container_id = call.environment.container_id
+    assert isinstance(output, ResponseFunctionShellToolCallOutput) and output.call_id == call.call_id
+    assert output.id.startswith("sho_") and output.status == "completed"
+    (entry,) = output.output
+    assert (entry.stdout, entry.stderr) == ("hi\n", "oops\n")
+    assert entry.outcome.type == "exit" and entry.outcome.exit_code == 3
+    assert response.output_text == "Done."
+    # The automatic environment is echoed as a reference to the container the calls ran in.
+    assert response.tools[0].environment.type == "container_reference"
+    assert response.tools[0].environment.container_id == container_id
+    # What the model read: the exit code, stdout and stderr.
+    assert "exit code: 3" in last_tool_result(fake.chat_requests[1])
+
+
+def test_function_tool_mixed_in_and_resumed(gateway: Gateway, fake):
+    fake.reset(
+        [
+            Turn.tool_call("code_execution", code="x = 6 * 7\nprint(x)"),
+            Turn.tool_call("get_weather", city="Paris"),
+            lambda req: Turn.text(f"Weather says {last_tool_result(req)}; x was computed."),
+        ]
+    )
+    tools = [
+        *CODE_INTERPRETER,
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    ]
+    oa = client(gateway)
+    first = oa.responses.create(model="gpt-5", input="Compute, then check the weather.", tools=tools, include=OUTPUTS)
+    strict(first)
+    ci, fn = first.output
+    assert isinstance(ci, ResponseCodeInterpreterToolCall) and ci.outputs[0].logs == "42\n"
+    assert isinstance(fn, ResponseFunctionToolCall) and fn.name == "get_weather" and fn.id.startswith("fc_")
+    assert fn.call_id.startswith("call_") and json.loads(fn.arguments) == {"city": "Paris"}
+    assert first.status == "completed"
+
+    second = oa.responses.create(
+        model="gpt-5",
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": fn.call_id, "output": "sunny, 21 C"}],
+        tools=tools,
+    )
+    strict(second)
+    assert second.output_text == "Weather says sunny, 21 C; x was computed."
+    assert second.previous_response_id == first.id
+    # The code ran once: the second request's model saw its result in the history, not a new run.
+    assert [o.type for o in second.output] == ["message"]
+    history = fake.chat_requests[2]["messages"]
+    assert sum("42" in str(m.get("content")) for m in history if m["role"] == "tool") == 1
+
+
+def test_previous_response_id_across_three_turns_in_one_container(gateway: Gateway, fake):
+    fake.reset(
+        [
+            Turn.tool_call("code_execution", code="open('/mnt/data/n.txt', 'w').write('1')\nx = 1"),
+            Turn.text("Saved."),
+            Turn.tool_call("code_execution", code="x += 1\nprint(x, open('/mnt/data/n.txt').read())"),
+            Turn.text("Two."),
+            Turn.tool_call("bash_code_execution", command="cat /mnt/data/n.txt; ls /mnt/data"),
+            lambda req: Turn.text(f"Three turns; the model saw {len(req['messages'])} messages."),
+        ]
+    )
+    tools = [*CODE_INTERPRETER, {"type": "shell", "environment": {"type": "container_auto"}}]
+    oa = client(gateway)
+    first = oa.responses.create(model="gpt-5", input="Save a number.", tools=tools, include=OUTPUTS)
+    second = oa.responses.create(
+        model="gpt-5", previous_response_id=first.id, input="Add one.", tools=tools, include=OUTPUTS
+    )
+    third = oa.responses.create(
+        model="gpt-5", previous_response_id=second.id, input="Show the file.", tools=tools, include=OUTPUTS
+    )
+    containers = {first.output[0].container_id, second.output[0].container_id, third.output[0].environment.container_id}
+    assert len(containers) == 1
+    # The interpreter kept its state, and the file is there for the shell.
+    assert second.output[0].outputs[0].logs == "2 1\n"
+    assert third.output[1].output[0].stdout.startswith("1")
+    # The third request's model saw the whole conversation: three user turns and every call.
+    messages = fake.chat_requests[-1]["messages"]
+    assert [m["content"] for m in messages if m["role"] == "user"] == ["Save a number.", "Add one.", "Show the file."]
+    # Instructions are not carried over (OpenAI's rule); input items are listed per response.
+    items = oa.responses.input_items.list(third.id)
+    assert [i.type for i in items.data] == ["message"] and items.data[0].content[0].text == "Show the file."
+
+
+def test_stored_responses_are_retrieved_listed_and_deleted_by_their_owner_only(gateway: Gateway, fake):
+    fake.reset([Turn.tool_call("code_execution", code="print(2 + 2)"), Turn.text("Four.")])
+    oa = client(gateway)
+    created = oa.responses.create(
+        model="gpt-5",
+        instructions="Be brief.",
+        input=[{"role": "user", "content": "What is 2 + 2?"}, {"role": "user", "content": "Use code."}],
+        tools=CODE_INTERPRETER,
+        metadata={"case": "store"},
+    )
+    assert created.output[0].outputs is None  # not asked for
+    again = oa.responses.retrieve(created.id)
+    assert again.model_dump() == created.model_dump()
+    with_outputs = oa.responses.retrieve(created.id, include=OUTPUTS)
+    assert with_outputs.output[0].outputs[0].logs == "4\n"
+    assert again.instructions == "Be brief." and again.metadata == {"case": "store"}
+
+    items = oa.responses.input_items.list(created.id)
+    assert [i.content[0].text for i in items.data] == ["Use code.", "What is 2 + 2?"]  # newest first
+    asc = oa.responses.input_items.list(created.id, order="asc", limit=1)
+    assert [i.content[0].text for i in asc] == ["What is 2 + 2?", "Use code."]  # the SDK pages on
+
+    stranger = client(gateway, OTHER_KEY)
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.input_items.list(created.id)
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.delete(created.id)
+    with pytest.raises(openai.BadRequestError) as refused:
+        stranger.responses.create(model="gpt-5", previous_response_id=created.id, input="And now?")
+    assert refused.value.code == "previous_response_not_found"
+
+    oa.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        oa.responses.retrieve(created.id)
+
+
+def test_store_false_keeps_nothing(gateway: Gateway, fake):
+    fake.reset([Turn.text("Hello.")])
+    oa = client(gateway)
+    response = oa.responses.create(model="gpt-5", input="Hi", store=False)
+    assert response.store is False and response.output_text == "Hello."
+    with pytest.raises(openai.NotFoundError):
+        oa.responses.retrieve(response.id)
