@@ -289,10 +289,6 @@ class OpenAIContainerStore(Protocol):
         """Forget the sandbox container (it was deleted): the container reads as expired from now on."""
         ...
 
-    async def due(self, now: datetime, *, limit: int) -> builtins.list[OpenAIContainerRecord]:  # ``list`` is a method
-        """Up to ``limit`` containers of any owner past their expiry that still have a sandbox container."""
-        ...
-
     async def delete(self, container_id: str, owner: str) -> bool:
         """Remove the container and its file ids; False when the owner has no such container."""
         ...

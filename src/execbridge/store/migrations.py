@@ -149,10 +149,6 @@ def _openai_containers(db: sqlite3.Connection) -> None:
         """
     )
     db.execute("CREATE INDEX openai_containers_owner ON openai_containers (owner, created_us, id)")
-    db.execute(
-        "CREATE INDEX openai_containers_due ON openai_containers (active_us + expires_minutes * 60000000) "
-        "WHERE sandbox_id IS NOT NULL"
-    )
     # The stable id of each file in such a container, by its path in the workspace.
     db.execute(
         """

@@ -109,14 +109,6 @@ class SqliteOpenAIContainerStore:
     async def mark_expired(self, container_id: str) -> None:
         await self._store.execute("UPDATE openai_containers SET sandbox_id = NULL WHERE id = ?", (container_id,))
 
-    async def due(self, now: datetime, *, limit: int) -> builtins.list[OpenAIContainerRecord]:
-        rows = await self._store.query(
-            f"SELECT {_COLUMNS} FROM openai_containers WHERE sandbox_id IS NOT NULL "
-            "AND active_us + expires_minutes * 60000000 <= ? ORDER BY active_us + expires_minutes * 60000000 LIMIT ?",
-            (_us(now), limit),
-        )
-        return [_container(r) for r in rows]
-
     async def delete(self, container_id: str, owner: str) -> bool:
         changed = await self._store.execute_count(
             "DELETE FROM openai_containers WHERE id = ? AND owner = ?", (container_id, owner)
