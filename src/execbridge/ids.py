@@ -1,4 +1,5 @@
-"""Identifiers that look like Anthropic's (``msg_…``, ``srvtoolu_…``, ``container_…``, ``file_…``).
+"""Identifiers that look like Anthropic's (``msg_…``, ``srvtoolu_…``, ``container_…``, ``file_…``) and,
+for the OpenAI surfaces, like OpenAI's (``file-…``, ``cntr_…``, ``cfile_…``).
 
 Ids are unguessable: 24 base62 characters from ``secrets`` (≈ 143 bits). Knowing one container id
 never helps to guess another; ownership is still checked on every use.
@@ -39,6 +40,21 @@ def container_id() -> str:
 
 def file_id() -> str:
     return new_id("file")
+
+
+def openai_file_id() -> str:
+    """An OpenAI Files API id: ``file-`` and 22 base62 characters (``file-Kef7WASTZXWQai3TTSjUWZ``)."""
+    return "file-" + random_token(22)
+
+
+def openai_container_id() -> str:
+    """An OpenAI container id: ``cntr_`` and 48 hex digits (192 bits), the shape OpenAI's have."""
+    return "cntr_" + secrets.token_hex(24)
+
+
+def container_file_id() -> str:
+    """A file in an OpenAI container: ``cfile_`` and 32 hex digits."""
+    return "cfile_" + secrets.token_hex(16)
 
 
 def request_id() -> str:

@@ -233,6 +233,19 @@ def _without(report: DoctorReport, *names: str) -> DoctorReport:
     )
 
 
+async def test_the_workspace_is_also_at_mnt_data(workdir: Path, doctor_report: DoctorReport):
+    """OpenAI's code writes /mnt/data/…; the Containers API lists the workspace (sandbox.base.DATA_ALIAS)."""
+    async with open_manager(workdir, doctor_report) as m:
+        info = await m.create("alice")
+        async with m.lease(info.id, "alice") as s:
+            r = await s.run_python("open('/mnt/data/plot.txt', 'w').write('drawn')")
+            assert r.return_code == 0, r.stderr
+            r = await s.run_bash("cat /workspace/plot.txt; echo; ls -l /mnt/data | tail -n +2 | wc -l")
+            assert r.stdout.split() == ["drawn", "1"], r.stderr
+            view = await s.view("/mnt/data/plot.txt")
+            assert view.content == "drawn"
+
+
 async def test_refuses_to_start_when_a_protection_is_missing(workdir: Path, doctor_report: DoctorReport):
     weak = _without(doctor_report, doctor.CG_PIDS)
     with pytest.raises(SandboxUnavailable, match="cgroup pids"):

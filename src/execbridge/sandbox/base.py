@@ -26,6 +26,12 @@ DEFAULT_WORKSPACE = "/workspace"
 """Where a container's workspace is inside its sandbox unless the container says otherwise (its
 ``ContainerInfo.workspace``): the working directory and ``HOME`` of commands, where uploads go."""
 
+DATA_ALIAS = "/mnt/data"
+"""The same workspace bound a second time, at the path OpenAI's code interpreter and shell use for a
+container's files (docs/sandbox.md, "What a program inside can see and do"): code that writes
+``/mnt/data/plot.png`` writes ``<workspace>/plot.png``, which the Containers API lists as
+``/mnt/data/plot.png``. Every container has it, so a spare serves either API."""
+
 
 Owner = str | Caller
 """Whose containers a call is about: an owner id taken as given (the in-process manager; root's CLI

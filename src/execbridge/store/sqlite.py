@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from execbridge.store import migrations
 from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord
+from execbridge.store.sqlite_openai import SqliteOpenAIContainerStore
 from execbridge.store.sqlite_responses import SqliteResponseStore
 from execbridge.store.sqlite_threads import SqliteThreadStore
 
@@ -93,7 +94,7 @@ def _from_us(value: int) -> datetime:
     return _EPOCH + value * _MICROSECOND
 
 
-_FILE_COLUMNS = "id, owner, filename, mime_type, size_bytes, created_us, downloadable, expires_us"
+_FILE_COLUMNS = "id, owner, filename, mime_type, size_bytes, created_us, downloadable, expires_us, purpose"
 _NEWEST_FIRST = "ORDER BY created_us DESC, id DESC"
 
 
@@ -104,7 +105,7 @@ def _unexpired(now: datetime | None) -> tuple[str, tuple[object, ...]]:
     return " AND (expires_us IS NULL OR expires_us > ?)", (_us(now),)
 
 
-def _file(row: tuple[str, str, str, str, int, int, int, int | None]) -> FileRecord:
+def _file(row: tuple[str, str, str, str, int, int, int, int | None, str | None]) -> FileRecord:
     return FileRecord(
         id=row[0],
         owner=row[1],
@@ -114,6 +115,7 @@ def _file(row: tuple[str, str, str, str, int, int, int, int | None]) -> FileReco
         created_at=_from_us(row[5]),
         downloadable=bool(row[6]),
         expires_at=None if row[7] is None else _from_us(row[7]),
+        purpose=row[8],
     )
 
 
@@ -123,7 +125,7 @@ class SqliteFileStore:
 
     async def insert(self, record: FileRecord) -> None:
         await self._store.execute(
-            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.id,
                 record.owner,
@@ -133,6 +135,7 @@ class SqliteFileStore:
                 _us(record.created_at),
                 int(record.downloadable),
                 None if record.expires_at is None else _us(record.expires_at),
+                record.purpose,
             ),
         )
 
@@ -172,10 +175,19 @@ class SqliteFileStore:
         after: tuple[datetime, str] | None = None,
         before: tuple[datetime, str] | None = None,
         now: datetime | None = None,
+        openai: bool = False,
+        purpose: str | None = None,
     ) -> list[FileRecord]:
         live, live_params = _unexpired(now)
         sql = f"SELECT {_FILE_COLUMNS} FROM files WHERE owner = ?{live}"
         params: list[object] = [owner, *live_params]
+        if not openai:
+            sql += " AND purpose IS NULL"
+        elif purpose is None:
+            sql += " AND purpose IS NOT NULL"
+        else:
+            sql += " AND purpose = ?"
+            params.append(purpose)
         if after is not None:
             sql += " AND (created_us, id) < (?, ?)"
             params += [_us(after[0]), after[1]]
@@ -287,6 +299,7 @@ class SqliteStore:
         self._files = SqliteFileStore(self)
         self._keys = SqliteKeyStore(self)
         self._threads = SqliteThreadStore(self)
+        self._openai_containers = SqliteOpenAIContainerStore(self)
         self._responses = SqliteResponseStore(self)
 
     @classmethod
@@ -315,6 +328,10 @@ class SqliteStore:
     @property
     def threads(self) -> SqliteThreadStore:
         return self._threads
+
+    @property
+    def openai_containers(self) -> SqliteOpenAIContainerStore:
+        return self._openai_containers
 
     @property
     def responses(self) -> SqliteResponseStore:
