@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from execbridge.config import Settings
 from execbridge.engine.loop import Engine
+from execbridge.engine.openai_containers import OpenAIContainers
 from execbridge.errors import ConfigurationError
 from execbridge.files import FileService
 from execbridge.keys import KeyGate, key_gate
@@ -62,6 +63,8 @@ class Services:
     key_check: UpstreamKeyCheck | None = None
     probes: tuple[Probe, ...] = ()  # what ``GET /readyz`` checks
     threads: ThreadStore | None = None  # message threads (api/threads.py); None: not held
+    # OpenAI's Containers API and the containers of /v1/responses; None: not offered
+    openai_containers: OpenAIContainers | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +259,9 @@ async def open_services(settings: Settings, target: UpstreamTarget | None = None
             key_check=key_check,
             probes=readiness_probes(settings, store, target),
             threads=store.threads,
+            openai_containers=OpenAIContainers(
+                store.openai_containers, containers, files, memory_mb=settings.sandbox.memory_mb
+            ),
         )
 
 
