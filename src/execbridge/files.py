@@ -393,6 +393,7 @@ class FileService:
         after_id: str | None = None,
         before_id: str | None = None,
         after: tuple[datetime, str] | None = None,
+        before: tuple[datetime, str] | None = None,
         openai: bool = False,
         purpose: str | None = None,
     ) -> FilePage:
@@ -400,14 +401,16 @@ class FileService:
         ``purpose`` when given).
 
         ``after_id``/``before_id`` are the old beta cursors (ids on the previous page); ``after`` is a
-        position (from a GA ``page`` token), which stays valid even if that file was deleted since.
+        position (from a GA ``page`` token), which stays valid even if that file was deleted since;
+        ``before`` is a position too (the files just newer than it, still newest first).
         """
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidRequest(f"limit: must be between 1 and {MAX_LIST_LIMIT}")
         await self.sweep()
         if after_id is not None:
             after = (await self._cursor_of(owner, after_id, "after_id")).cursor
-        before = (await self._cursor_of(owner, before_id, "before_id")).cursor if before_id is not None else None
+        if before_id is not None:
+            before = (await self._cursor_of(owner, before_id, "before_id")).cursor
         # One more than asked says whether there is a next page without a second query.
         rows = await self._store.list(
             owner, limit=limit + 1, after=after, before=before, now=self._clock(), openai=openai, purpose=purpose

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from execbridge.config import Settings
 from execbridge.engine.loop import Engine
+from execbridge.engine.openai_containers import OpenAIContainers
 from execbridge.errors import ConfigurationError
 from execbridge.files import FileService
 from execbridge.keys import KeyGate, key_gate
@@ -63,6 +64,8 @@ class Services:
     probes: tuple[Probe, ...] = ()  # what ``GET /readyz`` checks
     threads: ThreadStore | None = None  # message threads (api/threads.py); None: not held
     responses: ResponseStore | None = None  # stored Responses-API responses; None: nothing is stored
+    # OpenAI's Containers API and the containers of /v1/responses; None: not offered
+    openai_containers: OpenAIContainers | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +261,9 @@ async def open_services(settings: Settings, target: UpstreamTarget | None = None
             probes=readiness_probes(settings, store, target),
             threads=store.threads,
             responses=store.responses,
+            openai_containers=OpenAIContainers(
+                store.openai_containers, containers, files, memory_mb=settings.sandbox.memory_mb
+            ),
         )
 
 

@@ -228,13 +228,14 @@ class OpenAIContainers:
         """Exclusive use of a running container's sandbox (activity at start and end)."""
         record = await self._running(caller, container_id)
         assert record.sandbox_id is not None
-        try:
-            async with self._containers.lease(record.sandbox_id, caller) as session:
-                yield record, session
-        except NotFound:
-            # The sandbox container is gone (its retention, or deleted by hand): the files are too.
-            await self._store.mark_expired(record.id)
-            raise expired_error(container_id) from None
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                session = await stack.enter_async_context(self._containers.lease(record.sandbox_id, caller))
+            except NotFound:
+                # The sandbox container is gone (its retention, or deleted by hand): the files are too.
+                await self._store.mark_expired(record.id)
+                raise expired_error(container_id) from None
+            yield record, session
         await self._touch(record)
 
     # ------------------------------------------------------------ files
@@ -268,19 +269,23 @@ class OpenAIContainers:
         async with self.lease(caller, container_id) as (record, session):
             await self.files.remove(record.id, file_id, session)
 
-    @asynccontextmanager
     async def download(
         self, caller: Caller, container_id: str, file_id: str
-    ) -> AsyncIterator[tuple[ContainerFile, Path]]:
-        """The file and a temporary copy of its bytes, removed when the context ends."""
+    ) -> tuple[ContainerFile, Path, Callable[[], None]]:
+        """The file, a temporary copy of its bytes, and the function that removes that copy (the caller
+        calls it once the bytes are sent)."""
         batch = self._files.output_batch(caller.owner)
         try:
             async with self.lease(caller, container_id) as (record, session):
                 found = await self.files.one(record.id, file_id, session)
                 path = await self.files.copy_out(await self.files.record_of(record.id, file_id), session, batch)
-            yield found, path
-        finally:
+        except BaseException:
             batch.discard()
+            raise
+        return found, path, batch.discard
+
+    def is_expired(self, record: OpenAIContainerRecord) -> bool:
+        return record.expired(self._clock())
 
     # ------------------------------------------------------------ internals
 
