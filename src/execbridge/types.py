@@ -142,13 +142,26 @@ class OutputFile:
 
 
 @dataclass(frozen=True, slots=True)
+class WrittenFile:
+    """A file a command created or changed in the container's workspace (``path`` relative to it), for
+    surfaces that show them (OpenAI's hosted tools cite them); ``image`` holds a small image's bytes."""
+
+    path: str
+    size_bytes: int
+    image: Image | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CommandOutcome:
-    """A finished bash command or Python program. A failing program is data, not an exception."""
+    """A finished bash command or Python program. A failing program is data, not an exception.
+
+    ``written`` is filled only when the caller asked for it (``tools.code_execution.run_call``)."""
 
     stdout: str
     stderr: str
     return_code: int
     files: tuple[OutputFile, ...] = ()
+    written: tuple[WrittenFile, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import openai
@@ -209,3 +210,40 @@ def test_store_false_keeps_nothing(gateway: Gateway, fake):
     assert response.store is False and response.output_text == "Hello."
     with pytest.raises(openai.NotFoundError):
         oa.responses.retrieve(response.id)
+
+
+CHART = """import matplotlib.pyplot as plt
+v = [3, 5, 10]
+print('mean =', sum(v) / len(v))
+plt.bar(range(3), v)
+plt.savefig('/mnt/data/bars.png')
+"""
+
+
+def test_a_chart_comes_back_as_an_image_output_and_a_downloadable_container_file(gateway: Gateway, fake):
+    answer = "The mean is 6.0.\n\n[Download the chart](sandbox:/mnt/data/bars.png)"
+    fake.reset([Turn.tool_call("code_execution", code=CHART), Turn.text(answer)])
+    oa = client(gateway)
+    response = oa.responses.create(
+        model="gpt-5", input="Plot 3, 5, 10 as bars.", tools=CODE_INTERPRETER, include=OUTPUTS
+    )
+    strict(response)
+    call, message = response.output
+    assert call.container_id.startswith("cntr_")
+    image, logs = call.outputs
+    assert image.type == "image" and image.url.startswith("data:image/png;base64,")
+    png = base64.b64decode(image.url.split(",", 1)[1])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert logs.type == "logs" and logs.logs == "mean = 6.0\n"
+
+    text = message.content[0]
+    assert text.text == answer
+    (citation,) = text.annotations
+    assert citation.type == "container_file_citation" and citation.container_id == call.container_id
+    assert citation.filename == "bars.png" and citation.file_id.startswith("cfile_")
+    assert text.text[citation.start_index : citation.end_index] == "sandbox:/mnt/data/bars.png"
+
+    # The cited file is the container's, downloadable through the Containers API, byte for byte.
+    listed = oa.containers.files.list(call.container_id)
+    assert [(f.id, f.path, f.source) for f in listed.data] == [(citation.file_id, "/mnt/data/bars.png", "assistant")]
+    assert oa.containers.files.content.retrieve(citation.file_id, container_id=call.container_id).read() == png

@@ -29,6 +29,7 @@ from execbridge.api.auth import caller_for
 from execbridge.api.drain import Drain
 from execbridge.api.errors import classify
 from execbridge.api.messages import SSE_HEADERS, read_json
+from execbridge.api.responses_files import ContainerArtifacts
 from execbridge.api.responses_items import JSON, to_conversation
 from execbridge.api.responses_render import KEEP_ALIVE, ResponseRenderer, client_view
 from execbridge.api.responses_request import (
@@ -37,6 +38,7 @@ from execbridge.api.responses_request import (
     generation_request,
     parse_responses_request,
 )
+from execbridge.engine.openai_containers import DEFAULT_MEMORY_LIMIT, AutoContainer, LiveContainer
 from execbridge.errors import ExecbridgeError, InvalidRequest, NotFound
 from execbridge.store.base import ResponseStore, StoredResponse
 from execbridge.types import Caller, ToolCall
@@ -67,20 +69,31 @@ async def _history(services: Services, previous_id: str | None, owner: str) -> l
     return items
 
 
-async def _container(services: Services, request: ResponsesRequest, latest: str | None, caller: Caller) -> str | None:
-    """The container the hosted tools run in: the one named, else the conversation's latest while it
-    lives, else none yet (the engine makes one when the response starts)."""
-    if request.container is None:
+async def _container(
+    services: Services, request: ResponsesRequest, latest: str | None, caller: Caller
+) -> LiveContainer | None:
+    """The OpenAI container the hosted tools run in: the one named; else (``auto``) the conversation's
+    latest while it runs, else a new one with the ``file_ids`` in it. Made before the model runs, so the
+    response can name it from its first event (docs/protocol.md §9.5)."""
+    choice = request.container
+    if choice is None:
         return None
-    if request.container.container_id is not None:
-        return request.container.container_id
-    if latest is None:
-        return None
-    try:
-        await services.containers.get(latest, caller)
-    except NotFound:
-        return None  # gone (expired or deleted): a new one, as OpenAI's auto mode does
-    return latest
+    containers = services.openai_containers
+    if containers is None:
+        raise InvalidRequest("tools: this gateway runs no containers for OpenAI's hosted tools", param="tools")
+    if choice.container_id is not None:
+        return await containers.resolve(caller, choice.container_id)
+    if latest is not None:
+        try:
+            live = await containers.resolve(caller, latest)
+        except (NotFound, InvalidRequest):
+            pass  # deleted or expired: a new one, as OpenAI's auto mode does
+        else:
+            for file_id in choice.file_ids:  # put in again: the path is the file's, so the same one
+                added = await containers.add_file_id(caller, live.id, file_id)
+                live.placed[file_id] = added.path
+            return live
+    return await containers.resolve(caller, AutoContainer(choice.file_ids, choice.memory_limit or DEFAULT_MEMORY_LIMIT))
 
 
 async def create_response(request: Request) -> Response:
@@ -92,10 +105,14 @@ async def create_response(request: Request) -> Response:
     caller = caller_for(request.headers, services.settings)
     history = await _history(services, parsed.previous_response_id, caller.owner)
     conversation = to_conversation([*history, *parsed.input_items])
-    container_id = await _container(services, parsed, conversation.container_id, caller)
-    generation = generation_request(parsed, conversation, container_id)
+    live = await _container(services, parsed, conversation.container_id, caller)
+    generation = generation_request(
+        parsed, conversation, live.sandbox_id if live else None, placed=tuple(live.placed.values()) if live else ()
+    )
     calls = {p.id: p for m in conversation.messages for p in m.parts if isinstance(p, ToolCall)}
-    renderer = ResponseRenderer(parsed, container_id=container_id, calls=calls)
+    renderer = ResponseRenderer(parsed, container_id=live.id if live else None, calls=calls)
+    if live is not None and services.openai_containers is not None:
+        renderer.artifacts = ContainerArtifacts(services.openai_containers.files)
     events = request_log.noting(drain.guard(services.engine.run(generation, caller)))
     request_log.note(model=parsed.model, stream=parsed.stream, surface="responses")
     rendered = renderer.render(events)

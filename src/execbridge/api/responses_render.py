@@ -477,7 +477,7 @@ class ResponseRenderer:
 
     async def _result(self, result: ServerToolResult) -> list[JSON]:
         if result.tool_name == BASH:
-            return self._shell_result(result)
+            return await self._shell_result(result)
         out: list[JSON] = []
         index = self._by_call.get(result.tool_use_id)
         if index is None:  # a call deferred from an earlier response runs first: it gets its item now
@@ -498,7 +498,9 @@ class ResponseRenderer:
         out.append(self._done(index))
         return out
 
-    def _shell_result(self, result: ServerToolResult) -> list[JSON]:
+    async def _shell_result(self, result: ServerToolResult) -> list[JSON]:
+        if self.container_id:
+            await self.artifacts.outputs(self.container_id, result)  # what it wrote may be cited later
         out: list[JSON] = []
         if result.tool_use_id not in self._by_call:  # deferred from an earlier response
             call = self.calls.get(result.tool_use_id) or ToolCall(result.tool_use_id, BASH, {}, server=True)

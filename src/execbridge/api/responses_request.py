@@ -11,7 +11,7 @@ Must not: read the store, run anything, or render a Response.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -20,10 +20,10 @@ from execbridge.api.responses_items import JSON, Conversation, normalize_input
 from execbridge.tools.versions import BASH, PYTHON, TOOL_NAME, openai_tool
 from execbridge.types import (
     ClientTool,
-    ContainerUpload,
     GenerationRequest,
     Message,
     Sampling,
+    Text,
     ToolChoice,
     ToolSpec,
 )
@@ -334,19 +334,20 @@ def _tool_choice(
 
 
 def generation_request(
-    request: ResponsesRequest, conversation: Conversation, container_id: str | None
+    request: ResponsesRequest, conversation: Conversation, container_id: str | None, *, placed: Sequence[str] = ()
 ) -> GenerationRequest:
     """The engine's request: ``conversation`` is every item the model sees (earlier ones, then the
-    input), as ``to_conversation`` made it; ``file_ids`` of an automatic container go in with the
-    first user turn of this input, as uploads (``container_upload``)."""
+    input), as ``to_conversation`` made it; ``container_id`` is the sandbox container the hosted tools
+    use; ``placed`` are the paths the request's ``file_ids`` were put at, which the model is told in
+    the latest user turn."""
     messages = list(conversation.messages)
-    if request.container is not None and request.container.file_ids:
-        uploads = tuple(ContainerUpload(f) for f in request.container.file_ids)
-        first = next((i for i, m in enumerate(messages) if m.role == "user"), None)
-        if first is None:
-            messages.insert(0, Message("user", uploads))
+    if placed:
+        note = Text("[Files the user provided, in the container: " + ", ".join(placed) + "]")
+        last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].role == "user"), None)
+        if last is None:
+            messages.append(Message("user", (note,)))
         else:
-            messages[first] = Message("user", uploads + messages[first].parts)
+            messages[last] = Message("user", (note, *messages[last].parts))
     system = [request.instructions] if request.instructions else []
     system += conversation.system
     tools: list[ToolSpec] = []

@@ -136,6 +136,22 @@ class ContainerFiles:
                 return record
         raise NotFound(f"No file found with id '{file_id}' in container '{container_id}'.")
 
+    async def ids_for(
+        self, container_id: str, paths: Sequence[str], *, written: Sequence[str] = ()
+    ) -> dict[str, ContainerFileRecord]:
+        """The ids of the files at ``paths`` (relative to the workspace) that have one, or that are among
+        ``written`` (files code just wrote, known to exist: they get their ``assistant`` id now). For
+        ``/v1/responses``' citations, which must not lease the container the engine holds."""
+        known = {r.path: r for r in await self._store.files(container_id)}
+        found: dict[str, ContainerFileRecord] = {}
+        for path in paths:
+            if path in known:
+                found[path] = known[path]
+            elif path in written:
+                record = ContainerFileRecord(ids.container_file_id(), container_id, path, "assistant", self._now())
+                found[path] = known[path] = await self._store.add_file(record)
+        return found
+
     async def one(self, container_id: str, file_id: str, session: ContainerSession) -> ContainerFile:
         record = await self.record_of(container_id, file_id)
         scanned = (await self.scan(session, record.path)).get(record.path)

@@ -216,7 +216,10 @@ class Engine:
         assert run.container is not None  # made when the message started (the tool is present)
         results: list[ServerToolResult] = []
         repl = run.version is not None and run.version.repl
-        events = self._run_calls(calls, run.container, run.caller, held_back=held_back, invalid=invalid, repl=repl)
+        written = run.version is not None and run.version.surface == "openai"  # OpenAI's tools cite files
+        events = self._run_calls(
+            calls, run.container, run.caller, held_back=held_back, invalid=invalid, repl=repl, written=written
+        )
         async for event in events:
             if isinstance(event, ServerToolResultReady):
                 results.append(event.result)
@@ -357,10 +360,12 @@ class Engine:
         held_back: Sequence[Text | Thinking | ToolCall] = (),
         invalid: frozenset[str] = frozenset(),
         repl: bool = False,
+        written: bool = False,
     ) -> AsyncIterator[EngineEvent]:
         """Run server calls in order, each result right after its call; held-back blocks interleave.
 
-        ``repl``: Python calls are cells of the container's persistent REPL (``ToolVersion.repl``)."""
+        ``repl``: Python calls are cells of the container's persistent REPL (``ToolVersion.repl``);
+        ``written``: commands report the workspace files they wrote (``CommandOutcome.written``)."""
         held = list(held_back)
         publish = partial(self._files.output_batch, caller.owner) if self._files is not None else None
         async with self._containers.lease(container.id, caller) as session:
@@ -373,7 +378,9 @@ class Engine:
                     outcome: ToolOutcome = ToolFailure("invalid_tool_input", "arguments were not a JSON object")
                 else:
                     task = asyncio.ensure_future(
-                        run_call(session, call.name, call.input, self._settings.sandbox, publish, repl=repl)
+                        run_call(
+                            session, call.name, call.input, self._settings.sandbox, publish, repl=repl, written=written
+                        )
                     )
                     try:
                         while True:

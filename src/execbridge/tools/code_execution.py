@@ -25,12 +25,14 @@ changed while it was read) are named in a note on stderr too; the command's own 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, Protocol, assert_never
 
 from execbridge.config import SandboxSettings
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerSession, ExecutionResult, OutputSpool, SkippedFile
 from execbridge.tools.versions import BASH, EDITOR, OPENAI_WORKSPACE, PYTHON, ToolVersion
+from execbridge.tools.written import started, written_since
 from execbridge.types import (
     CommandOutcome,
     CreateOutcome,
@@ -122,13 +124,31 @@ async def run_call(
     publish: Publisher | None = None,
     *,
     repl: bool = False,
+    written: bool = False,
 ) -> ToolOutcome:
     """Run one server tool call; every problem with ``args`` becomes ``invalid_tool_input``.
 
     Without ``publish`` captured files are dropped (nothing could serve them). ``repl``
     (``ToolVersion.repl``): Python code is a cell of the container's persistent REPL, limited by
-    ``repl_cell_timeout_s``; otherwise a fresh ``python -c``.
+    ``repl_cell_timeout_s``; otherwise a fresh ``python -c``. ``written``: a command's outcome lists
+    the workspace files it wrote (``tools/written.py``), with the bytes of small images.
     """
+    since = started()
+    outcome = await _dispatch(session, name, args, limits, publish, repl=repl)
+    if written and isinstance(outcome, CommandOutcome):
+        return replace(outcome, written=await written_since(session, since))
+    return outcome
+
+
+async def _dispatch(
+    session: ContainerSession,
+    name: str,
+    args: Mapping[str, Any],
+    limits: SandboxSettings,
+    publish: Publisher | None,
+    *,
+    repl: bool,
+) -> ToolOutcome:
     if name == BASH:
         command = _str_arg(args, "command")
         if not isinstance(command, str):

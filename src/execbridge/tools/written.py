@@ -1,0 +1,96 @@
+"""Which workspace files a command wrote: OpenAI's hosted tools show them (images inline, files cited).
+
+Job: after a command, one small Python program inside the same leased sandbox lists the workspace's
+regular files modified since the command started, and returns the bytes of small images among them
+(base64, within a budget that keeps the answer far under the executor's 1 MiB stdout cap). Nothing
+is read from the gateway's side: links are neither followed nor listed, hidden directories (caches
+such as matplotlib's) are skipped.
+
+Must not: know any wire format; fail the call it follows (a scan that fails reports nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Final
+
+from execbridge.sandbox.base import ContainerSession
+from execbridge.types import Image, WrittenFile
+
+__all__ = ["IMAGE_BUDGET_BYTES", "MAX_WRITTEN", "started", "written_since"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_BUDGET_BYTES: Final = 512 << 10
+"""Image bytes returned per command, in all (base64 adds a third: the answer stays under 1 MiB)."""
+MAX_WRITTEN: Final = 200
+_IMAGE_TYPES: Final = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}
+
+_SCAN: Final = """
+import base64, json, os, stat
+root, since, budget, limit, kinds = {root!r}, {since!r}, {budget!r}, {limit!r}, {kinds!r}
+found = []
+for top, dirs, names in os.walk(root):
+    dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+    for name in sorted(names):
+        path = os.path.join(top, name)
+        try:
+            st = os.lstat(path)
+            rel = os.path.relpath(path, root)
+            rel.encode("utf-8")
+        except (OSError, UnicodeEncodeError):
+            continue
+        if not stat.S_ISREG(st.st_mode) or st.st_mtime < since or len(found) >= limit:
+            continue
+        data = None
+        if os.path.splitext(name)[1].lower() in kinds and st.st_size <= budget:
+            try:
+                with open(path, "rb") as f:
+                    raw = f.read(budget + 1)
+            except OSError:
+                raw = b"x" * (budget + 1)
+            if len(raw) <= budget:
+                budget -= len(raw)
+                data = base64.b64encode(raw).decode()
+        found.append([rel, st.st_size, data])
+print(json.dumps(found))
+"""
+
+
+def started() -> float:
+    """The time to pass as ``since`` (taken before the command runs; the sandbox shares the clock)."""
+    return time.time()
+
+
+async def written_since(session: ContainerSession, since: float, *, images: bool = True) -> tuple[WrittenFile, ...]:
+    """The workspace files modified at or after ``since``, oldest path first; with ``images``, small
+    images carry their bytes."""
+    code = _SCAN.format(
+        root=session.info.workspace,
+        since=since,
+        budget=IMAGE_BUDGET_BYTES if images else 0,
+        limit=MAX_WRITTEN,
+        kinds=sorted(_IMAGE_TYPES),
+    )
+    result = await session.run_python(code)
+    try:
+        rows = json.loads(result.stdout) if result.return_code == 0 and result.error_code is None else None
+    except ValueError:
+        rows = None
+    if not isinstance(rows, list):
+        log.warning("could not list the files a command wrote (rc %s, %s)", result.return_code, result.error_code)
+        return ()
+    written = []
+    for path, size, data in rows:
+        media_type = _IMAGE_TYPES.get("." + str(path).rsplit(".", 1)[-1].lower())
+        image = Image(media_type=media_type, data=data) if data is not None and media_type else None
+        written.append(WrittenFile(str(path), int(size), image))
+    return tuple(written)
