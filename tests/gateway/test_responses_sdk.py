@@ -6,9 +6,11 @@ import base64
 import json
 
 import openai
+import pydantic
 import pytest
 from openai.types.responses import (
     Response,
+    ResponseStreamEvent,
     ResponseCodeInterpreterToolCall,
     ResponseFunctionShellToolCall,
     ResponseFunctionShellToolCallOutput,
@@ -40,9 +42,26 @@ def client(gateway: Gateway, key: str = CLIENT_KEY) -> openai.OpenAI:
     return made
 
 
+def extras(value: object, path: str = "") -> list[str]:
+    """Where a parsed value carries fields its SDK model does not declare."""
+    if isinstance(value, pydantic.BaseModel):
+        found = [f"{path}.{k}" for k in value.model_extra or {}]
+        for name in type(value).model_fields:
+            found += extras(getattr(value, name), f"{path}.{name}")
+        return found
+    if isinstance(value, list):
+        return [e for i, v in enumerate(value) for e in extras(v, f"{path}[{i}]")]
+    return []
+
+
 def strict(response: Response) -> Response:
-    """The response validated field by field (the SDK builds it leniently by default): nothing missing."""
-    return Response.model_validate(response.model_dump(mode="json", warnings=False))
+    """The response validated field by field (the SDK builds it leniently by default): nothing missing,
+    and nothing the SDK's models do not declare (so nothing a client would lose)."""
+    checked = Response.model_validate(response.model_dump(mode="json", by_alias=True, warnings=False))
+    # ``store`` is on every real OpenAI response (and in the request's echo) though the SDK declares none;
+    # ``parsed`` is the stream helper's own field on text it parsed.
+    assert [e for e in extras(checked) if e != ".store" and not e.endswith(".parsed")] == []
+    return checked
 
 
 def test_code_computes_and_answers(gateway: Gateway, fake):
@@ -74,6 +93,7 @@ def test_shell_call_and_its_output(gateway: Gateway, fake):
     response = client(gateway).responses.create(model="gpt-5", input="Run it.", tools=shell)
     strict(response)
     call, output, answer = response.output
+    assert isinstance(answer, ResponseOutputMessage)
     assert isinstance(call, ResponseFunctionShellToolCall) and call.id.startswith("sh_")
     assert call.call_id.startswith("call_") and call.action.commands == ["echo hi; echo oops >&2; exit 3"]
     assert call.environment is not None and call.environment.type == "container_reference"
@@ -247,3 +267,145 @@ def test_a_chart_comes_back_as_an_image_output_and_a_downloadable_container_file
     listed = oa.containers.files.list(call.container_id)
     assert [(f.id, f.path, f.source) for f in listed.data] == [(citation.file_id, "/mnt/data/bars.png", "assistant")]
     assert oa.containers.files.content.retrieve(citation.file_id, container_id=call.container_id).read() == png
+
+
+STREAM_EVENTS = pydantic.TypeAdapter(ResponseStreamEvent)
+
+
+def typed(events: list) -> list[str]:
+    """Each event validated strictly against the SDK's union of stream events; their types, in order."""
+    for number, event in enumerate(events):
+        assert event.sequence_number == number
+        checked = STREAM_EVENTS.validate_python(event.model_dump(mode="json", by_alias=True, warnings=False))
+        # (the stream helper hands some events out as subclasses of the same name, with a snapshot)
+        assert type(checked).__name__ == type(event).__name__ and set(checked.model_extra or {}) <= {"snapshot", "parsed"}
+    return [e.type for e in events]
+
+
+def _collapse(kinds: list[str]) -> list[str]:
+    """Runs of the same delta event as one."""
+    return [k for i, k in enumerate(kinds) if not (k.endswith(".delta") and i and kinds[i - 1] == k)]
+
+
+def test_streaming_events_in_openai_order_each_typed(gateway: Gateway, fake):
+    answer = "The mean is 6.0: [chart](sandbox:/mnt/data/bars.png)"
+    fake.reset([Turn.tool_call("code_execution", code=CHART).but(chunk_chars=8), Turn.text(answer, chunk_chars=5)])
+    oa = client(gateway)
+    with oa.responses.stream(
+        model="gpt-5", input="Plot it.", tools=CODE_INTERPRETER, include=OUTPUTS
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = typed(events)
+    assert _collapse(kinds) == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.code_interpreter_call.in_progress",
+        "response.code_interpreter_call_code.delta",
+        "response.code_interpreter_call_code.done",
+        "response.code_interpreter_call.interpreting",
+        "response.code_interpreter_call.completed",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.annotation.added",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    code = "".join(e.delta for e in events if e.type == "response.code_interpreter_call_code.delta")
+    assert code == CHART and kinds.count("response.code_interpreter_call_code.delta") > 1  # streamed as it came
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == answer and kinds.count("response.output_text.delta") > 1
+    added = events[2].item
+    assert added.type == "code_interpreter_call" and added.code == "" and added.outputs == []
+    assert added.container_id.startswith("cntr_") and added.id.startswith("ci_")
+    # The final response is the one the stream built, and the one stored.
+    strict(final)
+    assert final.status == "completed" and final.output_text == answer
+    assert final.output[0].outputs[0].type == "image"
+    stored = oa.responses.retrieve(final.id, include=OUTPUTS).model_dump()
+    assert stored == final.model_dump(exclude={"output": {1: {"content": {0: {"parsed"}}}}})
+
+
+def test_streamed_shell_call_and_function_call(gateway: Gateway, fake):
+    fake.reset(
+        [
+            Turn.tool_call("bash_code_execution", command="printf 'a\\nb\\n' | wc -l").but(chunk_chars=6),
+            Turn.tool_call("lookup", query="two lines").but(chunk_chars=4),
+        ]
+    )
+    tools = [
+        {"type": "shell", "environment": {"type": "container_auto"}},
+        {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}},
+    ]
+    with client(gateway).responses.stream(model="gpt-5", input="Count.", tools=tools) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert _collapse(typed(events)) == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.shell_call_command.added",
+        "response.shell_call_command.delta",
+        "response.shell_call_command.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.shell_call_output_content.delta",
+        "response.shell_call_output_content.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    command = "".join(e.delta for e in events if e.type == "response.shell_call_command.delta")
+    assert command == "printf 'a\\nb\\n' | wc -l"
+    done = next(e for e in events if e.type == "response.shell_call_output_content.done")
+    assert done.output[0].stdout == "2\n" and done.output[0].outcome.exit_code == 0
+    shell, output, call = final.output
+    assert (shell.type, output.type, call.type) == ("shell_call", "shell_call_output", "function_call")
+    assert json.loads(call.arguments) == {"query": "two lines"} and final.status == "completed"
+
+
+def test_errors_in_openai_envelope(gateway: Gateway, fake):
+    oa = client(gateway)
+    with pytest.raises(openai.BadRequestError) as bad:
+        oa.responses.create(model="gpt-5", input="hi", temperature=3)
+    assert bad.value.param == "temperature" and bad.value.type == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as bad:
+        oa.responses.create(model="gpt-5", input="hi", tools=[{"type": "web_search"}])
+    assert bad.value.param == "tools.0.type"
+    with pytest.raises(openai.NotFoundError) as missing:
+        oa.responses.create(
+            model="gpt-5", input="hi", tools=[{"type": "code_interpreter", "container": "cntr_" + "0" * 48}]
+        )
+    assert missing.value.status_code == 404
+    with pytest.raises(openai.NotFoundError):
+        oa.responses.retrieve("resp_unknown")
+    with pytest.raises(openai.AuthenticationError):
+        client(gateway, "dapi-unknown").responses.create(model="gpt-5", input="hi")
+    # The upstream's refusal before the stream starts keeps its status, streaming or not.
+    fake.reset([Turn.error(429, "slow down", retry_after=0)] * 4)  # the gateway's own 3 retries, then the client
+    with pytest.raises(openai.RateLimitError):
+        oa.responses.create(model="gpt-5", input="hi", stream=True)
+
+
+def test_an_upstream_failure_after_the_start_ends_the_stream_with_response_failed(gateway: Gateway, fake):
+    fake.reset(
+        [
+            Turn.tool_call("code_execution", code="print(1)"),
+            Turn.error(400, "the model cannot go on"),
+        ]
+    )
+    events = list(client(gateway).responses.create(model="gpt-5", input="hi", tools=CODE_INTERPRETER, stream=True))
+    kinds = typed(events)
+    assert not any(e.model_extra for e in events)  # the raw events: no field the SDK does not know
+    assert kinds[-1] == "response.failed"
+    failed = events[-1].response
+    assert failed.status == "failed" and failed.error is not None and "cannot go on" in failed.error.message
+    assert failed.output[0].type == "code_interpreter_call" and failed.output[0].status == "completed"

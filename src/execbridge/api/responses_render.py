@@ -424,7 +424,6 @@ class ResponseRenderer:
                     "response.function_call_arguments.done",
                     item_id=item["id"],
                     output_index=index,
-                    name=block.name,
                     arguments=arguments,
                 )
                 return [done, self._done(index)]

@@ -17,6 +17,7 @@ from typing import Final
 
 from execbridge.api._checks import at, fail, kind_of, nested_at_most, opt_int, opt_str, req_str, wrong
 from execbridge.api.responses_items import JSON, Conversation, normalize_input
+from execbridge.errors import InvalidRequest
 from execbridge.tools.versions import BASH, PYTHON, TOOL_NAME, openai_tool
 from execbridge.types import (
     ClientTool,
@@ -144,7 +145,17 @@ def _opt_bool(body: JSON, key: str, default: bool) -> bool:
 
 
 def parse_responses_request(body: JSON) -> ResponsesRequest:
-    """Check ``body``; every problem is an ``InvalidRequest`` naming its field."""
+    """Check ``body``; every problem is an ``InvalidRequest`` naming its field, in its message (the
+    ``_checks`` style, ``tools.0.type: …``) and as ``param`` (OpenAI's ``error.param``)."""
+    try:
+        return _parse(body)
+    except InvalidRequest as error:
+        if error.param is None and ": " in error.message:
+            error.param = error.message.split(": ", 1)[0]
+        raise
+
+
+def _parse(body: JSON) -> ResponsesRequest:
     unknown = sorted(set(body) - _KNOWN)
     if unknown:
         fail(unknown[0], "Unknown parameter (not supported by this gateway)")
