@@ -10,12 +10,12 @@ import pydantic
 import pytest
 from openai.types.responses import (
     Response,
-    ResponseStreamEvent,
     ResponseCodeInterpreterToolCall,
     ResponseFunctionShellToolCall,
     ResponseFunctionShellToolCallOutput,
     ResponseFunctionToolCall,
     ResponseOutputMessage,
+    ResponseStreamEvent,
 )
 
 from execbridge.testing import Turn, last_tool_result
@@ -278,7 +278,8 @@ def typed(events: list) -> list[str]:
         assert event.sequence_number == number
         checked = STREAM_EVENTS.validate_python(event.model_dump(mode="json", by_alias=True, warnings=False))
         # (the stream helper hands some events out as subclasses of the same name, with a snapshot)
-        assert type(checked).__name__ == type(event).__name__ and set(checked.model_extra or {}) <= {"snapshot", "parsed"}
+        assert type(checked).__name__ == type(event).__name__
+        assert set(checked.model_extra or {}) <= {"snapshot", "parsed"}
     return [e.type for e in events]
 
 
@@ -291,9 +292,7 @@ def test_streaming_events_in_openai_order_each_typed(gateway: Gateway, fake):
     answer = "The mean is 6.0: [chart](sandbox:/mnt/data/bars.png)"
     fake.reset([Turn.tool_call("code_execution", code=CHART).but(chunk_chars=8), Turn.text(answer, chunk_chars=5)])
     oa = client(gateway)
-    with oa.responses.stream(
-        model="gpt-5", input="Plot it.", tools=CODE_INTERPRETER, include=OUTPUTS
-    ) as stream:
+    with oa.responses.stream(model="gpt-5", input="Plot it.", tools=CODE_INTERPRETER, include=OUTPUTS) as stream:
         events = list(stream)
         final = stream.get_final_response()
     kinds = typed(events)
@@ -340,7 +339,11 @@ def test_streamed_shell_call_and_function_call(gateway: Gateway, fake):
     )
     tools = [
         {"type": "shell", "environment": {"type": "container_auto"}},
-        {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}},
+        {
+            "type": "function",
+            "name": "lookup",
+            "parameters": {"type": "object", "properties": {"query": {"type": "string"}}},
+        },
     ]
     with client(gateway).responses.stream(model="gpt-5", input="Count.", tools=tools) as stream:
         events = list(stream)
