@@ -297,6 +297,9 @@ class Sampling:
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    # OpenAI's reasoning effort (``minimal`` … ``high``), from a Responses request's ``reasoning``; sent
+    # as Chat Completions' ``reasoning_effort`` where the upstream takes it.
+    reasoning_effort: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

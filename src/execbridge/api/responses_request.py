@@ -88,6 +88,7 @@ _INCLUDABLE: Final = frozenset(
     }
 )
 _MEMORY_LIMITS: Final = ("1g", "4g", "16g", "64g")
+_EFFORTS: Final = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,7 @@ class ResponsesRequest:
     temperature: float | None
     top_p: float | None
     user: str | None
+    reasoning_effort: str | None
     echo: JSON = field(default_factory=dict)  # the other fields the Response repeats as sent
 
 
@@ -191,6 +193,9 @@ def _parse(body: JSON) -> ResponsesRequest:
     reasoning = body.get("reasoning")
     if reasoning is not None and type(reasoning) is not dict:
         wrong("", "reasoning", "an object", reasoning)
+    effort = reasoning.get("effort") if reasoning else None
+    if effort is not None and effort not in _EFFORTS:
+        fail("reasoning.effort", f"expected one of {', '.join(map(repr, _EFFORTS))}, got {effort!r}")
     return ResponsesRequest(
         model=model,
         input_items=items,
@@ -211,6 +216,7 @@ def _parse(body: JSON) -> ResponsesRequest:
         temperature=_opt_number(body, "temperature", 0, 2),
         top_p=_opt_number(body, "top_p", 0, 1),
         user=opt_str(body, "safety_identifier", "") or opt_str(body, "user", ""),
+        reasoning_effort=effort,
         echo={
             "metadata": metadata or {},
             "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
@@ -372,7 +378,9 @@ def generation_request(
         system="\n\n".join(system) or None,
         tools=tuple(tools),
         tool_choice=request.tool_choice,
-        sampling=Sampling(temperature=request.temperature, top_p=request.top_p),
+        sampling=Sampling(
+            temperature=request.temperature, top_p=request.top_p, reasoning_effort=request.reasoning_effort
+        ),
         user_id=request.user,
         stream=request.stream,
         container_id=container_id,
