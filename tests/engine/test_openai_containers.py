@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import sandbox.conftest as sandbox_fixtures
 from execbridge.engine.openai_containers import AutoContainer, OpenAIContainers
 from execbridge.errors import InvalidRequest, NotFound
 from execbridge.files import FileService
@@ -17,7 +18,12 @@ from execbridge.sandbox.doctor import DoctorReport
 from execbridge.sandbox.manager import ContainerManager
 from execbridge.store.memory import MemoryStore
 from execbridge.types import Caller
-from sandbox.conftest import base_dir, doctor_report, open_manager, workdir  # noqa: F401  (fixtures)
+from sandbox.conftest import open_manager
+
+# The sandbox tests' fixtures (a real sandbox needs their limits, uids and scratch directory).
+base_dir = sandbox_fixtures.base_dir
+doctor_report = sandbox_fixtures.doctor_report
+workdir = sandbox_fixtures.workdir
 
 ALICE = Caller(owner="alice")
 BOB = Caller(owner="bob")
