@@ -77,6 +77,7 @@ async def test_code_writing_under_mnt_data_makes_container_files(manager: Contai
         ("/mnt/data/out/plot.png", "assistant", 6),
     ]
     plot = next(f for f in found if f.path.endswith("plot.png"))
+    assert {f.id for f in await containers.current_files(ALICE, live.id)} == {f.id for f in found}
     again, _ = await containers.list_files(ALICE, live.id)
     assert {f.id for f in again} == {f.id for f in found}  # ids are stable across listings
     got, path, discard = await containers.download(ALICE, live.id, plot.id)
