@@ -249,6 +249,12 @@ class OpenAIContainers:
             found = await self.files.all(record.id, session)
         return sorted_page(found, limit=limit, after=after, ascending=ascending)
 
+    async def current_files(self, caller: Caller, container_id: str) -> builtins.list[ContainerFile]:
+        """Every file in the container now, oldest first, each with its ``cfile_…`` id: what a response
+        cites after code ran (match ``ContainerFile.path`` against the ``/mnt/data/…`` the code wrote)."""
+        async with self.lease(caller, container_id) as (record, session):
+            return await self.files.all(record.id, session)
+
     async def get_file(self, caller: Caller, container_id: str, file_id: str) -> ContainerFile:
         async with self.lease(caller, container_id) as (record, session):
             return await self.files.one(record.id, file_id, session)
