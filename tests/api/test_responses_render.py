@@ -45,8 +45,11 @@ def started():
     return MessageStarted("msg_1", "m", Usage(), None)
 
 
-def finished(stop_reason="end_turn", usage=Usage(10, 5, 2, 1, 3)):
-    return MessageFinished(stop_reason, None, usage, None)
+USAGE = Usage(10, 5, 2, 1, 3)
+
+
+def finished(stop_reason="end_turn"):
+    return MessageFinished(stop_reason, None, USAGE, None)
 
 
 async def test_code_deltas_are_decoded_from_the_growing_arguments():
@@ -69,7 +72,7 @@ async def test_code_deltas_are_decoded_from_the_growing_arguments():
     done = next(e for e in out if e["type"] == "response.output_item.done")
     assert done["item"]["outputs"] == [{"type": "logs", "logs": "a\n"}] and done["item"]["status"] == "completed"
     assert renderer.response["status"] == "completed"
-    assert renderer.response["usage"] == usage_object(Usage(10, 5, 2, 1, 3))
+    assert renderer.response["usage"] == usage_object(USAGE)
     assert renderer.response["usage"]["input_tokens_details"] == {"cached_tokens": 2, "cache_write_tokens": 3}
 
 
