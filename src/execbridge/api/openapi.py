@@ -23,6 +23,7 @@ from execbridge import __version__
 from execbridge.api.blocks import RESULT_BLOCK_TYPES
 from execbridge.api.openai_files import PURPOSES
 from execbridge.api.openapi_openai import container_paths, openai_schemas
+from execbridge.api.openapi_responses import responses_paths, responses_schemas
 from execbridge.api.wire import INT32_MAX, MAX_MESSAGES
 from execbridge.tools.versions import TOOL_NAME, VERSIONS
 
@@ -307,6 +308,7 @@ def _schemas() -> dict[str, Any]:
         "ModelList": {"type": "object", "required": ["data"], "properties": {"data": {"type": "array"}}},
         "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
         **openai_schemas(),
+        **responses_schemas(),
     }
 
 
@@ -346,7 +348,7 @@ def _count_tokens_path(headers: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _paths() -> dict[str, Any]:
-    return {**_message_paths(), **_file_paths(), **_other_paths(), **container_paths()}
+    return {**_message_paths(), **_file_paths(), **_other_paths(), **container_paths(), **responses_paths()}
 
 
 def _message_paths() -> dict[str, Any]:
