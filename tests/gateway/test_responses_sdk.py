@@ -18,7 +18,7 @@ from openai.types.responses import (
     ResponseStreamEvent,
 )
 
-from execbridge.testing import Turn, last_tool_result
+from execbridge.testing import Turn, last_tool_result, tool_results
 
 from .conftest import CLIENT_KEY, OTHER_KEY, Gateway
 
@@ -412,3 +412,31 @@ def test_an_upstream_failure_after_the_start_ends_the_stream_with_response_faile
     failed = events[-1].response
     assert failed.status == "failed" and failed.error is not None and "cannot go on" in failed.error.message
     assert failed.output[0].type == "code_interpreter_call" and failed.output[0].status == "completed"
+
+
+def test_a_code_call_in_the_same_batch_as_a_function_call_runs_in_the_next_response(gateway: Gateway, fake):
+    fake.reset(
+        [
+            Turn.tool_call("code_execution", code="print(6 * 7)").call("get_time"),
+            lambda req: Turn.text(f"Got {' and '.join(tool_results(req))}."),
+        ]
+    )
+    tools = [*CODE_INTERPRETER, {"type": "function", "name": "get_time"}]
+    oa = client(gateway)
+    with oa.responses.stream(model="gpt-5", input="Both.", tools=tools, include=OUTPUTS) as stream:
+        list(stream)
+        first = stream.get_final_response()
+    deferred, fn = first.output
+    assert deferred.type == "code_interpreter_call" and deferred.status == "incomplete" and deferred.outputs is None
+    assert fn.type == "function_call" and first.status == "completed"
+    second = oa.responses.create(
+        model="gpt-5",
+        previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": fn.call_id, "output": "noon"}],
+        tools=tools,
+        include=OUTPUTS,
+    )
+    strict(second)
+    ran, answer = second.output
+    assert ran.id == deferred.id and ran.code == "print(6 * 7)" and ran.outputs[0].logs == "42\n"
+    assert answer.content[0].text == "Got exit code: 0\nstdout:\n42\n and noon."

@@ -205,7 +205,7 @@ def create_app(
             _by_dialect(model_list.get_model, openai_models.get_model),
             methods=["GET"],
         ),
-        # OpenAI's Responses API (docs/protocol.md §9).
+        # OpenAI's Responses API (docs/protocol.md §5.2, "The Responses API").
         Route("/v1/responses", responses.create_response, methods=["POST"]),
         Route("/v1/responses/{response_id}", responses.get_response, methods=["GET"]),
         Route("/v1/responses/{response_id}", responses.delete_response, methods=["DELETE"]),

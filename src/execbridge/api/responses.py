@@ -1,5 +1,5 @@
 """OpenAI's Responses API: ``POST /v1/responses`` (JSON or SSE), ``GET``/``DELETE /v1/responses/{id}`` and
-``GET /v1/responses/{id}/input_items`` (docs/protocol.md §9).
+``GET /v1/responses/{id}/input_items`` (docs/protocol.md §5.2, "The Responses API").
 
 A request is parsed (``responses_request``), its conversation is the stored chain of
 ``previous_response_id`` (inputs and outputs, oldest first) and its own input (``responses_items``),
@@ -74,7 +74,7 @@ async def _container(
 ) -> LiveContainer | None:
     """The OpenAI container the hosted tools run in: the one named; else (``auto``) the conversation's
     latest while it runs, else a new one with the ``file_ids`` in it. Made before the model runs, so the
-    response can name it from its first event (docs/protocol.md §9.5)."""
+    response can name it from its first event (docs/protocol.md §5.2, "The Responses API")."""
     choice = request.container
     if choice is None:
         return None

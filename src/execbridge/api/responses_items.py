@@ -8,7 +8,7 @@ items (a ``previous_response_id`` chain's inputs and outputs, then the new input
 Ids: the engine names calls ``srvtoolu_…`` (server) and ``toolu_…`` (client). The Responses surface
 shows the same random part under OpenAI's prefixes (``ci_…`` for a code interpreter call; ``call_…``
 for a function's or a shell call's ``call_id``; ``fc_``/``sh_``/``sho_`` item ids), so the mapping is
-a pure function both ways and no id table is kept (docs/protocol.md §9.3).
+a pure function both ways and no id table is kept (docs/protocol.md §5.2, "The Responses API").
 
 Must not: render events or know the store; it sees JSON values only.
 """
@@ -179,7 +179,7 @@ def _item(item: object, path: str) -> JSON:
             if type(item.get("output")) is not list:
                 wrong(path, "output", "an array", item.get("output"))
             return {**item, "id": given_id or item_id("sho", server_id_of(call_id)), "status": "completed"}
-        case _:  # reasoning: kept for the record, not shown to the model again (docs/protocol.md §9.3)
+        case _:  # reasoning: kept for the record, not shown to the model again (docs/protocol.md §5.2, "The Responses API")
             return {**item, "id": given_id or ids.new_id("rs")}
 
 

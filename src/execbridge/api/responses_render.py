@@ -2,7 +2,7 @@
 
 Job: the third renderer of the one loop (next to ``render_json`` and ``render_sse``). ``ResponseRenderer``
 turns each ``EngineEvent`` into the Responses API's stream events, in OpenAI's order, numbered from
-0 (docs/protocol.md §9.4), and keeps the Response object up to date; a non-streaming response is the
+0 (docs/protocol.md §5.2, "The Responses API"), and keeps the Response object up to date; a non-streaming response is the
 last event's ``response``, so both answers come from the same code.
 
 Mapping: a text block is a ``message`` item; thinking is a ``reasoning`` item; a client call is a
@@ -53,7 +53,7 @@ _INCOMPLETE: Final[Mapping[StopReason, str]] = {"max_tokens": "max_output_tokens
 
 
 class Artifacts(Protocol):
-    """What a hosted tool left behind, as the Responses API shows it (docs/protocol.md §9.5)."""
+    """What a hosted tool left behind, as the Responses API shows it (docs/protocol.md §5.2, "The Responses API")."""
 
     async def outputs(self, container_id: str, result: ServerToolResult) -> list[JSON]:
         """``image`` outputs of a code interpreter call (its ``logs`` are the renderer's)."""
@@ -238,7 +238,7 @@ class ResponseRenderer:
             case ServerToolResultReady(result=result):
                 return await self._result(result)
             case MessageFinished(stop_reason=stop_reason, usage=usage):
-                return [self._completed(stop_reason, usage)]
+                return [*self._deferred(), self._completed(stop_reason, usage)]
             case CitationsDelta():
                 return []  # an Anthropic upstream's document citations have no Responses form here
             case Heartbeat():
@@ -491,7 +491,7 @@ class ResponseRenderer:
         logs = logs_of(result.outcome)
         item["outputs"] = [*images, {"type": "logs", "logs": logs}] if logs or not images else images
         # A program that failed is a completed call whose logs say so; a call the sandbox could not run is
-        # ``failed`` (docs/protocol.md §9.5).
+        # ``failed`` (docs/protocol.md §5.2, "The Responses API").
         item["status"] = "failed" if isinstance(result.outcome, ToolFailure) else "completed"
         out.append(self._event("response.code_interpreter_call.completed", item_id=item["id"], output_index=index))
         out.append(self._done(index))
@@ -526,6 +526,17 @@ class ResponseRenderer:
         item["output"] = [entry]
         item["status"] = "completed"
         out.append(self._done(index))
+        return out
+
+    def _deferred(self) -> list[JSON]:
+        """Code interpreter calls left without a result: deferred (a function was called in the same
+        batch). They end ``incomplete`` and run first in the response that answers the function."""
+        out = []
+        for index, item in enumerate(self.response["output"]):
+            if item["type"] == "code_interpreter_call" and item["status"] == "interpreting":
+                item["status"] = "incomplete"
+                item["outputs"] = None
+                out.append(self._done(index))
         return out
 
     def _completed(self, stop_reason: StopReason, usage: Usage) -> JSON:

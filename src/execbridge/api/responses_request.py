@@ -1,4 +1,4 @@
-"""``POST /v1/responses`` bodies: check one and say what it asks for (docs/protocol.md §9.2).
+"""``POST /v1/responses`` bodies: check one and say what it asks for (docs/protocol.md §5.2, "The Responses API").
 
 Job: the request half of the Responses surface. ``parse_responses_request`` checks the body in one
 pass (errors name the field, like OpenAI's ``param``) and returns a ``ResponsesRequest``: the input
@@ -44,7 +44,7 @@ upstreams want a number; OpenAI itself has none)."""
 
 INCLUDE_OUTPUTS: Final = "code_interpreter_call.outputs"
 
-# Accepted and echoed or ignored (docs/protocol.md §9.2); anything else is a 400, as OpenAI answers.
+# Accepted and echoed or ignored (docs/protocol.md §5.2, "The Responses API"); anything else is a 400, as OpenAI answers.
 _KNOWN: Final = frozenset(
     {
         "model",
@@ -345,7 +345,7 @@ def _tool_choice(
                 fail("tool_choice", "the shell tool is not in tools")
             return ToolChoice("tool", BASH), echo
         case {"type": "allowed_tools", "mode": "auto" | "required" as mode}:
-            # The list narrows nothing here: every tool stays offered (docs/protocol.md §9.2).
+            # The list narrows nothing here: every tool stays offered (docs/protocol.md §5.2, "The Responses API").
             return ToolChoice("auto" if mode == "auto" else "any"), echo
     fail("tool_choice", "expected 'auto', 'none', 'required' or a tool choice object")
 
