@@ -1,4 +1,6 @@
-"""What OpenAI's hosted tools left in the container, as the Responses API shows it (docs/protocol.md §5.2, "The Responses API").
+"""What OpenAI's hosted tools left in the container, as the Responses API shows it.
+
+docs/protocol.md §5.2, "The Responses API", generated files.
 
 Job: the ``Artifacts`` of a response whose tools run in an OpenAI container (``cntr_…``): a code
 interpreter call's ``image`` outputs are the small images it wrote (``CommandOutcome.written``, read

@@ -179,7 +179,7 @@ def _item(item: object, path: str) -> JSON:
             if type(item.get("output")) is not list:
                 wrong(path, "output", "an array", item.get("output"))
             return {**item, "id": given_id or item_id("sho", server_id_of(call_id)), "status": "completed"}
-        case _:  # reasoning: kept for the record, not shown to the model again (docs/protocol.md §5.2, "The Responses API")
+        case _:  # reasoning: kept for the record, not shown to the model again (docs/protocol.md §5.2)
             return {**item, "id": given_id or ids.new_id("rs")}
 
 

@@ -2,8 +2,8 @@
 
 Job: the third renderer of the one loop (next to ``render_json`` and ``render_sse``). ``ResponseRenderer``
 turns each ``EngineEvent`` into the Responses API's stream events, in OpenAI's order, numbered from
-0 (docs/protocol.md §5.2, "The Responses API"), and keeps the Response object up to date; a non-streaming response is the
-last event's ``response``, so both answers come from the same code.
+0 (docs/protocol.md §5.2, "The Responses API", streaming), and keeps the Response object up to date;
+a non-streaming response is the last event's ``response``, so both answers come from the same code.
 
 Mapping: a text block is a ``message`` item; thinking is a ``reasoning`` item; a client call is a
 ``function_call``; the Python sub-tool is a ``code_interpreter_call`` (its code streamed as code

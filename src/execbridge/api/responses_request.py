@@ -44,7 +44,8 @@ upstreams want a number; OpenAI itself has none)."""
 
 INCLUDE_OUTPUTS: Final = "code_interpreter_call.outputs"
 
-# Accepted and echoed or ignored (docs/protocol.md §5.2, "The Responses API"); anything else is a 400, as OpenAI answers.
+# Accepted and echoed or ignored (docs/protocol.md §5.2, "The Responses API"); anything else is a 400,
+# as OpenAI answers.
 _KNOWN: Final = frozenset(
     {
         "model",
