@@ -13,8 +13,19 @@ import secrets
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
+# Random bytes below 248 (4 × 62) map uniformly onto the alphabet; the others are dropped.
+_TO_ALPHABET = bytes(ord(_ALPHABET[b % 62]) for b in range(248)) + bytes(8)
+_DROPPED = bytes(range(248, 256))
+
+
 def random_token(length: int = 24) -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    # Rejection sampling in C, over one read of the OS's random source (``secrets.choice`` per character
+    # read it once each, ~25 µs an id): twice the bytes needed leave, almost always, enough after the 3 %
+    # dropped.
+    token = b""
+    while len(token) < length:
+        token += secrets.token_bytes(2 * length).translate(_TO_ALPHABET, _DROPPED)
+    return token[:length].decode()
 
 
 def new_id(prefix: str) -> str:

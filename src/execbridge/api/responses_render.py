@@ -193,7 +193,9 @@ class ResponseRenderer:
         return event
 
     def _lifecycle(self, kind: str) -> JSON:
-        return self._event(kind, response=orjson.loads(orjson.dumps(self.response)))  # a snapshot
+        # A shallow copy is a snapshot here: it is taken when the output is still empty (created, in
+        # progress) or final (completed, incomplete, failed), and events are encoded as they come.
+        return self._event(kind, response={**self.response, "output": list(self.response["output"])})
 
     def failed(self, message: str, code: str = "server_error") -> JSON:
         """The ``response.failed`` event for an error after the stream started."""
