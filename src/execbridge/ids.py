@@ -13,7 +13,7 @@ import secrets
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-# Random bytes below 248 (4 × 62) map uniformly onto the alphabet; the others are dropped.
+# Random bytes below 248 (4 * 62) map uniformly onto the alphabet; the others are dropped.
 _TO_ALPHABET = bytes(ord(_ALPHABET[b % 62]) for b in range(248)) + bytes(8)
 _DROPPED = bytes(range(248, 256))
 

@@ -37,7 +37,7 @@ async def render(events, **options):
             yield event
 
     renderer = ResponseRenderer(REQUEST, container_id="cntr_1", **options)
-    out = [e async for e in renderer.render(source())]
+    out = [e async for batch in renderer.render(source()) for e in batch]
     return renderer, out
 
 

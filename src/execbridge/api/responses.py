@@ -16,7 +16,7 @@ Must not: run the loop itself or render Anthropic shapes.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -147,8 +147,8 @@ async def _keep(services: Services, parsed: ResponsesRequest, renderer: Response
 
 
 async def _sse_stream(
-    rendered: AsyncGenerator[JSON, None],
-    first: JSON,
+    rendered: AsyncGenerator[Sequence[JSON], None],
+    first: Sequence[JSON],
     renderer: ResponseRenderer,
     parsed: ResponsesRequest,
     services: Services,
@@ -159,8 +159,8 @@ async def _sse_stream(
     view = _Viewer(parsed.include_outputs)
     try:
         yield view.encode(first)
-        async for event in rendered:
-            yield view.encode(event)
+        async for events in rendered:
+            yield view.encode(events)
     except Exception as exc:
         info = classify(exc)
         if isinstance(exc, ExecbridgeError):
@@ -168,7 +168,7 @@ async def _sse_stream(
         else:
             log.exception("response stream failed with an unexpected error")
         yield view.encode(
-            renderer.failed(info.message, "rate_limit_exceeded" if info.status == 429 else "server_error")
+            [renderer.failed(info.message, "rate_limit_exceeded" if info.status == 429 else "server_error")]
         )
     finally:
         await rendered.aclose()
@@ -184,7 +184,11 @@ class _Viewer:
     def __init__(self, include_outputs: bool) -> None:
         self._outputs = include_outputs
 
-    def encode(self, event: JSON) -> bytes:
+    def encode(self, events: Sequence[JSON]) -> bytes:
+        """Events as one chunk of SSE (one write for all the events of one engine event)."""
+        return b"".join(self._one(e) for e in events)
+
+    def _one(self, event: JSON) -> bytes:
         if event is KEEP_ALIVE:
             return b": keep-alive\n\n"
         if not self._outputs:

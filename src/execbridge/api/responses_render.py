@@ -205,9 +205,11 @@ class ResponseRenderer:
 
     # ------------------------------------------------------------ events
 
-    async def render(self, events: AsyncIterable[EngineEvent]) -> AsyncGenerator[JSON, None]:
+    async def render(self, events: AsyncIterable[EngineEvent]) -> AsyncGenerator[Sequence[JSON], None]:
+        """The stream events of each engine event, together (a stream writes them at once)."""
         async for event in events:
-            for out in await self._on(event):
+            out = await self._on(event)
+            if out:
                 yield out
 
     async def _on(self, event: EngineEvent) -> Sequence[JSON]:
