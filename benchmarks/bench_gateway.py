@@ -176,16 +176,19 @@ async def run(n: int, concurrency: int, paths: list[UpstreamPath]) -> None:
         results = {path.name: await measure(client, path, n, concurrency) for path in paths}
         chat_path = next((p for p in paths if p.name == "Chat Completions"), None)
         if chat_path is not None:
-            responses = await measure(client, chat_path, n, concurrency, "/v1/responses", RESPONSES_BODY)
+            stored = await measure(client, chat_path, n, concurrency, "/v1/responses", RESPONSES_BODY)
+            unstored = {**RESPONSES_BODY, "store": False}
+            not_stored = await measure(client, chat_path, n, concurrency, "/v1/responses", unstored)
             messages = results["Chat Completions"]
             print("\n/v1/responses next to /v1/messages, Chat Completions upstream (target: within /v1/messages)")
+            print(f"{'':40}{'messages':>10}{'responses':>10}{'store off':>10}")
             for key, label in (
                 ("added", "added latency p50 (ms)"),
                 ("added_stream", "added time to first byte p50 (ms)"),
                 ("cpu_plain", "gateway CPU per plain request (ms)"),
                 ("cpu_streamed", "gateway CPU per streamed request (ms)"),
             ):
-                print(f"{label:40}{messages[key]:8.3f}{responses[key]:8.3f}")
+                print(f"{label:40}{messages[key]:10.3f}{stored[key]:10.3f}{not_stored[key]:10.3f}")
     if len(results) == 2:
         chat, native = results["Chat Completions"], results["Anthropic-native"]
         print("\nAnthropic-native next to Chat Completions (target: within the Chat Completions figures)")
