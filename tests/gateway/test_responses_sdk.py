@@ -218,6 +218,13 @@ def test_stored_responses_are_retrieved_listed_and_deleted_by_their_owner_only(g
         stranger.responses.create(model="gpt-5", previous_response_id=created.id, input="And now?")
     assert refused.value.code == "previous_response_not_found"
 
+    # Nor can it run code in the owner's container by naming it.
+    container_id = created.output[0].container_id
+    with pytest.raises(openai.NotFoundError):
+        stranger.responses.create(
+            model="gpt-5", input="hi", tools=[{"type": "code_interpreter", "container": container_id}]
+        )
+
     oa.responses.delete(created.id)
     with pytest.raises(openai.NotFoundError):
         oa.responses.retrieve(created.id)
@@ -440,3 +447,22 @@ def test_a_code_call_in_the_same_batch_as_a_function_call_runs_in_the_next_respo
     ran, answer = second.output
     assert ran.id == deferred.id and ran.code == "print(6 * 7)" and ran.outputs[0].logs == "42\n"
     assert answer.content[0].text == "Got exit code: 0\nstdout:\n42\n and noon."
+
+
+def test_file_ids_are_put_in_the_automatic_container_and_the_model_is_told_where(gateway: Gateway, fake):
+    oa = client(gateway)
+    uploaded = oa.files.create(file=("data.csv", b"x\n1\n2\n3\n"), purpose="user_data")
+    path = f"/mnt/data/{uploaded.id}-data.csv"
+    code = f"import pandas as pd\nprint(pd.read_csv({path!r}).x.sum())"
+    fake.reset(
+        [
+            lambda req: Turn.tool_call("code_execution", code=code) if path in str(req["messages"]) else "not told",
+            Turn.text("The sum is 6."),
+        ]
+    )
+    tools = [{"type": "code_interpreter", "container": {"type": "auto", "file_ids": [uploaded.id]}}]
+    response = oa.responses.create(model="gpt-5", input="Sum x.", tools=tools, include=OUTPUTS)
+    call = response.output[0]
+    assert call.outputs[-1].logs == "6\n"
+    listed = oa.containers.files.list(call.container_id)
+    assert [(f.path, f.source) for f in listed] == [(path, "user")]
