@@ -7,6 +7,7 @@ import pytest
 
 from execbridge.api.responses_items import (
     call_id_of,
+    check_answered,
     ci_id_of,
     item_id,
     normalize_input,
@@ -137,3 +138,11 @@ def test_images_by_url_and_by_value():
     )
     (message,) = to_conversation(items).messages
     assert message.parts == (Image(url="https://example.com/a.png"), Image(media_type="image/png", data="iVBOR"))
+
+
+def test_a_function_call_without_its_output_is_refused():
+    call = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "f", "arguments": "{}"}
+    with pytest.raises(InvalidRequest) as refused:
+        check_answered([call, *normalize_input("and now?")])
+    assert refused.value.message == "No tool output found for function call call_1." and refused.value.param == "input"
+    check_answered([call, {"type": "function_call_output", "call_id": "call_1", "output": "x"}])

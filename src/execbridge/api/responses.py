@@ -30,7 +30,7 @@ from execbridge.api.drain import Drain
 from execbridge.api.errors import classify
 from execbridge.api.messages import SSE_HEADERS, read_json
 from execbridge.api.responses_files import ContainerArtifacts
-from execbridge.api.responses_items import JSON, to_conversation
+from execbridge.api.responses_items import JSON, check_answered, to_conversation
 from execbridge.api.responses_render import KEEP_ALIVE, ResponseRenderer, client_view
 from execbridge.api.responses_request import (
     INCLUDE_OUTPUTS,
@@ -104,7 +104,9 @@ async def create_response(request: Request) -> Response:
     parsed = parse_responses_request(body)
     caller = caller_for(request.headers, services.settings)
     history = await _history(services, parsed.previous_response_id, caller.owner)
-    conversation = to_conversation([*history, *parsed.input_items])
+    items = [*history, *parsed.input_items]
+    check_answered(items)
+    conversation = to_conversation(items)
     live = await _container(services, parsed, conversation.container_id, caller)
     generation = generation_request(
         parsed, conversation, live.sandbox_id if live else None, placed=tuple(live.placed.values()) if live else ()

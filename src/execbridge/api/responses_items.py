@@ -23,12 +23,14 @@ import orjson
 
 from execbridge import ids
 from execbridge.api._checks import at, fail, kind_of, nested_at_most, wrong
+from execbridge.errors import InvalidRequest
 from execbridge.tools.versions import BASH, PYTHON
 from execbridge.types import CommandOutcome, Image, Message, Part, ServerToolResult, Text, ToolCall, ToolResult
 
 __all__ = [
     "Conversation",
     "call_id_of",
+    "check_answered",
     "ci_id_of",
     "item_id",
     "normalize_input",
@@ -279,6 +281,15 @@ def _arguments(raw: str) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def check_answered(items: Sequence[JSON]) -> None:
+    """Every function call in the conversation has its output (OpenAI refuses the request otherwise,
+    and so would a Chat Completions upstream, at indexes the client never sent)."""
+    answered = {i["call_id"] for i in items if i["type"] == "function_call_output"}
+    for item in items:
+        if item["type"] == "function_call" and item["call_id"] not in answered:
+            raise InvalidRequest(f"No tool output found for function call {item['call_id']}.", param="input")
 
 
 def to_conversation(items: Iterable[JSON]) -> Conversation:

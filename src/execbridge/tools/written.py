@@ -65,9 +65,16 @@ print(json.dumps(found))
 """
 
 
+# File times come from the kernel's coarse clock, up to a tick (4 to 10 ms) behind ``time.time()``: a file
+# written right at the start of a command could otherwise look older than the command.
+_CLOCK_SLACK_S: Final = 0.05
+
+
 def started() -> float:
-    """The time to pass as ``since`` (taken before the command runs; the sandbox shares the clock)."""
-    return time.time()
+    """The time to pass as ``since``, taken before the command runs (the sandbox shares the host's
+    clock), less the slack of file times; a file written by the previous call in those few
+    milliseconds counts as this one's too, which only makes it citable."""
+    return time.time() - _CLOCK_SLACK_S
 
 
 async def written_since(session: ContainerSession, since: float, *, images: bool = True) -> tuple[WrittenFile, ...]:
