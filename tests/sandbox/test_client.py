@@ -266,7 +266,7 @@ async def test_timeout_kills_the_command_and_its_background_processes(ex: Runnin
 
 
 async def test_python_timeout_keeps_the_output_so_far(ex: Running) -> None:
-    result = await ex.client.run_python("import time\nprint('before')\ntime.sleep(100)", timeout=0.3)
+    result = await ex.client.run_python("import time\nprint('before')\ntime.sleep(100)", timeout=2)
     assert (result.stdout, result.error_code) == ("before\n", "execution_time_exceeded")
 
 

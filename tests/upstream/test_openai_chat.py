@@ -441,7 +441,7 @@ async def test_cancelling_the_task_closes_the_connection(fake, make):
                 got_one.set()
 
     task = asyncio.create_task(consume())
-    await asyncio.wait_for(got_one.wait(), 3)
+    await asyncio.wait_for(got_one.wait(), 30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
