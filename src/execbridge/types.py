@@ -155,13 +155,15 @@ class WrittenFile:
 class CommandOutcome:
     """A finished bash command or Python program. A failing program is data, not an exception.
 
-    ``written`` is filled only when the caller asked for it (``tools.code_execution.run_call``)."""
+    ``written`` and ``figures`` (the matplotlib figures a REPL cell left open, as PNG) are filled only
+    when the caller asked for them (``tools.code_execution.run_call``)."""
 
     stdout: str
     stderr: str
     return_code: int
     files: tuple[OutputFile, ...] = ()
     written: tuple[WrittenFile, ...] = ()
+    figures: tuple[Image, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -466,3 +466,24 @@ def test_file_ids_are_put_in_the_automatic_container_and_the_model_is_told_where
     assert call.outputs[-1].logs == "6\n"
     listed = oa.containers.files.list(call.container_id)
     assert [(f.path, f.source) for f in listed] == [(path, "user")]
+
+
+def test_a_figure_shown_is_an_image_output_and_then_closed(gateway: Gateway, fake):
+    shown = "import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nplt.show()\nprint('drawn')"
+    fake.reset(
+        [
+            Turn.tool_call("code_execution", code=shown),
+            Turn.tool_call("code_execution", code="print(len(plt.get_fignums()))"),
+            Turn.text("Here it is."),
+        ]
+    )
+    oa = client(gateway)
+    response = oa.responses.create(model="gpt-5", input="Plot squares.", tools=CODE_INTERPRETER, include=OUTPUTS)
+    strict(response)
+    drawn, after, _ = response.output
+    image, logs = drawn.outputs
+    assert image.type == "image" and base64.b64decode(image.url.split(",", 1)[1]).startswith(b"\x89PNG")
+    assert logs.logs == "drawn\n"
+    # Shown once, like a notebook: the figure was closed, so the next cell shows nothing more.
+    assert [o.type for o in after.outputs] == ["logs"] and after.outputs[0].logs == "0\n"
+    assert oa.containers.files.list(drawn.container_id).data == []  # nothing was saved

@@ -4,7 +4,8 @@ docs/protocol.md §5.2, "The Responses API", generated files.
 
 Job: the ``Artifacts`` of a response whose tools run in an OpenAI container (``cntr_…``): a code
 interpreter call's ``image`` outputs are the small images it wrote (``CommandOutcome.written``, read
-inside the sandbox right after the call), as ``data:`` URIs; an answer's ``sandbox:/mnt/data/<path>``
+inside the sandbox right after the call), or else the matplotlib figures it left open
+(``CommandOutcome.figures``), as ``data:`` URIs; an answer's ``sandbox:/mnt/data/<path>``
 links become ``container_file_citation`` annotations over the link, naming the file's ``cfile_…`` id,
 when the file is one a call of this response wrote or one that already has an id. Indexes count code
 points (Python's string indexes), end exclusive, as OpenAI's do.
@@ -57,10 +58,13 @@ class ContainerArtifacts:
         if not isinstance(outcome, CommandOutcome):
             return []
         self._written += [w.path for w in outcome.written]
+        # The images the call saved; else the figures it left open (a chart saved and left open is
+        # shown once).
+        saved = [w.image for w in outcome.written if w.image is not None]
         return [
-            {"type": "image", "url": f"data:{w.image.media_type};base64,{w.image.data}"}
-            for w in outcome.written
-            if w.image is not None and w.image.data is not None
+            {"type": "image", "url": f"data:{image.media_type};base64,{image.data}"}
+            for image in saved or outcome.figures
+            if image.data is not None
         ]
 
     async def citations(self, container_id: str, text: str) -> list[JSON]:

@@ -32,7 +32,7 @@ from typing import Any, Final, Protocol, assert_never
 from execbridge.config import SandboxSettings
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerSession, ExecutionResult, OutputSpool, SkippedFile
 from execbridge.tools.versions import BASH, EDITOR, OPENAI_WORKSPACE, PYTHON, ToolVersion
-from execbridge.tools.written import started, written_since
+from execbridge.tools.written import figures, started, written_since
 from execbridge.types import (
     CommandOutcome,
     CreateOutcome,
@@ -135,9 +135,13 @@ async def run_call(
     """
     since = started()
     outcome = await _dispatch(session, name, args, limits, publish, repl=repl)
-    if written and isinstance(outcome, CommandOutcome):
-        return replace(outcome, written=await written_since(session, since))
-    return outcome
+    if not written or not isinstance(outcome, CommandOutcome):
+        return outcome
+    # A cell that failed may have lost the REPL: a capture would start a new one and take the note
+    # saying so from the model's next cell. Its figures are captured after the next cell that succeeds.
+    capture = name == PYTHON and repl and outcome.return_code == 0
+    drawn = await figures(session, limits.repl_cell_timeout_s) if capture else ()
+    return replace(outcome, written=await written_since(session, since), figures=drawn)
 
 
 async def _dispatch(

@@ -1,16 +1,20 @@
-"""Which workspace files a command wrote: OpenAI's hosted tools show them (images inline, files cited).
+"""What a command left behind, for OpenAI's hosted tools: the files it wrote (images inline, files cited)
+and the figures a Python cell drew.
 
 Job: after a command, one small Python program inside the same leased sandbox lists the workspace's
 regular files modified since the command started, and returns the bytes of small images among them
 (base64, within a budget that keeps the answer far under the executor's 1 MiB stdout cap). Nothing
 is read from the gateway's side: links are neither followed nor listed, hidden directories (caches
-such as matplotlib's) are skipped.
+such as matplotlib's) are skipped. After a REPL cell, a second cell saves the matplotlib figures left
+open into its ``$OUTPUT_DIR`` and closes them, as a notebook shows a cell's figures and closes them
+(``figures``).
 
 Must not: know any wire format; fail the call it follows (a scan that fails reports nothing).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -19,7 +23,7 @@ from typing import Final
 from execbridge.sandbox.base import ContainerSession
 from execbridge.types import Image, WrittenFile
 
-__all__ = ["IMAGE_BUDGET_BYTES", "MAX_WRITTEN", "started", "written_since"]
+__all__ = ["IMAGE_BUDGET_BYTES", "MAX_FIGURES", "MAX_WRITTEN", "figures", "started", "written_since"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,37 @@ print(json.dumps(found))
 # File times come from the kernel's coarse clock, up to a tick (4 to 10 ms) behind ``time.time()``: a file
 # written right at the start of a command could otherwise look older than the command.
 _CLOCK_SLACK_S: Final = 0.05
+
+
+# A cell of the REPL the code ran in (so it sees the code's figures); it leaves no name behind.
+_FIGURES: Final = """
+def _execbridge_figures():
+    import os, sys
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    for number in plt.get_fignums()[:{limit}]:
+        plt.figure(number).savefig(os.path.join(os.environ["OUTPUT_DIR"], f"figure-{{number}}.png"), format="png")
+    plt.close("all")
+_execbridge_figures()
+del _execbridge_figures
+"""
+MAX_FIGURES: Final = 8
+
+
+async def figures(session: ContainerSession, timeout: float) -> tuple[Image, ...]:
+    """The figures the container's REPL has open, as PNG (then closed); none when matplotlib was not
+    imported or the capture failed (it never fails the call it follows)."""
+    result = await session.run_cell(_FIGURES.format(limit=MAX_FIGURES), timeout=timeout)
+    if result.return_code != 0 or result.error_code is not None:
+        log.warning("could not capture the figures of a cell (rc %s, %s)", result.return_code, result.error_code)
+    budget = IMAGE_BUDGET_BYTES
+    images = []
+    for captured in sorted(result.files, key=lambda f: f.name):
+        if captured.data and len(captured.data) <= budget:
+            budget -= len(captured.data)
+            images.append(Image(media_type="image/png", data=base64.b64encode(captured.data).decode()))
+    return tuple(images)
 
 
 def started() -> float:
