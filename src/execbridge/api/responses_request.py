@@ -159,9 +159,11 @@ def parse_responses_request(body: JSON) -> ResponsesRequest:
 
 
 def _parse(body: JSON) -> ResponsesRequest:
+    if type(body) is not dict:
+        raise InvalidRequest("request body must be a JSON object")
     unknown = sorted(set(body) - _KNOWN)
     if unknown:
-        fail(unknown[0], "Unknown parameter (not supported by this gateway)")
+        raise InvalidRequest(f"Unknown parameter: '{unknown[0]}' (not supported by this gateway).", param=unknown[0])
     model = req_str(body, "model", "")
     if body.get("background"):
         fail("background", "background responses are not supported by this gateway")
