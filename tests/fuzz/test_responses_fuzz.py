@@ -23,6 +23,7 @@ ITEM_TYPES = [
 ]  # fmt: skip
 ITEM_KEYS = ["role", "content", "id", "call_id", "name", "arguments", "output", "code", "container_id", "outputs",
              "status", "action", "environment", "summary"]  # fmt: skip
+SHAPED = ("content", "action", "output", "outputs")
 PART = st.fixed_dictionaries(
     {"type": st.sampled_from(["input_text", "output_text", "input_image", "input_file", "refusal"]) | ANY},
     optional={"text": st.text(max_size=8) | ANY, "image_url": st.text(max_size=12) | ANY, "refusal": ANY},
@@ -36,7 +37,7 @@ ITEM = st.fixed_dictionaries(
         "action": st.fixed_dictionaries({"commands": st.lists(st.text(max_size=6), max_size=2) | ANY}) | ANY,
         "output": st.text(max_size=6) | st.lists(ANY, max_size=2) | ANY,
         "outputs": st.none() | st.lists(ANY, max_size=2) | ANY,
-        **{key: st.text(max_size=8) | ANY for key in ITEM_KEYS if key not in ("content", "action", "output", "outputs")},
+        **{key: st.text(max_size=8) | ANY for key in ITEM_KEYS if key not in SHAPED},
     },
 )
 TOOL = st.fixed_dictionaries(
