@@ -259,9 +259,7 @@ async def open_services(settings: Settings, target: UpstreamTarget | None = None
             key_check=key_check,
             probes=readiness_probes(settings, store, target),
             threads=store.threads,
-            openai_containers=OpenAIContainers(
-                store.openai_containers, containers, files, memory_mb=settings.sandbox.memory_mb
-            ),
+            openai_containers=OpenAIContainers(store.openai_containers, containers, files),
         )
 
 
