@@ -45,12 +45,17 @@ from execbridge.store.base import FileRecord, OpenAIContainerRecord, OpenAIConta
 from execbridge.types import Caller
 
 __all__ = [
+    "AUTO_NAME",
     "DEFAULT_EXPIRES_MINUTES",
     "DEFAULT_MEMORY_LIMIT",
+    "MAX_EXPIRES_MINUTES",
+    "MAX_LIST_LIMIT",
     "MEMORY_TIERS",
     "AutoContainer",
     "LiveContainer",
     "OpenAIContainers",
+    "check_memory_limit",
+    "expired_error",
 ]
 
 MEMORY_TIERS: Final = {"1g": 1 << 10, "4g": 4 << 10, "16g": 16 << 10, "64g": 64 << 10}  # MiB
