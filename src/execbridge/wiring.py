@@ -261,9 +261,7 @@ async def open_services(settings: Settings, target: UpstreamTarget | None = None
             probes=readiness_probes(settings, store, target),
             threads=store.threads,
             responses=store.responses,
-            openai_containers=OpenAIContainers(
-                store.openai_containers, containers, files, memory_mb=settings.sandbox.memory_mb
-            ),
+            openai_containers=OpenAIContainers(store.openai_containers, containers, files),
         )
 
 

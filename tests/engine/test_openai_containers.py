@@ -51,7 +51,7 @@ def files(workdir: Path) -> FileService:
 
 
 def service(manager: ContainerManager, files: FileService, clock: Clock) -> OpenAIContainers:
-    return OpenAIContainers(MemoryStore().openai_containers, manager, files, memory_mb=256, clock=clock)
+    return OpenAIContainers(MemoryStore().openai_containers, manager, files, clock=clock)
 
 
 async def test_code_writing_under_mnt_data_makes_container_files(manager: ContainerManager, files: FileService):
@@ -128,4 +128,14 @@ async def test_unknown_files_are_refused_before_anything_is_made(manager: Contai
     assert [c async for c in manager.list("alice")] == []
     with pytest.raises(InvalidRequest):
         await containers.create(ALICE, name="x", memory_limit="2g")
-    assert containers.enforced_memory_mb("64g") == 256 and containers.enforced_memory_mb("1g") == 256
+
+
+async def test_memory_tiers_are_clamped_to_the_sandboxs_limit(workdir: Path, doctor_report: DoctorReport, files):
+    async with open_manager(workdir, doctor_report, memory_mb=2048) as manager:
+        containers = service(manager, files, Clock())
+        limits = {}
+        for tier in ("1g", "4g", "64g"):
+            live = await containers.create(ALICE, name=tier, memory_limit=tier)
+            assert live.record.memory_limit == tier  # echoed as requested
+            limits[tier] = (await manager.get(live.sandbox_id, "alice")).memory_mb
+        assert limits == {"1g": 1024, "4g": 2048, "64g": 2048}

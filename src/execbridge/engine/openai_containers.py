@@ -16,8 +16,8 @@ Invariants:
   the owner's next request that meets it, or by the sandbox's own retention), and using it is a 400
   ``container_expired``. Deletion is lazy because only a request carries the key a separate sandbox
   host needs to delete anything.
-- ``memory_limit`` is echoed as requested; the sandbox enforces the gateway's per-container memory
-  (``sandbox.memory_mb``), which is never more than the machine allows.
+- ``memory_limit`` is echoed as requested; the sandbox container gets the tier as its own memory
+  limit, clamped to the sandbox's per-container limit (``sandbox.memory_mb``: what the machine allows).
 
 Must not: know HTTP or any wire format (``api/containers.py`` renders).
 """
@@ -45,12 +45,17 @@ from execbridge.store.base import FileRecord, OpenAIContainerRecord, OpenAIConta
 from execbridge.types import Caller
 
 __all__ = [
+    "AUTO_NAME",
     "DEFAULT_EXPIRES_MINUTES",
     "DEFAULT_MEMORY_LIMIT",
+    "MAX_EXPIRES_MINUTES",
+    "MAX_LIST_LIMIT",
     "MEMORY_TIERS",
     "AutoContainer",
     "LiveContainer",
     "OpenAIContainers",
+    "check_memory_limit",
+    "expired_error",
 ]
 
 MEMORY_TIERS: Final = {"1g": 1 << 10, "4g": 4 << 10, "16g": 16 << 10, "64g": 64 << 10}  # MiB
@@ -112,19 +117,13 @@ class OpenAIContainers:
         containers: ContainerService,
         files: FileService,
         *,
-        memory_mb: int,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._store = store
         self._containers = containers
         self._files = files
-        self._memory_mb = memory_mb
         self._clock = clock
         self.files = ContainerFiles(store, clock)
-
-    def enforced_memory_mb(self, memory_limit: str) -> int:
-        """What the sandbox holds a container of this tier to: the tier, clamped to what the gateway allows."""
-        return min(MEMORY_TIERS[memory_limit], self._memory_mb)
 
     # ------------------------------------------------------------ containers
 
@@ -146,7 +145,7 @@ class OpenAIContainers:
                 param="expires_after.minutes",
             )
         records = await self._file_records(caller, file_ids)
-        info = await self._containers.create(caller)
+        info = await self._containers.create(caller, memory_mb=MEMORY_TIERS[memory_limit])
         now = self._clock()
         record = OpenAIContainerRecord(
             id=ids.openai_container_id(),

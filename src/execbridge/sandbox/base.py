@@ -116,6 +116,7 @@ class ContainerInfo:
     expires_at: datetime
     active: bool  # has a live executor right now
     workspace: str = DEFAULT_WORKSPACE  # the workspace's path inside the container (absolute)
+    memory_mb: int | None = None  # its memory limit (None: not said, the sandbox's per-container one)
 
 
 class ContainerSession(Protocol):
@@ -161,7 +162,10 @@ class ContainerSession(Protocol):
 class ContainerService(Protocol):
     """Containers, scoped by owner: the in-process ``ContainerManager`` or a ``SandboxHostClient``."""
 
-    async def create(self, owner: Owner) -> ContainerInfo: ...
+    async def create(self, owner: Owner, *, memory_mb: int | None = None) -> ContainerInfo:
+        """A new container; ``memory_mb`` asks for a memory limit of its own, which the sandbox clamps to
+        its per-container limit (None: that limit)."""
+        ...
 
     async def get(self, container_id: str, owner: Owner) -> ContainerInfo: ...
 

@@ -20,13 +20,15 @@ from typing import Literal, Protocol
 @dataclass(frozen=True, slots=True)
 class ContainerRecord:
     """A container's persistent facts. ``slot`` picks its host uid and its disk/cgroup names; it is
-    unique among existing containers and reused only after the container is deleted."""
+    unique among existing containers and reused only after the container is deleted. ``memory_mb`` is
+    its own memory limit when it has one below the sandbox's per-container limit (None: that limit)."""
 
     id: str
     owner: str
     slot: int
     created_at: datetime
     last_used_at: datetime
+    memory_mb: int | None = None
 
 
 class ContainerStore(Protocol):

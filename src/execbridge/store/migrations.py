@@ -131,6 +131,8 @@ def _threads(db: sqlite3.Connection) -> None:
 
 
 def _openai_containers(db: sqlite3.Connection) -> None:
+    # A container may have a memory limit of its own below the sandbox's (OpenAI's memory tiers).
+    db.execute("ALTER TABLE containers ADD COLUMN memory_mb INTEGER")
     # OpenAI's Files API keeps a purpose per file (NULL: an Anthropic file); each API lists its own.
     db.execute("ALTER TABLE files ADD COLUMN purpose TEXT")
     # OpenAI containers over sandbox containers; sandbox_id NULL once expired (metadata stays).

@@ -37,11 +37,13 @@ def _dt(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-def _record(row: tuple[str, str, int, float, float]) -> ContainerRecord:
-    return ContainerRecord(id=row[0], owner=row[1], slot=row[2], created_at=_dt(row[3]), last_used_at=_dt(row[4]))
+def _record(row: tuple[str, str, int, float, float, int | None]) -> ContainerRecord:
+    return ContainerRecord(
+        id=row[0], owner=row[1], slot=row[2], created_at=_dt(row[3]), last_used_at=_dt(row[4]), memory_mb=row[5]
+    )
 
 
-_COLUMNS = "id, owner, slot, created_at, last_used_at"
+_COLUMNS = "id, owner, slot, created_at, last_used_at, memory_mb"
 
 
 class SqliteContainerStore:
@@ -50,8 +52,15 @@ class SqliteContainerStore:
 
     async def insert(self, record: ContainerRecord) -> None:
         await self._store.execute(
-            f"INSERT INTO containers ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-            (record.id, record.owner, record.slot, _ts(record.created_at), _ts(record.last_used_at)),
+            f"INSERT INTO containers ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.id,
+                record.owner,
+                record.slot,
+                _ts(record.created_at),
+                _ts(record.last_used_at),
+                record.memory_mb,
+            ),
         )
 
     async def get(self, container_id: str) -> ContainerRecord | None:
