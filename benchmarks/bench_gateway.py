@@ -10,7 +10,9 @@ then, in one run:
   LiteLLM 1.106 spends 6.5 ms and 13 ms);
 - both for a Chat Completions upstream and for an Anthropic-native one (``--upstream-format anthropic``:
   the fake answers ``/v1/messages`` too), each in its own gateway process, and the two side by side
-  (target: the native path within the Chat Completions path's figures).
+  (target: the native path within the Chat Completions path's figures);
+- OpenAI's Responses API (``POST /v1/responses``, stored as by default) on the Chat Completions path,
+  next to ``/v1/messages`` (target: within the ``/v1/messages`` figures).
 
     .venv/bin/python benchmarks/bench_gateway.py [-n 2000] [--concurrency 8]
 """
@@ -34,6 +36,7 @@ import httpx
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KEY = "bench-key"
 MESSAGES_BODY = {"model": "fake-model", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello!"}]}
+RESPONSES_BODY = {"model": "fake-model", "max_output_tokens": 64, "input": "Hello!"}
 CHAT_BODY = {"model": "fake-model", "max_tokens": 64, "messages": [{"role": "user", "content": "Hello!"}]}
 HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
 # Started as root, serve would run the HTTP gateway in a child process (the privilege split), whose CPU
@@ -115,12 +118,21 @@ class UpstreamPath:
     gateway_pid: int
 
 
-async def measure(client: httpx.AsyncClient, path: UpstreamPath, n: int, concurrency: int) -> dict[str, float]:
+async def measure(
+    client: httpx.AsyncClient,
+    path: UpstreamPath,
+    n: int,
+    concurrency: int,
+    route: str = "/v1/messages",
+    request_body: dict[str, Any] = MESSAGES_BODY,
+) -> dict[str, float]:
+    """The figures of one gateway route (``/v1/messages`` or ``/v1/responses``) against the upstream."""
     direct_url, direct_body = path.direct_url, path.direct_body
-    messages_url = f"{path.gateway_url}/v1/messages"
+    messages_url = f"{path.gateway_url}{route}"
+    MESSAGES_BODY = request_body  # the route's body, under the name the code below reads
     for url, body in ((direct_url, direct_body), (messages_url, MESSAGES_BODY)):  # warm up both paths
         await latencies(client, url, body, False, 50)
-    print(f"\n== {path.name} upstream ==")
+    print(f"\n== {path.name} upstream, {route} ==")
     print(f"latency, sequential, n={n // 4} each (ms)")
     print(f"{'':28}{'p50':>8}{'p99':>8}")
     rows = {}
@@ -162,6 +174,21 @@ async def run(n: int, concurrency: int, paths: list[UpstreamPath]) -> None:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30, trust_env=False) as client:
         results = {path.name: await measure(client, path, n, concurrency) for path in paths}
+        chat_path = next((p for p in paths if p.name == "Chat Completions"), None)
+        if chat_path is not None:
+            stored = await measure(client, chat_path, n, concurrency, "/v1/responses", RESPONSES_BODY)
+            unstored = {**RESPONSES_BODY, "store": False}
+            not_stored = await measure(client, chat_path, n, concurrency, "/v1/responses", unstored)
+            messages = results["Chat Completions"]
+            print("\n/v1/responses next to /v1/messages, Chat Completions upstream (target: within /v1/messages)")
+            print(f"{'':40}{'messages':>10}{'responses':>10}{'store off':>10}")
+            for key, label in (
+                ("added", "added latency p50 (ms)"),
+                ("added_stream", "added time to first byte p50 (ms)"),
+                ("cpu_plain", "gateway CPU per plain request (ms)"),
+                ("cpu_streamed", "gateway CPU per streamed request (ms)"),
+            ):
+                print(f"{label:40}{messages[key]:10.3f}{stored[key]:10.3f}{not_stored[key]:10.3f}")
     if len(results) == 2:
         chat, native = results["Chat Completions"], results["Anthropic-native"]
         print("\nAnthropic-native next to Chat Completions (target: within the Chat Completions figures)")

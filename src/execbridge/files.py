@@ -14,7 +14,8 @@ Invariants:
 - Bytes are written to a temporary file in the same directory and renamed into place before the
   metadata row exists, so a listed file always has its bytes; a delete removes the row, then the
   bytes. Temporaries left by a crash are swept by ``prepare``.
-- The on-disk name is the file id (``file_`` + base62, made here), never a client-supplied name.
+- The on-disk name is the file id (``file_`` + base62, or OpenAI's ``file-`` + base62 for a file with
+  a ``purpose``; made here), never a client-supplied name.
 - Uploads are ``downloadable=False``; sandbox outputs ``downloadable=True`` (docs/protocol.md §2.10).
 - An owner's files together (``size_bytes``, uploads and outputs) stay within ``max_owner_bytes``:
   an upload past it is ``OwnerStorageFull`` (400), an output past it is left out of its batch.
@@ -64,7 +65,7 @@ MAX_EXPIRES_IN_SECONDS = 7_776_000
 _SWEEP_BATCH = 1000  # expired files removed per sweep on a request path (start-up sweeps them all)
 _FLUSH_BYTES = 1 << 20  # upload bytes are buffered up to this much between thread hops
 _TEMP_PREFIX = ".tmp-"
-_FILE_ID = re.compile(r"file_[0-9A-Za-z]+")
+_FILE_ID = re.compile(r"file[_-][0-9A-Za-z]+")  # Anthropic's ``file_…`` and OpenAI's ``file-…``
 _MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 
 
@@ -146,9 +147,15 @@ class UploadSink:
             raise StorageError(f"could not store the file: {exc.strerror}") from None
 
     async def commit(
-        self, filename: str | None, content_type: str | None, *, expires_in_seconds: int | None = None
+        self,
+        filename: str | None,
+        content_type: str | None,
+        *,
+        expires_in_seconds: int | None = None,
+        purpose: str | None = None,
     ) -> FileRecord:
-        """Make the upload a file; ``expires_in_seconds`` (already checked by the caller) sets its expiry."""
+        """Make the upload a file; ``expires_in_seconds`` (already checked by the caller) sets its expiry;
+        a ``purpose`` makes it an OpenAI Files API file (``file-…``)."""
         if self.size > self.room:
             raise self._service.storage_full()
         await self._flush()
@@ -165,6 +172,7 @@ class UploadSink:
             self.size,
             downloadable=False,
             expires_in_seconds=expires_in_seconds,
+            purpose=purpose,
         )
         return self.committed
 
@@ -313,11 +321,13 @@ class FileService:
         *,
         downloadable: bool,
         expires_in_seconds: int | None = None,
+        purpose: str | None = None,
     ) -> FileRecord:
         """Rename ``temp`` into place and insert its row; ``OwnerStorageFull`` (``temp`` removed) past the budget."""
         now = self._clock()
         record = FileRecord(
-            id=ids.file_id(),
+            id=ids.file_id() if purpose is None else ids.openai_file_id(),
+            purpose=purpose,
             owner=owner,
             filename=filename,
             mime_type=mime_type,
@@ -383,20 +393,28 @@ class FileService:
         after_id: str | None = None,
         before_id: str | None = None,
         after: tuple[datetime, str] | None = None,
+        before: tuple[datetime, str] | None = None,
+        openai: bool = False,
+        purpose: str | None = None,
     ) -> FilePage:
-        """A page of the owner's files, newest first.
+        """A page of the owner's files, newest first: Anthropic's, or with ``openai`` OpenAI's (those of
+        ``purpose`` when given).
 
         ``after_id``/``before_id`` are the old beta cursors (ids on the previous page); ``after`` is a
-        position (from a GA ``page`` token), which stays valid even if that file was deleted since.
+        position (from a GA ``page`` token), which stays valid even if that file was deleted since;
+        ``before`` is a position too (the files just newer than it, still newest first).
         """
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidRequest(f"limit: must be between 1 and {MAX_LIST_LIMIT}")
         await self.sweep()
         if after_id is not None:
             after = (await self._cursor_of(owner, after_id, "after_id")).cursor
-        before = (await self._cursor_of(owner, before_id, "before_id")).cursor if before_id is not None else None
+        if before_id is not None:
+            before = (await self._cursor_of(owner, before_id, "before_id")).cursor
         # One more than asked says whether there is a next page without a second query.
-        rows = await self._store.list(owner, limit=limit + 1, after=after, before=before, now=self._clock())
+        rows = await self._store.list(
+            owner, limit=limit + 1, after=after, before=before, now=self._clock(), openai=openai, purpose=purpose
+        )
         if before is not None:
             return FilePage(tuple(rows[-limit:]), len(rows) > limit)
         return FilePage(tuple(rows[:limit]), len(rows) > limit)

@@ -148,13 +148,28 @@ class OutputFile:
 
 
 @dataclass(frozen=True, slots=True)
+class WrittenFile:
+    """A file a command created or changed in the container's workspace (``path`` relative to it), for
+    surfaces that show them (OpenAI's hosted tools cite them); ``image`` holds a small image's bytes."""
+
+    path: str
+    size_bytes: int
+    image: Image | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CommandOutcome:
-    """A finished bash command or Python program. A failing program is data, not an exception."""
+    """A finished bash command or Python program. A failing program is data, not an exception.
+
+    ``written`` and ``figures`` (the matplotlib figures a REPL cell left open, as PNG) are filled only
+    when the caller asked for them (``tools.code_execution.run_call``)."""
 
     stdout: str
     stderr: str
     return_code: int
     files: tuple[OutputFile, ...] = ()
+    written: tuple[WrittenFile, ...] = ()
+    figures: tuple[Image, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +319,9 @@ class Sampling:
     temperature: float | None = None
     top_p: float | None = None
     top_k: int | None = None
+    # OpenAI's reasoning effort (``minimal`` … ``high``), from a Responses request's ``reasoning``; sent
+    # as Chat Completions' ``reasoning_effort`` where the upstream takes it.
+    reasoning_effort: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

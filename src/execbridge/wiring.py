@@ -22,13 +22,14 @@ from urllib.parse import urlsplit
 
 from execbridge.config import Settings
 from execbridge.engine.loop import Engine
+from execbridge.engine.openai_containers import OpenAIContainers
 from execbridge.errors import ConfigurationError
 from execbridge.files import FileService
 from execbridge.keys import KeyGate, key_gate
 from execbridge.sandbox.base import ContainerService
 from execbridge.sandbox.host_client import SandboxHostClient, host_answers
 from execbridge.sandbox.manager import ContainerManager
-from execbridge.store.base import ThreadStore
+from execbridge.store.base import ResponseStore, ThreadStore
 from execbridge.store.sqlite import SqliteStore
 from execbridge.upstream.anthropic_messages import AnthropicMessagesUpstream
 from execbridge.upstream.base import Credentials, GatewayUpstream, ModelCatalog
@@ -62,6 +63,9 @@ class Services:
     key_check: UpstreamKeyCheck | None = None
     probes: tuple[Probe, ...] = ()  # what ``GET /readyz`` checks
     threads: ThreadStore | None = None  # message threads (api/threads.py); None: not held
+    responses: ResponseStore | None = None  # stored Responses-API responses; None: nothing is stored
+    # OpenAI's Containers API and the containers of /v1/responses; None: not offered
+    openai_containers: OpenAIContainers | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +260,8 @@ async def open_services(settings: Settings, target: UpstreamTarget | None = None
             key_check=key_check,
             probes=readiness_probes(settings, store, target),
             threads=store.threads,
+            responses=store.responses,
+            openai_containers=OpenAIContainers(store.openai_containers, containers, files),
         )
 
 

@@ -174,7 +174,7 @@ def test_listing_pages_in_both_sdk_namespaces_and_raw_cursors(gateway: Gateway, 
     assert [f.id for f in sdk.beta.files.list(limit=2)] == newest_first  # auto-paginates over next_page
     assert [f.id for f in sdk.files.list(limit=3)] == newest_first
 
-    headers = {"x-api-key": key}
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
     page = httpx.get(f"{gateway.url}/v1/files?beta=true&limit=2", headers=headers).json()
     assert set(page) == {"data", "has_more", "first_id", "last_id", "next_page"}
     assert (page["first_id"], page["last_id"], page["has_more"]) == (made[4], made[3], True)
@@ -499,7 +499,7 @@ def test_expires_in_seconds_sets_expires_at_and_is_checked(gateway: Gateway, fak
         assert "expires_in_seconds" in refused.value.body["error"]["message"]
     response = httpx.post(
         f"{gateway.url}/v1/files",
-        headers={"x-api-key": CLIENT_KEY},
+        headers={"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"},
         data={"expires_in_seconds": "soon"},
         files={"file": ("bad.csv", SALES, "text/csv")},
     )

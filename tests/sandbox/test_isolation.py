@@ -63,7 +63,8 @@ async def test_only_loopback_and_clean_environment(settings, workspace, monkeypa
 async def test_file_system_view(settings, workspace):
     script = r"""
 for p in /root /home /var /sys /etc/shadow /etc/pip.conf /etc/resolv.conf /etc/machine-id /etc/ssl/private \
-         /etc/ssh /work /srv /mnt; do [ -e "$p" ] && echo "VISIBLE $p"; done
+         /etc/ssh /work /srv; do [ -e "$p" ] && echo "VISIBLE $p"; done
+echo "mnt: $(ls -A /mnt)"
 touch /usr/x 2>/dev/null && echo "WROTE /usr"
 touch /x 2>/dev/null && echo "WROTE /"
 touch /etc/passwd 2>/dev/null && echo "WROTE /etc/passwd"
@@ -75,6 +76,7 @@ pwd; hostname; getent passwd user
     r = await sh(settings, workspace, script)
     assert "VISIBLE" not in r.stdout and "WROTE" not in r.stdout, r.stdout
     assert "ws-ok" in r.stdout and "tmp-ok" in r.stdout
+    assert "mnt: data\n" in r.stdout  # only the workspace again, at OpenAI's path (sandbox.base.DATA_ALIAS)
     assert "/workspace\nsandbox\nuser:x:1000:1000" in r.stdout
     # On the host, the file belongs to the container's own unprivileged uid.
     assert (workspace / "f").stat().st_uid == TEST_UID_BASE + SLOT

@@ -247,6 +247,40 @@ def _without(report: DoctorReport, *names: str) -> DoctorReport:
     )
 
 
+async def test_the_workspace_is_also_at_mnt_data(workdir: Path, doctor_report: DoctorReport):
+    """OpenAI's code writes /mnt/data/…; the Containers API lists the workspace (sandbox.base.DATA_ALIAS)."""
+    async with open_manager(workdir, doctor_report) as m:
+        info = await m.create("alice")
+        async with m.lease(info.id, "alice") as s:
+            r = await s.run_python("open('/mnt/data/plot.txt', 'w').write('drawn')")
+            assert r.return_code == 0, r.stderr
+            r = await s.run_bash("cat /workspace/plot.txt; echo; ls -l /mnt/data | tail -n +2 | wc -l")
+            assert r.stdout.split() == ["drawn", "1"], r.stderr
+            view = await s.view("/mnt/data/plot.txt")
+            assert view.content == "drawn"
+
+
+async def test_a_container_may_have_a_smaller_memory_limit_of_its_own(workdir: Path, doctor_report: DoctorReport):
+    """OpenAI's memory tiers: a limit below the sandbox's is enforced (the container starts cold, not
+    from the pool); one above it is clamped; both survive eviction and revival."""
+    grab = "b = bytearray(160 << 20); print(len(b) >> 20)"
+    async with open_manager(workdir, doctor_report, memory_mb=256) as m:
+        small = await m.create("alice", memory_mb=96)
+        big = await m.create("alice", memory_mb=1 << 20)
+        assert (small.memory_mb, big.memory_mb) == (96, 256)
+        async with m.lease(big.id, "alice") as s:
+            r = await s.run_python(grab)
+            assert (r.return_code, r.stdout) == (0, "160\n"), r.stderr
+        for _ in range(2):  # as created, then revived after eviction with its own limit again
+            async with m.lease(small.id, "alice") as s:
+                r = await s.run_python(grab)
+                assert r.return_code != 0 and "out of memory" in r.stderr and "96 MiB" in r.stderr, (r, r.stderr)
+            entry = m._entries[small.id]
+            async with entry.lock:
+                await m._evict(entry)
+        assert (await m.get(small.id, "alice")).memory_mb == 96
+
+
 async def test_refuses_to_start_when_a_protection_is_missing(workdir: Path, doctor_report: DoctorReport):
     weak = _without(doctor_report, doctor.CG_PIDS)
     with pytest.raises(SandboxUnavailable, match="cgroup pids"):

@@ -115,6 +115,15 @@ async def test_parallel_tool_calls_and_top_k_refused(upstream_for):
     assert "parallel_tool_calls" not in f.chat_requests[-1] and "top_k" not in f.chat_requests[-1]
 
 
+async def test_reasoning_effort_refused_is_learnt(upstream_for):
+    turn = replace(TURN, sampling=Sampling(reasoning_effort="high"))
+    f = FakeApp([Turn.text("ok"), Turn.text("again")], reject_params={"reasoning_effort"})
+    upstream = upstream_for(BASE_URL, f, dialect=GENERIC)
+    assert text(await run(upstream, turn)) == "ok"
+    assert text(await run(upstream, turn)) == "again"
+    assert ["reasoning_effort" in r for r in f.chat_requests] == [True, False, False]
+
+
 async def test_value_errors_are_not_mistaken_for_unsupported_parameters(upstream_for):
     refusal = Turn.error(400, "max_tokens must be at most 8192, got 100000", envelope="openai")
     f = FakeApp([refusal])

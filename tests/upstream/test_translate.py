@@ -469,6 +469,18 @@ PAYLOAD_CASES: list[tuple[str, ChatTurn, Dialect, dict[str, Any]]] = [
         {"model": "m", "messages": MSGS, "max_tokens": 100, "top_k": 40},
     ),
     (
+        "reasoning effort sent where taken",
+        replace(BASE, sampling=Sampling(reasoning_effort="low")),
+        GENERIC,
+        {"model": "m", "messages": MSGS, "max_tokens": 100, "reasoning_effort": "low"},
+    ),
+    (
+        "reasoning effort left out where refused",
+        replace(BASE, sampling=Sampling(reasoning_effort="low")),
+        Dialect(reasoning_effort=False),
+        {"model": "m", "messages": MSGS, "max_tokens": 100},
+    ),
+    (
         "streaming asks for usage",
         replace(BASE, stream=True),
         GENERIC,

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final
 
@@ -26,7 +26,18 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execbridge import ids
-from execbridge.api import count_tokens, files, health, model_list, openapi, request_log
+from execbridge.api import (
+    containers,
+    count_tokens,
+    files,
+    health,
+    model_list,
+    openai_files,
+    openai_models,
+    openapi,
+    request_log,
+    responses,
+)
 from execbridge.api.auth import GatewayKeyMiddleware
 from execbridge.api.dialect import dialect_of, error_response_for
 from execbridge.api.drain import Drain
@@ -150,6 +161,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error(request, InvalidRequest(exc.detail))
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _by_dialect(anthropic: Endpoint, openai: Endpoint) -> Endpoint:
+    """One route on a path both APIs have (``/v1/files``, ``/v1/models``): the request's API answers."""
+
+    async def endpoint(request: Request) -> Response:
+        handler = openai if dialect_of(request.scope) == "openai" else anthropic
+        return await handler(request)
+
+    return endpoint
+
+
 def create_app(
     services_factory: Callable[[], AbstractAsyncContextManager[Services]],
 ) -> Starlette:
@@ -164,14 +188,42 @@ def create_app(
     routes = [
         Route("/v1/messages", create_message, methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens.count_tokens, methods=["POST"]),
-        # Files API (docs/protocol.md §2.10); same path, one route per method, so a wrong method is a 405.
-        Route("/v1/files", files.upload_file, methods=["POST"]),
-        Route("/v1/files", files.list_files, methods=["GET"]),
-        Route("/v1/files/{file_id}", files.get_file, methods=["GET"]),
-        Route("/v1/files/{file_id}", files.delete_file, methods=["DELETE"]),
-        Route("/v1/files/{file_id}/content", files.download_file, methods=["GET"]),
-        Route("/v1/models", model_list.list_models, methods=["GET"]),
-        Route("/v1/models/{model_id:path}", model_list.get_model, methods=["GET"]),
+        # Files API (docs/protocol.md §2.10; OpenAI's on the same paths: "OpenAI Files and Containers");
+        # one route per method, so a wrong method is a 405.
+        Route("/v1/files", _by_dialect(files.upload_file, openai_files.upload_file), methods=["POST"]),
+        Route("/v1/files", _by_dialect(files.list_files, openai_files.list_files), methods=["GET"]),
+        Route("/v1/files/{file_id}", _by_dialect(files.get_file, openai_files.get_file), methods=["GET"]),
+        Route("/v1/files/{file_id}", _by_dialect(files.delete_file, openai_files.delete_file), methods=["DELETE"]),
+        Route(
+            "/v1/files/{file_id}/content",
+            _by_dialect(files.download_file, openai_files.download_file),
+            methods=["GET"],
+        ),
+        Route("/v1/models", _by_dialect(model_list.list_models, openai_models.list_models), methods=["GET"]),
+        Route(
+            "/v1/models/{model_id:path}",
+            _by_dialect(model_list.get_model, openai_models.get_model),
+            methods=["GET"],
+        ),
+        # OpenAI's Responses API (docs/protocol.md §5.2, "The Responses API").
+        Route("/v1/responses", responses.create_response, methods=["POST"]),
+        Route("/v1/responses/{response_id}", responses.get_response, methods=["GET"]),
+        Route("/v1/responses/{response_id}", responses.delete_response, methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/input_items", responses.list_input_items, methods=["GET"]),
+        # OpenAI's Containers API.
+        Route("/v1/containers", containers.create_container, methods=["POST"]),
+        Route("/v1/containers", containers.list_containers, methods=["GET"]),
+        Route("/v1/containers/{container_id}", containers.get_container, methods=["GET"]),
+        Route("/v1/containers/{container_id}", containers.delete_container, methods=["DELETE"]),
+        Route("/v1/containers/{container_id}/files", containers.create_container_file, methods=["POST"]),
+        Route("/v1/containers/{container_id}/files", containers.list_container_files, methods=["GET"]),
+        Route("/v1/containers/{container_id}/files/{file_id}", containers.get_container_file, methods=["GET"]),
+        Route("/v1/containers/{container_id}/files/{file_id}", containers.delete_container_file, methods=["DELETE"]),
+        Route(
+            "/v1/containers/{container_id}/files/{file_id}/content",
+            containers.download_container_file,
+            methods=["GET"],
+        ),
         # For supervisors and balancers, without a key (outside /v1/).
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),

@@ -27,28 +27,24 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from execbridge.api.auth import caller_for
+from execbridge.api.multipart import MultipartUpload, boundary_of
 from execbridge.errors import InvalidRequest, RequestTooLarge
 from execbridge.files import (
     MAX_EXPIRES_IN_SECONDS,
     MAX_LIST_LIMIT,
     MIN_EXPIRES_IN_SECONDS,
     FileService,
-    UploadSink,
 )
 from execbridge.store.base import FileRecord
 from execbridge.wiring import Services
 
-__all__ = ["delete_file", "download_file", "get_file", "list_files", "render_file", "upload_file"]
+__all__ = ["admit_writer", "delete_file", "download_file", "get_file", "list_files", "render_file", "upload_file"]
 
 _MULTIPART_SLACK: Final = 64 << 10  # boundaries and part headers around the file's bytes
-_MAX_FIELDS: Final = 16  # other form fields (``expires_in_seconds``), each small
-_MAX_FIELD_BYTES: Final = 1024
 _MAX_IDS: Final = 100
 _PAGE_PREFIX: Final = "page_"
 _INTEGER: Final = re.compile(r"[+-]?[0-9]+")
@@ -84,119 +80,13 @@ def _context(request: Request) -> tuple[FileService, str]:
 # ---------------------------------------------------------------- upload
 
 
-async def _admit_writer(request: Request) -> None:
+async def admit_writer(request: Request) -> None:
     """In pass-through mode a key may create state only once the upstream has accepted it (a made-up
     key must not fill the disk); gateway keys were admitted by the middleware already."""
     services: Services = request.app.state.services
     caller = caller_for(request.headers, services.settings)
     if services.key_check is not None and caller.upstream_api_key is not None:
         await services.key_check.check(caller.upstream_api_key)
-
-
-class _MultipartUpload:
-    """Feeds the request body through python-multipart; the ``file`` part streams into ``sink``.
-
-    The parser calls back synchronously; file bytes are collected per chunk and written (awaited)
-    after each ``write``, as Starlette's own form parser does.
-    """
-
-    def __init__(self, sink: UploadSink) -> None:
-        self.sink = sink
-        self.filename: str | None = None
-        self.content_type: str | None = None
-        self.got_file = False
-        self.expires_in_seconds: int | None = None
-        self._pending: list[bytes] = []
-        self._fields = 0
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._header_name = b""
-        self._header_value = b""
-        self._in_file = False
-        self._field_name: bytes | None = None
-        self._field_value = bytearray()
-        self._field_bytes = 0
-        self._ended = False  # the closing boundary was seen
-
-    async def parse(self, request: Request, boundary: bytes) -> None:
-        parser = MultipartParser(
-            boundary,
-            {
-                "on_part_begin": self._part_begin,
-                "on_part_data": self._part_data,
-                "on_header_field": self._header_field,
-                "on_header_value": self._header_value_data,
-                "on_header_end": self._header_end,
-                "on_headers_finished": self._headers_finished,
-                "on_part_end": self._part_end,
-                "on_end": self._end,
-            },
-        )
-        try:
-            async for chunk in request.stream():
-                parser.write(chunk)
-                for data in self._pending:
-                    await self.sink.write(data)
-                self._pending.clear()
-            parser.finalize()
-        except FormParserError:
-            raise InvalidRequest("the upload is not a valid multipart/form-data body") from None
-        except ClientDisconnect:
-            # Nobody is left to answer; the sink removes the partial file. Not an internal error.
-            raise InvalidRequest("the client went away during the upload") from None
-        if not self._ended:  # python-multipart accepts a body cut short; its file would be cut short too
-            raise InvalidRequest("the upload is not a valid multipart/form-data body: its closing boundary is missing")
-
-    def _end(self) -> None:
-        self._ended = True
-
-    def _part_begin(self) -> None:
-        self._headers = []
-        self._in_file = False
-        self._field_name = None
-        self._field_value = bytearray()
-        self._field_bytes = 0
-
-    def _part_end(self) -> None:
-        if self._field_name == b"expires_in_seconds":
-            self.expires_in_seconds = _expires_in_seconds(bytes(self._field_value))
-
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_name += data[start:end]
-
-    def _header_value_data(self, data: bytes, start: int, end: int) -> None:
-        self._header_value += data[start:end]
-
-    def _header_end(self) -> None:
-        self._headers.append((self._header_name.strip().lower(), self._header_value.strip()))
-        self._header_name = self._header_value = b""
-
-    def _headers_finished(self) -> None:
-        headers = dict(self._headers)
-        _, options = parse_options_header(headers.get(b"content-disposition", b""))
-        name = options.get(b"name")
-        if name == b"file":
-            if self.got_file:
-                raise InvalidRequest("the upload has more than one `file` part")
-            self.got_file = self._in_file = True
-            self.filename = _form_filename(options.get(b"filename"))
-            content_type = headers.get(b"content-type")
-            self.content_type = content_type.decode("latin-1") if content_type else None
-            return
-        self._fields += 1
-        if self._fields > _MAX_FIELDS:
-            raise InvalidRequest("the upload has too many form fields")
-        self._field_name = name
-
-    def _part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._in_file:
-            self._pending.append(data[start:end])
-            return
-        # Other fields than ``expires_in_seconds`` are accepted and ignored; all stay small.
-        self._field_bytes += end - start
-        if self._field_bytes > _MAX_FIELD_BYTES:
-            raise InvalidRequest("a form field of the upload is too large")
-        if self._field_name == b"expires_in_seconds":
-            self._field_value += data[start:end]
 
 
 def _expires_in_seconds(raw: bytes) -> int:
@@ -211,26 +101,14 @@ def _expires_in_seconds(raw: bytes) -> int:
     return value
 
 
-def _form_filename(raw: bytes | None) -> str | None:
-    if raw is None:
-        return None
-    name = raw.decode("utf-8", "replace")
-    # Browsers and httpx escape these three in a part's filename (HTML's multipart encoding).
-    return name.replace("%22", '"').replace("%0D", "\r").replace("%0A", "\n")
-
-
 def _boundary(request: Request) -> bytes:
-    content_type, options = parse_options_header(request.headers.get("content-type", ""))
-    boundary = options.get(b"boundary")
-    if content_type != b"multipart/form-data" or not boundary:
-        raise InvalidRequest("POST /v1/files takes a multipart/form-data body with a `file` part")
-    return boundary
+    return boundary_of(request, "POST /v1/files takes a multipart/form-data body with a `file` part")
 
 
 async def upload_file(request: Request) -> Response:
     request.app.state.drain.refuse_new()
     files, owner = _context(request)
-    await _admit_writer(request)
+    await admit_writer(request)
     boundary = _boundary(request)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > files.max_bytes + _MULTIPART_SLACK:
@@ -239,11 +117,13 @@ async def upload_file(request: Request) -> Response:
         # Only when the file surely fits the per-file limit: one over it is a 413 whatever the budget.
         if declared.isdigit() and sink.room + _MULTIPART_SLACK < int(declared) <= files.max_bytes:
             raise files.storage_full()
-        form = _MultipartUpload(sink)
+        form = MultipartUpload(sink)
         await form.parse(request, boundary)
         if not form.got_file:
             raise InvalidRequest("file: the upload has no `file` part")
-        record = await sink.commit(form.filename, form.content_type, expires_in_seconds=form.expires_in_seconds)
+        raw_expiry = form.fields.get("expires_in_seconds")
+        expires_in_seconds = None if raw_expiry is None else _expires_in_seconds(raw_expiry)
+        record = await sink.commit(form.filename, form.content_type, expires_in_seconds=expires_in_seconds)
     return _json(render_file(record))
 
 

@@ -21,6 +21,9 @@ from starlette.responses import Response
 
 from execbridge import __version__
 from execbridge.api.blocks import RESULT_BLOCK_TYPES
+from execbridge.api.openai_files import PURPOSES
+from execbridge.api.openapi_openai import container_paths, openai_schemas
+from execbridge.api.openapi_responses import responses_paths, responses_schemas
 from execbridge.api.wire import INT32_MAX, MAX_MESSAGES
 from execbridge.tools.versions import TOOL_NAME, VERSIONS
 
@@ -318,7 +321,14 @@ def _schemas() -> dict[str, Any]:
         "Model": {"type": "object", "required": ["id", "type"], "properties": {"id": {"type": "string"}}},
         "ModelList": {"type": "object", "required": ["data"], "properties": {"data": {"type": "array"}}},
         "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
+        **openai_schemas(),
+        **responses_schemas(),
     }
+
+
+def _either(anthropic: str, openai: str) -> dict[str, Any]:
+    """A shared path's answer: Anthropic's object with ``anthropic-version``, OpenAI's without (api/dialect.py)."""
+    return {"anyOf": [_ref(anthropic), _ref(openai)]}
 
 
 def _file_id_parameter() -> dict[str, Any]:
@@ -352,7 +362,7 @@ def _count_tokens_path(headers: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _paths() -> dict[str, Any]:
-    return {**_message_paths(), **_file_paths(), **_other_paths()}
+    return {**_message_paths(), **_file_paths(), **_other_paths(), **container_paths(), **responses_paths()}
 
 
 def _message_paths() -> dict[str, Any]:
@@ -393,12 +403,14 @@ def _file_paths() -> dict[str, Any]:
                                 "properties": {
                                     "file": {"type": "string", "format": "binary"},
                                     "expires_in_seconds": {"type": "integer", "minimum": 3600, "maximum": 7776000},
+                                    # OpenAI's Files API (required there): api/openai_files.py
+                                    "purpose": {"type": "string", "enum": list(PURPOSES)},
                                 },
                             }
                         }
                     },
                 },
-                "responses": {"200": _json(_ref("File"), "The stored file."), **_SHARED_ERRORS},
+                "responses": {"200": _json(_either("File", "OpenAIFile"), "The stored file."), **_SHARED_ERRORS},
             },
             "get": {
                 "summary": "List files, newest first",
@@ -407,15 +419,22 @@ def _file_paths() -> dict[str, Any]:
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
                     {"name": "after_id", "in": "query", "schema": {"type": "string"}},
                     {"name": "before_id", "in": "query", "schema": {"type": "string"}},
+                    # OpenAI's paging and filter (api/openai_files.py)
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                    {"name": "order", "in": "query", "schema": {"type": "string", "enum": ["asc", "desc"]}},
+                    {"name": "purpose", "in": "query", "schema": {"type": "string"}},
                 ],
-                "responses": {"200": _json(_ref("FileList"), "A page of files."), **_SHARED_ERRORS},
+                "responses": {
+                    "200": _json(_either("FileList", "OpenAIFileList"), "A page of files."),
+                    **_SHARED_ERRORS,
+                },
             },
         },
         "/v1/files/{file_id}": {
             "get": {
                 "summary": "A file's metadata",
                 "parameters": [*headers, _file_id_parameter()],
-                "responses": {"200": _json(_ref("File"), "The file."), **_SHARED_ERRORS},
+                "responses": {"200": _json(_either("File", "OpenAIFile"), "The file."), **_SHARED_ERRORS},
             },
             "delete": {
                 "summary": "Delete a file",
@@ -440,7 +459,7 @@ def _other_paths() -> dict[str, Any]:
             "get": {
                 "summary": "The models the upstream offers",
                 "parameters": headers,
-                "responses": {"200": _json(_ref("ModelList"), "The models."), **_SHARED_ERRORS},
+                "responses": {"200": _json(_either("ModelList", "OpenAIModelList"), "The models."), **_SHARED_ERRORS},
             }
         },
         "/v1/models/{model_id}": {
@@ -450,7 +469,7 @@ def _other_paths() -> dict[str, Any]:
                     *headers,
                     {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}},
                 ],
-                "responses": {"200": _json(_ref("Model"), "The model."), **_SHARED_ERRORS},
+                "responses": {"200": _json(_either("Model", "OpenAIModel"), "The model."), **_SHARED_ERRORS},
             }
         },
         "/healthz": {

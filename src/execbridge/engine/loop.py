@@ -257,8 +257,16 @@ class Engine:
         results: list[ServerToolResult] = []
         repl = run.version is not None and run.version.repl
         code_tools = tuple(t.name for t in run.request.code_callable_tools) if repl else ()
+        written = run.version is not None and run.version.surface == "openai"  # OpenAI's tools cite files
         events = self._run_calls(
-            calls, run.container, run.caller, held_back=held_back, invalid=invalid, repl=repl, code_tools=code_tools
+            calls,
+            run.container,
+            run.caller,
+            held_back=held_back,
+            invalid=invalid,
+            repl=repl,
+            code_tools=code_tools,
+            written=written,
         )
         async for event in events:
             if isinstance(event, _Paused):
@@ -476,12 +484,14 @@ class Engine:
         invalid: frozenset[str] = frozenset(),
         repl: bool = False,
         code_tools: Sequence[str] = (),
+        written: bool = False,
     ) -> AsyncIterator[EngineEvent | _Paused]:
         """Run server calls in order, each result right after its call; held-back blocks interleave.
 
         ``repl``: Python calls are cells of the container's persistent REPL (``ToolVersion.repl``), whose
         code may await the client tools ``code_tools``. A cell that does is suspended: ``_Paused``, and
-        the calls after it are not run (they are deferred, like server calls beside a client call)."""
+        the calls after it are not run (they are deferred, like server calls beside a client call).
+        ``written``: commands report the workspace files they wrote (``CommandOutcome.written``)."""
         held = list(held_back)
         publish = partial(self._files.output_batch, caller.owner) if self._files is not None else None
         async with self._containers.lease(container.id, caller) as session:
@@ -504,6 +514,7 @@ class Engine:
                             repl=repl,
                             code_tools=code_tools,
                             call_id=call.id,
+                            written=written,
                         )
                     )
                     async for beat in self._beating(task):

@@ -26,6 +26,12 @@ DEFAULT_WORKSPACE = "/workspace"
 """Where a container's workspace is inside its sandbox unless the container says otherwise (its
 ``ContainerInfo.workspace``): the working directory and ``HOME`` of commands, where uploads go."""
 
+DATA_ALIAS = "/mnt/data"
+"""The same workspace bound a second time, at the path OpenAI's code interpreter and shell use for a
+container's files (docs/sandbox.md, "What a program inside can see and do"): code that writes
+``/mnt/data/plot.png`` writes ``<workspace>/plot.png``, which the Containers API lists as
+``/mnt/data/plot.png``. Every container has it, so a spare serves either API."""
+
 
 Owner = str | Caller
 """Whose containers a call is about: an owner id taken as given (the in-process manager; root's CLI
@@ -127,6 +133,7 @@ class ContainerInfo:
     expires_at: datetime
     active: bool  # has a live executor right now
     workspace: str = DEFAULT_WORKSPACE  # the workspace's path inside the container (absolute)
+    memory_mb: int | None = None  # its memory limit (None: not said, the sandbox's per-container one)
 
 
 class ContainerSession(Protocol):
@@ -196,7 +203,10 @@ class ContainerSession(Protocol):
 class ContainerService(Protocol):
     """Containers, scoped by owner: the in-process ``ContainerManager`` or a ``SandboxHostClient``."""
 
-    async def create(self, owner: Owner) -> ContainerInfo: ...
+    async def create(self, owner: Owner, *, memory_mb: int | None = None) -> ContainerInfo:
+        """A new container; ``memory_mb`` asks for a memory limit of its own, which the sandbox clamps to
+        its per-container limit (None: that limit)."""
+        ...
 
     async def get(self, container_id: str, owner: Owner) -> ContainerInfo: ...
 

@@ -6,7 +6,8 @@ no capabilities, no nested user namespaces, a seccomp filter, a cleared environm
 ``/etc`` plus a generated ``passwd``/``group``/``hosts``, its own ``/proc`` and minimal ``/dev``,
 size-capped private ``/tmp`` and ``/dev/shm``, and its workspace read-write at the container's
 workspace path (``SandboxSpec.workspace_path``; ``base.DEFAULT_WORKSPACE`` unless the container says
-otherwise), which is also the working directory and ``HOME``.
+otherwise), which is also the working directory and ``HOME``, and again at ``base.DATA_ALIAS``
+(``/mnt/data``, OpenAI's path for a container's files).
 The root is a read-only tmpfs; nothing else of the host exists inside (not ``/root``, ``/home``,
 ``/sys``, ``/var``, the gateway's data directory, other workspaces). The ``/proc`` entries that
 describe the host rather than the sandbox (``MASKED_PROC_FILES``, ``MASKED_PROC_DIRS``: the kernel's
@@ -33,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from execbridge.sandbox.base import DEFAULT_WORKSPACE
+from execbridge.sandbox.base import DATA_ALIAS, DEFAULT_WORKSPACE
 
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
@@ -343,6 +344,9 @@ def bwrap_options(spec: SandboxSpec, fds: PayloadFds) -> list[str]:
     argv += ["--size", str(spec.tmp_bytes), "--perms", "1777", "--tmpfs", "/dev/shm"]
     argv += ["--size", str(spec.tmp_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
     argv += ["--bind", str(spec.workspace), spec.workspace_path, "--chdir", spec.workspace_path]
+    if spec.workspace_path != DATA_ALIAS:
+        # OpenAI's path for the same files (a second bind, not a symlink: ``ls -l /mnt/data`` lists them).
+        argv += ["--perms", "0755", "--dir", os.path.dirname(DATA_ALIAS), "--bind", str(spec.workspace), DATA_ALIAS]
     argv += ["--remount-ro", "/"]
     argv += ["--seccomp", str(fds.seccomp)]
     return argv

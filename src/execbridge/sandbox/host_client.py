@@ -174,8 +174,9 @@ class SandboxHostClient:
                         return await fresh.call(message)
                 raise
 
-    async def create(self, owner: Owner) -> ContainerInfo:
-        return decode_info((await self._call({"op": "create", "owner": encode_owner(owner)}))["container"])
+    async def create(self, owner: Owner, *, memory_mb: int | None = None) -> ContainerInfo:
+        frame = {"op": "create", "owner": encode_owner(owner), "memory_mb": memory_mb}
+        return decode_info((await self._call(frame))["container"])
 
     async def get(self, container_id: str, owner: Owner) -> ContainerInfo:
         answer = await self._call({"op": "get", "id": container_id, "owner": encode_owner(owner)})

@@ -7,7 +7,7 @@ before anything is read). A connection carries one request at a time; each reque
 
     op            request fields                     ok answer
     hello         protocol                           protocol, instance
-    create        owner                              container
+    create        owner, memory_mb (int or null)     container
     get           id, owner                          container
     list          owner (null: all; root only)       containers
     delete        id, owner                          -
@@ -134,6 +134,7 @@ def encode_info(info: ContainerInfo) -> dict[str, Any]:
         "expires_at": info.expires_at.timestamp(),
         "active": info.active,
         "workspace": info.workspace,
+        "memory_mb": info.memory_mb,
     }
 
 
@@ -152,6 +153,7 @@ def decode_info(value: Any) -> ContainerInfo:
         expires_at=when("expires_at"),
         active=bool_field(value, "active"),
         workspace=str_field(value, "workspace"),
+        memory_mb=opt_int_field(value, "memory_mb"),
     )
 
 

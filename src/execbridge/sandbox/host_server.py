@@ -40,7 +40,7 @@ from execbridge.sandbox.host_protocol import (
     error_answer,
 )
 from execbridge.sandbox.manager import ContainerManager
-from execbridge.sandbox.protocol import FILE_CHUNK, ProtocolError, encode_frame, read_frame
+from execbridge.sandbox.protocol import FILE_CHUNK, ProtocolError, encode_frame, opt_int_field, read_frame
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +268,8 @@ class _Connection:
     async def _request(self, frame: dict[str, Any]) -> dict[str, Any]:
         op = frame.get("op")
         if op == "create":
-            return {"container": encode_info(await self._containers.create(self._owner(frame)))}
+            memory_mb = opt_int_field(frame, "memory_mb")  # the manager clamps it to its own limit
+            return {"container": encode_info(await self._containers.create(self._owner(frame), memory_mb=memory_mb))}
         if op == "get":
             return {"container": encode_info(await self._containers.get(_id(frame), self._owner(frame)))}
         if op == "delete":

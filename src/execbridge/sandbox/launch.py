@@ -55,6 +55,7 @@ def sandbox_spec(
     workspace_path: str = DEFAULT_WORKSPACE,
     *,
     repl: bool = False,
+    memory_mb: int | None = None,
 ) -> SandboxSpec:
     """The spec of a container's sandbox: its uid and workspace, and the executor as its command.
 
@@ -83,7 +84,8 @@ def sandbox_spec(
         workspace_path=workspace_path,
         command=tuple(command),
         runtime_dir=settings.runtime_dir,
-        tmp_bytes=min(settings.tmp_mb, max(1, settings.memory_mb // 2)) << 20,
+        # tmpfs counts against memory: at most half the container's (``memory_mb``, else the sandbox's)
+        tmp_bytes=min(settings.tmp_mb, max(1, (memory_mb or settings.memory_mb) // 2)) << 20,
     )
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import logging
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 # How long a client is asked to wait when every live container is in use (commands last seconds).
 _BUSY_RETRY_AFTER_S = 5.0
 _DISK_RETRY_AFTER_S = 60.0  # when the disk is nearly full: deletions and expiry free it, slowly
+_MIN_MEMORY_MB = 32  # a container's own memory limit is never set below this
 _PERSIST_EVERY_S = 1.0  # last_used_at is written at most this often per container (it is a retention clock)
 # Without these no sandbox can start at all.
 _REQUIRED = (doctor.BWRAP, doctor.USERNS, doctor.RUNTIME, doctor.RUNTIME_VERSION)
@@ -212,15 +214,17 @@ class ContainerManager:
 
     # ------------------------------------------------------------ ContainerService
 
-    async def create(self, owner: Owner) -> ContainerInfo:
+    async def create(self, owner: Owner, *, memory_mb: int | None = None) -> ContainerInfo:
         owner = owner_id(owner)
+        own_memory = self._own_memory(memory_mb)
         self._check_free_disk()
         await self._make_room(owner)
-        live = self._pool.take() if self._pool is not None else None
+        # Spares run with the sandbox's memory limit: a container with one of its own starts cold.
+        live = self._pool.take() if self._pool is not None and own_memory is None else None
         if live is None:
-            live = await self._make_spare()
+            live = await self._make_spare(own_memory)
         now = datetime.now(UTC)
-        record = ContainerRecord(ids.container_id(), owner, live.slot, now, now)
+        record = ContainerRecord(ids.container_id(), owner, live.slot, now, now, memory_mb=own_memory)
         try:
             await self._store.containers.insert(record)
         except BaseException:
@@ -324,7 +328,7 @@ class ContainerManager:
             await self._prov.stop(dead)
         if not entry.mounted:
             await self._ensure_live(entry)
-        entry.repl = repl = await self._prov.start_repl(entry.slot, entry.workspace)
+        entry.repl = repl = await self._prov.start_repl(entry.slot, entry.workspace, entry.record.memory_mb)
         return repl
 
     def _watch_waiting(self, entry: ContainerEntry) -> None:
@@ -349,6 +353,13 @@ class ContainerManager:
         except Exception as exc:  # boundary: a timer has nobody to report to
             log.error("ending the waiting cell %s of container %s failed: %s", cell.cell_id, entry.record.id, exc)
 
+    def _own_memory(self, memory_mb: int | None) -> int | None:
+        """A container's own memory limit: ``memory_mb`` clamped to the sandbox's per-container limit
+        (and to at least ``_MIN_MEMORY_MB``); None when that is the sandbox's limit anyway."""
+        if memory_mb is None or memory_mb >= self._sb.memory_mb:
+            return None
+        return max(memory_mb, _MIN_MEMORY_MB)
+
     async def _ensure_live(self, entry: ContainerEntry) -> LiveSandbox:
         if entry.live is not None and entry.live.alive:
             return entry.live
@@ -360,7 +371,7 @@ class ContainerManager:
         if not entry.mounted:
             await prov.open_workspace(entry.slot)
             entry.mounted = True
-        entry.live = live = await prov.start(entry.slot, entry.workspace)
+        entry.live = live = await prov.start(entry.slot, entry.workspace, entry.record.memory_mb)
         return live
 
     def _check_free_disk(self) -> None:
@@ -405,9 +416,7 @@ class ContainerManager:
                 )
 
     def _touch(self, entry: ContainerEntry) -> None:
-        entry.record = ContainerRecord(
-            entry.record.id, entry.record.owner, entry.slot, entry.record.created_at, datetime.now(UTC)
-        )
+        entry.record = dataclasses.replace(entry.record, last_used_at=datetime.now(UTC))
 
     async def _persist_last_used(self, entry: ContainerEntry, *, force: bool = False) -> None:
         last = entry.record.last_used_at
@@ -429,19 +438,22 @@ class ContainerManager:
             expires_at=r.last_used_at + timedelta(seconds=self._sb.retention_s),
             active=entry.live is not None and entry.live.alive,
             workspace=entry.workspace,
+            memory_mb=r.memory_mb or self._sb.memory_mb,
         )
 
     def _cutoff(self) -> datetime:
         return datetime.now(UTC) - timedelta(seconds=self._sb.retention_s)
 
-    async def _make_spare(self) -> LiveSandbox:
+    async def _make_spare(self, memory_mb: int | None = None) -> LiveSandbox:
+        """A live sandbox on a new workspace: a spare for the pool, or (with ``memory_mb``, a limit of
+        its own) a new container's, started cold."""
         prov = self._prov
         slot = self._slots.take()
         live: LiveSandbox | None = None
         try:
             await prov.create_workspace(slot)
             # Spares are for new containers, whose workspace is at the default path.
-            live = await prov.start(slot, DEFAULT_WORKSPACE)
+            live = await prov.start(slot, DEFAULT_WORKSPACE, memory_mb)
             # One round trip: the executor then loads ``site`` while it waits, so the container's
             # first Python command does not pay for it.
             await live.client.ping()

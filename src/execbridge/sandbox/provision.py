@@ -74,11 +74,11 @@ class Provisioner:
     def uid(self, slot: int) -> int:
         return self.settings.uid_base + slot
 
-    @property
-    def limits(self) -> CommandLimits:
+    def limits(self, memory_mb: int | None = None) -> CommandLimits:
+        """A sandbox's command limits; ``memory_mb``: the container's own memory limit (else the sandbox's)."""
         s = self.settings
         executor = replace(ExecutorLimits.from_settings(s), reply_margin_s=s.kill_grace_s)
-        return CommandLimits(executor=executor, kill_grace_s=s.kill_grace_s, memory_mb=s.memory_mb)
+        return CommandLimits(executor=executor, kill_grace_s=s.kill_grace_s, memory_mb=memory_mb or s.memory_mb)
 
     # ------------------------------------------------------------ workspaces
 
@@ -103,24 +103,26 @@ class Provisioner:
 
     # ------------------------------------------------------------ sandboxes
 
-    def spec(self, slot: int, mountpoint: Path, workspace: str) -> SandboxSpec:
-        return sandbox_spec(self.settings, self.uid(slot), mountpoint, workspace)
+    def spec(self, slot: int, mountpoint: Path, workspace: str, memory_mb: int | None = None) -> SandboxSpec:
+        return sandbox_spec(self.settings, self.uid(slot), mountpoint, workspace, memory_mb=memory_mb)
 
-    async def start(self, slot: int, workspace: str) -> LiveSandbox:
-        """Start the sandbox of ``slot`` with its workspace at ``workspace`` inside; the workspace must
-        be open. Raises ``SandboxError``."""
-        spec = self.spec(slot, self.workspaces.mountpoint(str(slot)), workspace)
-        return await self._launch(slot, spec, self._cgroup(slot))
+    async def start(self, slot: int, workspace: str, memory_mb: int | None = None) -> LiveSandbox:
+        """Start the sandbox of ``slot`` with its workspace at ``workspace`` inside and ``memory_mb`` as
+        its memory limit (None: the sandbox's); the workspace must be open. Raises ``SandboxError``."""
+        spec = self.spec(slot, self.workspaces.mountpoint(str(slot)), workspace, memory_mb)
+        return await self._launch(slot, spec, self._cgroup(slot, memory_mb), memory_mb)
 
-    async def start_repl(self, slot: int, workspace: str) -> LiveSandbox:
+    async def start_repl(self, slot: int, workspace: str, memory_mb: int | None = None) -> LiveSandbox:
         """Start the persistent Python REPL of ``slot``: a sandbox of its own on the same workspace
         (own namespaces, the same uid), in a child of the container's cgroup with its own freezer.
         Raises ``SandboxError``."""
         mountpoint = self.workspaces.mountpoint(str(slot))
-        spec = sandbox_spec(self.settings, self.uid(slot), mountpoint, workspace, repl=True)
-        return await self._launch(slot, spec, self._repl_cgroup(slot))
+        spec = sandbox_spec(self.settings, self.uid(slot), mountpoint, workspace, repl=True, memory_mb=memory_mb)
+        return await self._launch(slot, spec, self._repl_cgroup(slot, memory_mb), memory_mb)
 
-    async def _launch(self, slot: int, spec: SandboxSpec, cgroup: ContainerCgroup | None) -> LiveSandbox:
+    async def _launch(
+        self, slot: int, spec: SandboxSpec, cgroup: ContainerCgroup | None, memory_mb: int | None
+    ) -> LiveSandbox:
         """One sandbox in ``cgroup``; the cgroup goes again if the sandbox does not start."""
         try:
             return await LiveSandbox.start(
@@ -130,7 +132,7 @@ class Provisioner:
                 cgroup=cgroup,
                 nproc=self.settings.pids,
                 options=self.options,
-                limits=self.limits,
+                limits=self.limits(memory_mb),
                 start_timeout=self.settings.start_timeout_s,
             )
         except BaseException:
@@ -144,21 +146,21 @@ class Provisioner:
         if live.cgroup is not None:
             await _remove_cgroup(live.cgroup)
 
-    def _repl_cgroup(self, slot: int) -> ContainerCgroup | None:
+    def _repl_cgroup(self, slot: int, memory_mb: int | None) -> ContainerCgroup | None:
         if self.cgroups is None:
             return None
         try:
-            self._cgroup(slot)  # the container's own (idempotent): the REPL's lives inside it
+            self._cgroup(slot, memory_mb)  # the container's own (idempotent): the REPL's lives inside it
             return self.cgroups.create_repl(str(slot))
         except OSError as exc:
             raise SandboxError(f"cannot create the REPL's cgroup: {exc}") from exc
 
-    def _cgroup(self, slot: int) -> ContainerCgroup | None:
+    def _cgroup(self, slot: int, memory_mb: int | None = None) -> ContainerCgroup | None:
         if self.cgroups is None:
             return None
         s = self.settings
         try:
-            return self.cgroups.create(str(slot), CgroupLimits(s.memory_mb << 20, s.pids, s.cpus))
+            return self.cgroups.create(str(slot), CgroupLimits((memory_mb or s.memory_mb) << 20, s.pids, s.cpus))
         except OSError as exc:
             raise SandboxError(f"cannot create the container's cgroup: {exc}") from exc
 

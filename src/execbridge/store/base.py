@@ -13,20 +13,22 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 
 @dataclass(frozen=True, slots=True)
 class ContainerRecord:
     """A container's persistent facts. ``slot`` picks its host uid and its disk/cgroup names; it is
-    unique among existing containers and reused only after the container is deleted."""
+    unique among existing containers and reused only after the container is deleted. ``memory_mb`` is
+    its own memory limit when it has one below the sandbox's per-container limit (None: that limit)."""
 
     id: str
     owner: str
     slot: int
     created_at: datetime
     last_used_at: datetime
+    memory_mb: int | None = None
 
 
 class ContainerStore(Protocol):
@@ -54,6 +56,7 @@ class FileRecord:
     ``downloadable`` is true only for files the sandbox produced; client uploads are never served back
     (docs/protocol.md §2.10). ``created_at`` keeps microseconds exactly: with ``id`` it is the list order.
     ``expires_at`` (from the upload's ``expires_in_seconds``; None: never) is when the file is gone.
+    ``purpose`` is set for (and only for) OpenAI Files API files (``file-…`` ids): each API lists its own.
     """
 
     id: str
@@ -64,6 +67,7 @@ class FileRecord:
     created_at: datetime
     downloadable: bool
     expires_at: datetime | None = None
+    purpose: str | None = None
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -79,7 +83,8 @@ class FileStore(Protocol):
 
     Listings are newest first. ``after`` returns the records that come after a cursor in that order
     (older ones); ``before`` the ones that come before it (newer), the ``limit`` nearest, still newest
-    first. With ``now``, the reading methods leave out records that expired at or before it.
+    first. With ``now``, the reading methods leave out records that expired at or before it. ``list``
+    gives Anthropic's files (no ``purpose``), or with ``openai`` OpenAI's (of ``purpose`` when given).
     """
 
     async def insert(self, record: FileRecord) -> None: ...
@@ -102,6 +107,8 @@ class FileStore(Protocol):
         after: tuple[datetime, str] | None = None,
         before: tuple[datetime, str] | None = None,
         now: datetime | None = None,
+        openai: bool = False,
+        purpose: str | None = None,
     ) -> list[FileRecord]: ...
 
     async def bytes_of(self, owner: str) -> int:
@@ -246,6 +253,133 @@ class PendingCallStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class OpenAIContainerRecord:
+    """A container of OpenAI's Containers API (``cntr_…``), over a sandbox container (``sandbox_id``).
+
+    ``memory_limit`` is the tier as requested (``1g``…``64g``); ``expires_after_minutes`` counts from
+    ``last_active_at``. ``sandbox_id`` is None once the container expired: its files are gone, its
+    metadata stays (status ``expired``).
+    """
+
+    id: str
+    owner: str
+    name: str
+    memory_limit: str
+    expires_after_minutes: int
+    sandbox_id: str | None
+    created_at: datetime
+    last_active_at: datetime
+
+    def expires_at(self) -> datetime:
+        return self.last_active_at + timedelta(minutes=self.expires_after_minutes)
+
+    def expired(self, now: datetime) -> bool:
+        return self.sandbox_id is None or self.expires_at() <= now
+
+    @property
+    def cursor(self) -> tuple[datetime, str]:
+        return (self.created_at, self.id)
+
+
+ContainerFileSource = Literal["user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerFileRecord:
+    """The id a file in an OpenAI container has (``cfile_…``): one per ``path`` (relative to the
+    workspace) in its container, kept until the file is gone. ``source`` is ``user`` for uploads
+    through the Containers API, ``assistant`` for files code made."""
+
+    id: str
+    container_id: str
+    path: str
+    source: ContainerFileSource
+    created_at: datetime
+
+    @property
+    def cursor(self) -> tuple[datetime, str]:
+        return (self.created_at, self.id)
+
+
+class OpenAIContainerStore(Protocol):
+    """OpenAI containers scoped by owner (another owner's is ``None``), and the ids of their files.
+
+    ``list`` is oldest first with ``ascending``, else newest first, each strictly past ``after`` in
+    that order; ``name`` filters by exact name.
+    """
+
+    async def insert(self, record: OpenAIContainerRecord) -> None: ...
+
+    async def get(self, container_id: str, owner: str) -> OpenAIContainerRecord | None: ...
+
+    async def list(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        ascending: bool = False,
+        after: tuple[datetime, str] | None = None,
+        name: str | None = None,
+    ) -> list[OpenAIContainerRecord]: ...
+
+    async def touch(self, container_id: str, last_active_at: datetime) -> None: ...
+
+    async def mark_expired(self, container_id: str) -> None:
+        """Forget the sandbox container (it was deleted): the container reads as expired from now on."""
+        ...
+
+    async def delete(self, container_id: str, owner: str) -> bool:
+        """Remove the container and its file ids; False when the owner has no such container."""
+        ...
+
+    async def add_file(self, record: ContainerFileRecord) -> ContainerFileRecord:
+        """Record ``record``, or return the one its container already has for its ``path``."""
+        ...
+
+    async def files(self, container_id: str) -> builtins.list[ContainerFileRecord]:
+        """Every file id of the container (callers check the owner first), in no particular order."""
+        ...
+
+    async def remove_files(self, container_id: str, file_ids: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """One response of OpenAI's Responses API kept for ``GET /v1/responses/{id}`` and for later
+    requests that name it as ``previous_response_id`` (api/responses.py).
+
+    ``input_items`` is the request's own input (a JSON list of items, ids assigned); ``response`` the
+    Response object as JSON, tool outputs always included (a client that did not ask for them gets
+    them left out when it is rendered). ``previous_id`` links the conversation: the context of a
+    response is its chain's inputs and outputs, oldest first.
+    """
+
+    id: str
+    owner: str
+    previous_id: str | None
+    input_items: bytes
+    response: bytes
+    created_at: datetime
+
+
+class ResponseStore(Protocol):
+    """Stored responses, scoped by owner: another owner's response is ``None``, like an unknown id."""
+
+    async def insert(self, record: StoredResponse) -> None: ...
+
+    async def get(self, response_id: str, owner: str) -> StoredResponse | None: ...
+
+    async def chain(self, response_id: str, owner: str) -> builtins.list[StoredResponse]:
+        """The responses from the conversation's first to ``response_id``, oldest first; empty when
+        ``response_id`` or one of its ancestors is unknown, deleted or another owner's."""
+        ...
+
+    async def delete(self, response_id: str, owner: str) -> bool:
+        """Remove the record; False when the owner has no such response."""
+        ...
+
+
 class Store(Protocol):
     @property
     def containers(self) -> ContainerStore: ...
@@ -261,5 +395,11 @@ class Store(Protocol):
 
     @property
     def keys(self) -> KeyStore: ...
+
+    @property
+    def openai_containers(self) -> OpenAIContainerStore: ...
+
+    @property
+    def responses(self) -> ResponseStore: ...
 
     async def close(self) -> None: ...

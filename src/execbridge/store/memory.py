@@ -7,7 +7,17 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord, PendingCall, ThreadClaim, ThreadTurn
+from execbridge.store.base import (
+    ApiKeyRecord,
+    ContainerFileRecord,
+    ContainerRecord,
+    FileRecord,
+    OpenAIContainerRecord,
+    PendingCall,
+    StoredResponse,
+    ThreadClaim,
+    ThreadTurn,
+)
 
 
 class MemoryContainerStore:
@@ -73,8 +83,14 @@ class MemoryFileStore:
         after: tuple[datetime, str] | None = None,
         before: tuple[datetime, str] | None = None,
         now: datetime | None = None,
+        openai: bool = False,
+        purpose: str | None = None,
     ) -> list[FileRecord]:
-        found = self._newest_first(owner, now)
+        found = [
+            r
+            for r in self._newest_first(owner, now)
+            if (r.purpose is not None) == openai and (purpose is None or r.purpose == purpose)
+        ]
         if after is not None:
             found = [r for r in found if r.cursor < after]
         if before is not None:
@@ -212,6 +228,102 @@ class MemoryPendingCallStore:
         return len(expired)
 
 
+class MemoryOpenAIContainerStore:
+    def __init__(self) -> None:
+        self.records: dict[str, OpenAIContainerRecord] = {}
+        self.file_records: dict[str, ContainerFileRecord] = {}
+
+    async def insert(self, record: OpenAIContainerRecord) -> None:
+        if record.id in self.records:
+            raise ValueError(f"duplicate container id: {record.id}")
+        self.records[record.id] = record
+
+    async def get(self, container_id: str, owner: str) -> OpenAIContainerRecord | None:
+        record = self.records.get(container_id)
+        return record if record is not None and record.owner == owner else None
+
+    async def list(
+        self,
+        owner: str,
+        *,
+        limit: int,
+        ascending: bool = False,
+        after: tuple[datetime, str] | None = None,
+        name: str | None = None,
+    ) -> builtins.list[OpenAIContainerRecord]:
+        mine = sorted(
+            (r for r in self.records.values() if r.owner == owner and (name is None or r.name == name)),
+            key=lambda r: r.cursor,
+            reverse=not ascending,
+        )
+        if after is not None:
+            mine = [r for r in mine if (r.cursor > after if ascending else r.cursor < after)]
+        return mine[:limit]
+
+    async def touch(self, container_id: str, last_active_at: datetime) -> None:
+        if container_id in self.records:
+            self.records[container_id] = replace(self.records[container_id], last_active_at=last_active_at)
+
+    async def mark_expired(self, container_id: str) -> None:
+        if container_id in self.records:
+            self.records[container_id] = replace(self.records[container_id], sandbox_id=None)
+
+    async def delete(self, container_id: str, owner: str) -> bool:
+        if await self.get(container_id, owner) is None:
+            return False
+        del self.records[container_id]
+        for file_id in [i for i, f in self.file_records.items() if f.container_id == container_id]:
+            del self.file_records[file_id]
+        return True
+
+    async def add_file(self, record: ContainerFileRecord) -> ContainerFileRecord:
+        for known in self.file_records.values():
+            if known.container_id == record.container_id and known.path == record.path:
+                return known
+        self.file_records[record.id] = record
+        return record
+
+    async def files(self, container_id: str) -> builtins.list[ContainerFileRecord]:
+        return [f for f in self.file_records.values() if f.container_id == container_id]
+
+    async def remove_files(self, container_id: str, file_ids: Sequence[str]) -> None:
+        for file_id in file_ids:
+            known = self.file_records.get(file_id)
+            if known is not None and known.container_id == container_id:
+                del self.file_records[file_id]
+
+
+class MemoryResponseStore:
+    def __init__(self) -> None:
+        self.records: dict[str, StoredResponse] = {}
+
+    async def insert(self, record: StoredResponse) -> None:
+        if record.id in self.records:
+            raise ValueError(f"duplicate response id: {record.id}")
+        self.records[record.id] = record
+
+    async def get(self, response_id: str, owner: str) -> StoredResponse | None:
+        record = self.records.get(response_id)
+        return record if record is not None and record.owner == owner else None
+
+    async def chain(self, response_id: str, owner: str) -> builtins.list[StoredResponse]:
+        found: builtins.list[StoredResponse] = []
+        next_id: str | None = response_id
+        while next_id is not None:
+            record = await self.get(next_id, owner)
+            if record is None:
+                return []
+            found.append(record)
+            next_id = record.previous_id
+        return found[::-1]
+
+    async def delete(self, response_id: str, owner: str) -> bool:
+        if await self.get(response_id, owner) is None:
+            return False
+        del self.records[response_id]
+        return True
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self._pending_calls = MemoryPendingCallStore()
@@ -219,6 +331,8 @@ class MemoryStore:
         self._files = MemoryFileStore()
         self._keys = MemoryKeyStore()
         self._threads = MemoryThreadStore()
+        self._openai_containers = MemoryOpenAIContainerStore()
+        self._responses = MemoryResponseStore()
 
     @property
     def containers(self) -> MemoryContainerStore:
@@ -239,6 +353,14 @@ class MemoryStore:
     @property
     def threads(self) -> MemoryThreadStore:
         return self._threads
+
+    @property
+    def openai_containers(self) -> MemoryOpenAIContainerStore:
+        return self._openai_containers
+
+    @property
+    def responses(self) -> MemoryResponseStore:
+        return self._responses
 
     async def close(self) -> None:
         return None

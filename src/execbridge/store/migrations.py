@@ -151,6 +151,60 @@ def _ptc_pending_calls(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX ptc_pending_calls_expires ON ptc_pending_calls (expires_us)")
 
 
+def _openai_containers(db: sqlite3.Connection) -> None:
+    # A container may have a memory limit of its own below the sandbox's (OpenAI's memory tiers).
+    db.execute("ALTER TABLE containers ADD COLUMN memory_mb INTEGER")
+    # OpenAI's Files API keeps a purpose per file (NULL: an Anthropic file); each API lists its own.
+    db.execute("ALTER TABLE files ADD COLUMN purpose TEXT")
+    # OpenAI containers over sandbox containers; sandbox_id NULL once expired (metadata stays).
+    db.execute(
+        """
+        CREATE TABLE openai_containers (
+            id              TEXT PRIMARY KEY,
+            owner           TEXT NOT NULL,
+            name            TEXT NOT NULL,
+            memory_limit    TEXT NOT NULL,
+            expires_minutes INTEGER NOT NULL,
+            sandbox_id      TEXT,
+            created_us      INTEGER NOT NULL,
+            active_us       INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX openai_containers_owner ON openai_containers (owner, created_us, id)")
+    # The stable id of each file in such a container, by its path in the workspace.
+    db.execute(
+        """
+        CREATE TABLE openai_container_files (
+            id           TEXT PRIMARY KEY,
+            container_id TEXT NOT NULL REFERENCES openai_containers (id) ON DELETE CASCADE,
+            path         TEXT NOT NULL,
+            source       TEXT NOT NULL,
+            created_us   INTEGER NOT NULL,
+            UNIQUE (container_id, path)
+        )
+        """
+    )
+
+
+def _responses(db: sqlite3.Connection) -> None:
+    # Stored Responses-API responses (api/responses.py): a conversation is a chain of rows by
+    # previous_id, and branches are allowed (two requests may continue the same response).
+    db.execute(
+        """
+        CREATE TABLE responses (
+            id          TEXT PRIMARY KEY,
+            owner       TEXT NOT NULL,
+            previous_id TEXT,
+            input_items BLOB NOT NULL,
+            response    BLOB NOT NULL,
+            created_us  INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX responses_owner ON responses (owner, created_us)")
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_containers", _containers),
     ("0002_files", _files),
@@ -159,6 +213,8 @@ MIGRATIONS: list[Migration] = [
     ("0005_uploads_without_container_key", _uploads_without_container_key),
     ("0006_threads", _threads),
     ("0007_ptc_pending_calls", _ptc_pending_calls),
+    ("0008_responses", _responses),
+    ("0009_openai_containers", _openai_containers),
 ]
 
 

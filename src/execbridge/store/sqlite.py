@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 
 from execbridge.store import migrations
 from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord
+from execbridge.store.sqlite_openai import SqliteOpenAIContainerStore
 from execbridge.store.sqlite_pending import SqlitePendingCallStore
+from execbridge.store.sqlite_responses import SqliteResponseStore
 from execbridge.store.sqlite_threads import SqliteThreadStore
 
 T = TypeVar("T")
@@ -36,11 +38,13 @@ def _dt(value: float) -> datetime:
     return datetime.fromtimestamp(value, UTC)
 
 
-def _record(row: tuple[str, str, int, float, float]) -> ContainerRecord:
-    return ContainerRecord(id=row[0], owner=row[1], slot=row[2], created_at=_dt(row[3]), last_used_at=_dt(row[4]))
+def _record(row: tuple[str, str, int, float, float, int | None]) -> ContainerRecord:
+    return ContainerRecord(
+        id=row[0], owner=row[1], slot=row[2], created_at=_dt(row[3]), last_used_at=_dt(row[4]), memory_mb=row[5]
+    )
 
 
-_COLUMNS = "id, owner, slot, created_at, last_used_at"
+_COLUMNS = "id, owner, slot, created_at, last_used_at, memory_mb"
 
 
 class SqliteContainerStore:
@@ -49,8 +53,15 @@ class SqliteContainerStore:
 
     async def insert(self, record: ContainerRecord) -> None:
         await self._store.execute(
-            f"INSERT INTO containers ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-            (record.id, record.owner, record.slot, _ts(record.created_at), _ts(record.last_used_at)),
+            f"INSERT INTO containers ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.id,
+                record.owner,
+                record.slot,
+                _ts(record.created_at),
+                _ts(record.last_used_at),
+                record.memory_mb,
+            ),
         )
 
     async def get(self, container_id: str) -> ContainerRecord | None:
@@ -93,7 +104,7 @@ def _from_us(value: int) -> datetime:
     return _EPOCH + value * _MICROSECOND
 
 
-_FILE_COLUMNS = "id, owner, filename, mime_type, size_bytes, created_us, downloadable, expires_us"
+_FILE_COLUMNS = "id, owner, filename, mime_type, size_bytes, created_us, downloadable, expires_us, purpose"
 _NEWEST_FIRST = "ORDER BY created_us DESC, id DESC"
 
 
@@ -104,7 +115,7 @@ def _unexpired(now: datetime | None) -> tuple[str, tuple[object, ...]]:
     return " AND (expires_us IS NULL OR expires_us > ?)", (_us(now),)
 
 
-def _file(row: tuple[str, str, str, str, int, int, int, int | None]) -> FileRecord:
+def _file(row: tuple[str, str, str, str, int, int, int, int | None, str | None]) -> FileRecord:
     return FileRecord(
         id=row[0],
         owner=row[1],
@@ -114,6 +125,7 @@ def _file(row: tuple[str, str, str, str, int, int, int, int | None]) -> FileReco
         created_at=_from_us(row[5]),
         downloadable=bool(row[6]),
         expires_at=None if row[7] is None else _from_us(row[7]),
+        purpose=row[8],
     )
 
 
@@ -123,7 +135,7 @@ class SqliteFileStore:
 
     async def insert(self, record: FileRecord) -> None:
         await self._store.execute(
-            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.id,
                 record.owner,
@@ -133,6 +145,7 @@ class SqliteFileStore:
                 _us(record.created_at),
                 int(record.downloadable),
                 None if record.expires_at is None else _us(record.expires_at),
+                record.purpose,
             ),
         )
 
@@ -172,10 +185,19 @@ class SqliteFileStore:
         after: tuple[datetime, str] | None = None,
         before: tuple[datetime, str] | None = None,
         now: datetime | None = None,
+        openai: bool = False,
+        purpose: str | None = None,
     ) -> list[FileRecord]:
         live, live_params = _unexpired(now)
         sql = f"SELECT {_FILE_COLUMNS} FROM files WHERE owner = ?{live}"
         params: list[object] = [owner, *live_params]
+        if not openai:
+            sql += " AND purpose IS NULL"
+        elif purpose is None:
+            sql += " AND purpose IS NOT NULL"
+        else:
+            sql += " AND purpose = ?"
+            params.append(purpose)
         if after is not None:
             sql += " AND (created_us, id) < (?, ?)"
             params += [_us(after[0]), after[1]]
@@ -288,6 +310,8 @@ class SqliteStore:
         self._keys = SqliteKeyStore(self)
         self._threads = SqliteThreadStore(self)
         self._pending_calls = SqlitePendingCallStore(self)
+        self._openai_containers = SqliteOpenAIContainerStore(self)
+        self._responses = SqliteResponseStore(self)
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
@@ -319,6 +343,14 @@ class SqliteStore:
     @property
     def threads(self) -> SqliteThreadStore:
         return self._threads
+
+    @property
+    def openai_containers(self) -> SqliteOpenAIContainerStore:
+        return self._openai_containers
+
+    @property
+    def responses(self) -> SqliteResponseStore:
+        return self._responses
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)

@@ -124,8 +124,8 @@ class FakeContainerService:
         now = datetime.now(UTC)
         return ContainerInfo(container_id, owner, now, now, now + timedelta(minutes=5), True)
 
-    async def create(self, owner: str) -> ContainerInfo:
-        info = self._info(ids.container_id(), owner)
+    async def create(self, owner: str, *, memory_mb: int | None = None) -> ContainerInfo:
+        info = replace(self._info(ids.container_id(), owner), memory_mb=memory_mb)
         self.sessions[info.id] = FakeSession(info, {}, self.respond)
         return info
 

@@ -29,6 +29,7 @@ changed while it was read) are named in a note on stderr too; the command's own 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final, Protocol, assert_never
 
@@ -36,7 +37,8 @@ import orjson
 
 from execbridge.config import SandboxSettings
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerSession, ExecutionResult, OutputSpool, SkippedFile
-from execbridge.tools.versions import BASH, EDITOR, PYTHON, ToolVersion
+from execbridge.tools.versions import BASH, EDITOR, OPENAI_WORKSPACE, PYTHON, ToolVersion
+from execbridge.tools.written import figures, started, written_since
 from execbridge.types import (
     MAX_NESTING,
     AwaitingTools,
@@ -81,6 +83,8 @@ MODEL_OUTPUT_CHARS = 20_000
 
 def system_note(version: ToolVersion, limits: SandboxSettings) -> str:
     """What the model must know about the sandbox; appended to the request's system prompt."""
+    if version.surface == "openai":
+        return _openai_note(version, limits)
     names = ", ".join(s.name for s in version.sub_tools)
     return (
         f"You have server-side code execution through the tools {names}. They run in a sandboxed "
@@ -125,6 +129,21 @@ def repl_function(base: FunctionDef, tools: Sequence[ClientTool]) -> FunctionDef
     return FunctionDef(base.name, base.description + note, base.parameters, base.cache_control)
 
 
+def _openai_note(version: ToolVersion, limits: SandboxSettings) -> str:
+    """The note for OpenAI's hosted tools: files live in /mnt/data and are linked as ``sandbox:`` URLs,
+    which the Responses surface turns into ``container_file_citation`` annotations."""
+    names = " and ".join(s.name for s in version.sub_tools)
+    return (
+        f"You can run code with {names} in a sandboxed Linux container (Python 3.11 with numpy, pandas, "
+        f"scipy, scikit-learn, matplotlib, seaborn, openpyxl, pillow, sympy and more). The working directory "
+        f"is {OPENAI_WORKSPACE}: files the user provided are there, and files saved there persist across "
+        f"calls. There is no internet access and packages cannot be installed. Each command may run for at "
+        f"most {limits.command_timeout_s:g} seconds. To give the user a file (a chart, a CSV), save it in "
+        f"{OPENAI_WORKSPACE} and link it in your answer as [name](sandbox:{OPENAI_WORKSPACE}/name); PNG images "
+        f"saved there are shown to the user."
+    )
+
+
 def _str_arg(args: Mapping[str, Any], name: str, *, required: bool = True) -> str | ToolFailure | None:
     value = args.get(name)
     if value is None:
@@ -144,6 +163,7 @@ async def run_call(
     repl: bool = False,
     code_tools: Sequence[str] = (),
     call_id: str = "",
+    written: bool = False,
 ) -> ToolOutcome | AwaitingTools:
     """Run one server tool call; every problem with ``args`` becomes ``invalid_tool_input``.
 
@@ -151,7 +171,31 @@ async def run_call(
     (``ToolVersion.repl``): Python code is a cell of the container's persistent REPL, limited by
     ``repl_cell_timeout_s``; otherwise a fresh ``python -c``. A cell may await the client tools
     ``code_tools``: one that does is suspended (``AwaitingTools``), named by its ``call_id``.
+    ``written``: a command's outcome lists the workspace files it wrote (``tools/written.py``), with
+    the bytes of small images.
     """
+    since = started()
+    outcome = await _dispatch(session, name, args, limits, publish, repl=repl, code_tools=code_tools, call_id=call_id)
+    if not written or not isinstance(outcome, CommandOutcome):
+        return outcome
+    # A cell that failed may have lost the REPL: a capture would start a new one and take the note
+    # saying so from the model's next cell. Its figures are captured after the next cell that succeeds.
+    capture = name == PYTHON and repl and outcome.return_code == 0
+    drawn = await figures(session, limits.repl_cell_timeout_s) if capture else ()
+    return replace(outcome, written=await written_since(session, since), figures=drawn)
+
+
+async def _dispatch(
+    session: ContainerSession,
+    name: str,
+    args: Mapping[str, Any],
+    limits: SandboxSettings,
+    publish: Publisher | None,
+    *,
+    repl: bool,
+    code_tools: Sequence[str],
+    call_id: str,
+) -> ToolOutcome | AwaitingTools:
     if name == BASH:
         command = _str_arg(args, "command")
         if not isinstance(command, str):

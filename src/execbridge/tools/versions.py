@@ -25,6 +25,7 @@ from execbridge.types import CodeExecutionTool, FunctionDef, ToolErrorCode
 __all__ = [
     "BASH",
     "EDITOR",
+    "OPENAI_WORKSPACE",
     "PYTHON",
     "SERVER_TOOL_NAMES",
     "SUB_TOOLS",
@@ -32,6 +33,7 @@ __all__ = [
     "VERSIONS",
     "SubTool",
     "ToolVersion",
+    "openai_tool",
     "version_of",
 ]
 
@@ -73,6 +75,9 @@ class ToolVersion:
     # The Python sub-tool runs cells in the container's persistent REPL (20260120 and later): its
     # globals survive between calls; otherwise each call is a fresh ``python -c``.
     repl: bool = False
+    # Whose tool this is: Anthropic's published versions, or OpenAI's hosted ``code_interpreter`` and
+    # ``shell`` tools (the Responses API; never accepted as an Anthropic tool type).
+    surface: Literal["anthropic", "openai"] = "anthropic"
 
     @property
     def type(self) -> str:
@@ -82,7 +87,7 @@ class ToolVersion:
     def functions(self) -> tuple[FunctionDef, ...]:
         if not self.repl:
             return tuple(s.function for s in self.sub_tools)
-        return tuple(_REPL_PYTHON if s.name == PYTHON else s.function for s in self.sub_tools)
+        return tuple(_REPL_PYTHON if s is _PYTHON else s.function for s in self.sub_tools)
 
     @property
     def names(self) -> frozenset[str]:
@@ -168,6 +173,40 @@ _EDITOR = SubTool(
     error_codes=_BASE_CODES | {"file_not_found"},
 )
 
+# OpenAI's hosted tools (the Responses API), on the same sub-tools under the same names, described the
+# way that API's models know them: ``code_interpreter`` is a stateful Python (a cell of the persistent
+# REPL), ``shell`` runs commands; both work in ``/mnt/data``, where the code's files are the user's.
+OPENAI_WORKSPACE: Final = "/mnt/data"
+
+_OPENAI_PYTHON = SubTool(
+    FunctionDef(
+        name=PYTHON,
+        description=(
+            "Run Python 3.11 code in a stateful interpreter (like a Jupyter notebook) in a sandboxed Linux "
+            "container and return its stdout, stderr and exit code. Variables, imports and definitions persist "
+            "between calls. Use print() to show results. The working directory is /mnt/data; save files for "
+            "the user there (for charts, plt.savefig('/mnt/data/<name>.png')). No internet access."
+        ),
+        parameters=_PYTHON.function.parameters,
+    ),
+    kind="command",
+    error_codes=_BASE_CODES,
+)
+
+_OPENAI_SHELL = SubTool(
+    FunctionDef(
+        name=BASH,
+        description=(
+            "Run a shell command (bash) in a sandboxed Linux container and return its stdout, stderr and exit "
+            "code. Python 3.11 with common data libraries is installed. The working directory is /mnt/data, "
+            "where the user's files are and where files for the user go. No internet access."
+        ),
+        parameters=_BASH.function.parameters,
+    ),
+    kind="command",
+    error_codes=_BASE_CODES,
+)
+
 SUB_TOOLS: Final[Mapping[str, SubTool]] = MappingProxyType({s.name: s for s in (_BASH, _EDITOR, _PYTHON)})
 SERVER_TOOL_NAMES: Final[frozenset[str]] = frozenset(SUB_TOOLS)
 
@@ -179,7 +218,24 @@ _VERSIONS: Final = (
     ToolVersion("20260521", (_BASH, _EDITOR, _PYTHON), repl=True),
 )
 VERSIONS: Final[Mapping[str, ToolVersion]] = MappingProxyType({v.type: v for v in _VERSIONS})
-_BY_VERSION: Final[Mapping[str, ToolVersion]] = MappingProxyType({v.version: v for v in _VERSIONS})
+
+# OpenAI's tools, by which of them a request has (code_interpreter, shell). Not in ``VERSIONS``: no
+# Anthropic client can name them.
+_OPENAI: Final[Mapping[tuple[bool, bool], ToolVersion]] = MappingProxyType(
+    {
+        (True, False): ToolVersion("openai_python", (_OPENAI_PYTHON,), repl=True, surface="openai"),
+        (False, True): ToolVersion("openai_shell", (_OPENAI_SHELL,), surface="openai"),
+        (True, True): ToolVersion("openai_python_shell", (_OPENAI_SHELL, _OPENAI_PYTHON), repl=True, surface="openai"),
+    }
+)
+_BY_VERSION: Final[Mapping[str, ToolVersion]] = MappingProxyType(
+    {v.version: v for v in (*_VERSIONS, *_OPENAI.values())}
+)
+
+
+def openai_tool(*, code_interpreter: bool, shell: bool) -> CodeExecutionTool:
+    """The neutral tool for a Responses request with OpenAI's ``code_interpreter`` and/or ``shell``."""
+    return CodeExecutionTool(_OPENAI[(code_interpreter, shell)].version)
 
 
 def version_of(tool: CodeExecutionTool) -> ToolVersion:

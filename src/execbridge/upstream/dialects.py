@@ -80,6 +80,8 @@ class Dialect:
     # messages as ``reasoning`` parts with their signatures (Databricks' Claude endpoints; §4.10).
     # Elsewhere a request that asks for thinking is refused rather than served without it.
     thinking: bool = False
+    # Chat Completions' ``reasoning_effort`` (OpenAI's reasoning models); learnt off where refused.
+    reasoning_effort: bool = True
 
 
 GENERIC = Dialect()
@@ -199,6 +201,8 @@ def adapt(dialect: Dialect, error: UpstreamError, turn: ChatTurn) -> Dialect | N
         return replace(dialect, send_parallel_tool_calls=False)
     if "top_k" in message and dialect.supports_top_k and turn.sampling.top_k is not None:
         return replace(dialect, supports_top_k=False)
+    if "reasoning_effort" in message and dialect.reasoning_effort and turn.sampling.reasoning_effort is not None:
+        return replace(dialect, reasoning_effort=False)
     if "tool_choice" in message and _asks_required(turn, dialect):
         return replace(dialect, tool_choice_required=False)
     adapted = _adapt_to_shape(dialect, message, turn)

@@ -89,6 +89,8 @@ def build_payload(turn: ChatTurn, dialect: Dialect = GENERIC) -> JSON:
         payload["top_p"] = sampling.top_p
     if sampling.top_k is not None and dialect.supports_top_k:
         payload["top_k"] = sampling.top_k
+    if sampling.reasoning_effort is not None and dialect.reasoning_effort:
+        payload["reasoning_effort"] = sampling.reasoning_effort
     if turn.user:
         payload["user"] = turn.user
     if stream:
