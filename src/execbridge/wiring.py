@@ -163,7 +163,7 @@ async def open_upstream(settings: Settings, target: UpstreamTarget | None = None
 async def open_store(settings: Settings) -> AsyncIterator[SqliteStore]:
     """The SQLite store in the data directory."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = await SqliteStore.open(settings.database_path)
+    store = await SqliteStore.open(settings.database_path, busy_timeout_s=settings.store_busy_timeout_s)
     try:
         yield store
     finally:
@@ -194,7 +194,7 @@ async def open_local_containers(settings: Settings) -> AsyncIterator[ContainerMa
     async with AsyncExitStack() as stack:
         await asyncio.to_thread(_prepare_sandbox_dir, settings.sandbox_dir)
         fresh = not settings.sandbox_database_path.exists()
-        store = await SqliteStore.open(settings.sandbox_database_path)
+        store = await SqliteStore.open(settings.sandbox_database_path, busy_timeout_s=settings.store_busy_timeout_s)
         stack.push_async_callback(store.close)
         if fresh:
             await _adopt_legacy_records(settings, store)
