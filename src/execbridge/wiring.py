@@ -22,12 +22,13 @@ from urllib.parse import urlsplit
 
 from execbridge.config import Settings
 from execbridge.engine.loop import Engine
-from execbridge.errors import ConfigurationError
+from execbridge.errors import ConfigurationError, SandboxUnavailable
 from execbridge.files import FileService
 from execbridge.keys import KeyGate, key_gate
 from execbridge.sandbox.base import ContainerService
 from execbridge.sandbox.host_client import SandboxHostClient, host_answers
 from execbridge.sandbox.manager import ContainerManager
+from execbridge.sandbox.runtime_check import runtime_problems
 from execbridge.store.base import ThreadStore
 from execbridge.store.sqlite import SqliteStore
 from execbridge.upstream.anthropic_messages import AnthropicMessagesUpstream
@@ -267,6 +268,9 @@ def readiness_probes(settings: Settings, store: SqliteStore, target: UpstreamTar
         return "answers"
 
     async def sandbox_answers() -> str:
+        # The host is on this machine (a Unix socket), so its runtime is this machine's: a few stats.
+        if missing := runtime_problems(settings.sandbox):
+            raise SandboxUnavailable("; ".join(missing))
         if settings.sandbox_host is None:
             return "in process"
         if not await host_answers(settings.sandbox_socket_path):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from execbridge.config import SandboxSettings, Settings
-from execbridge.errors import SandboxError
+from execbridge.errors import SandboxError, SandboxUnavailable
 from execbridge.sandbox import doctor
 from execbridge.sandbox.bwrap import Payloads, SandboxSpec
 from execbridge.sandbox.cgroups import CgroupLimits, Cgroups, ContainerCgroup, detect, host_totals
@@ -32,6 +32,7 @@ from execbridge.sandbox.disk import WorkspaceDisks
 from execbridge.sandbox.executor_image import executor_bytecode
 from execbridge.sandbox.launch import LaunchOptions, sandbox_spec
 from execbridge.sandbox.live import CommandLimits, LiveSandbox
+from execbridge.sandbox.runtime_check import runtime_problems
 from execbridge.sandbox.seccomp import build_program
 from execbridge.sandbox.workspaces import PlainWorkspaces, Workspaces
 
@@ -133,9 +134,15 @@ class Provisioner:
                 limits=self.limits,
                 start_timeout=self.settings.start_timeout_s,
             )
-        except BaseException:
+        except BaseException as exc:
             if cgroup is not None:
                 await _remove_cgroup(cgroup)
+            if isinstance(exc, SandboxError) and (missing := runtime_problems(self.settings)):
+                # bwrap's own words name a path and an errno; say what is gone and who can fix it.
+                raise SandboxUnavailable(
+                    f"the sandbox runtime is missing on this server: {'; '.join(missing)} (see execbridge doctor)",
+                    code="sandbox_runtime_missing",
+                ) from exc
             raise
 
     async def stop(self, live: LiveSandbox) -> None:
