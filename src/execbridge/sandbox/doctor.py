@@ -169,7 +169,7 @@ async def diagnose(settings: Settings) -> DoctorReport:
         settings, program.bpf if program else b"", switch_uid=is_root and setpriv, python=_probe_python(sb)
     )
     if facts is not None and not runtime_ok:
-        facts["python"] = "none (runtime missing)"  # the probe ran on the system's interpreter: the runtime's is unknown
+        facts["python"] = "none (runtime missing)"  # the probe ran on the system interpreter
     if facts is None:
         why = f"probe sandbox failed: {probe_error}"
         checks += [
