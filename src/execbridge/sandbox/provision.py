@@ -158,16 +158,35 @@ class Provisioner:
             self._cgroup(slot)  # the container's own (idempotent): the REPL's lives inside it
             return self.cgroups.create_repl(str(slot))
         except OSError as exc:
-            raise SandboxError(f"cannot create the REPL's cgroup: {exc}") from exc
+            log.error("cannot create the REPL cgroup of slot %d: %s", slot, exc)
+            raise SandboxUnavailable(
+                f"cannot create the REPL's cgroup: {exc.strerror or exc}", code="cgroups_unavailable"
+            ) from exc
 
     def _cgroup(self, slot: int) -> ContainerCgroup | None:
         if self.cgroups is None:
             return None
-        s = self.settings
         try:
-            return self.cgroups.create(str(slot), CgroupLimits(s.memory_mb << 20, s.pids, s.cpus))
+            return _create_cgroup(self.cgroups, self.settings, str(slot))
         except OSError as exc:
-            raise SandboxError(f"cannot create the container's cgroup: {exc}") from exc
+            # The client learns what failed; the operator's log (and execbridge doctor) where.
+            log.error("cannot create the cgroup of slot %d: %s", slot, exc)
+            raise SandboxUnavailable(
+                f"cannot create the container's cgroup: {exc.strerror or exc}", code="cgroups_unavailable"
+            ) from exc
+
+
+def _create_cgroup(cgroups: Cgroups, s: SandboxSettings, name: str) -> ContainerCgroup:
+    """Container ``name``'s cgroup. Our parent cgroup may have been removed since start-up (an operator's
+    ``cgdelete``, a cleaner that takes empty cgroups): it is made again, with the limits for all
+    containers together, rather than refusing every new container until a restart."""
+    limits = CgroupLimits(s.memory_mb << 20, s.pids, s.cpus)
+    try:
+        return cgroups.create(name, limits)
+    except FileNotFoundError:
+        log.warning("the containers' parent cgroup %s was gone; making it again", cgroups.parent)
+        cgroups.prepare(host_totals(s.total_memory_mb, s.total_pids))
+        return cgroups.create(name, limits)
 
 
 async def _remove_cgroup(cgroup: ContainerCgroup) -> None:
