@@ -8,11 +8,13 @@ and $PODMAN_LIMITS, as scripts/podman-flags.sh sets them)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +35,21 @@ RUN_FLAGS = [
     "--volume", "/dev:/dev",
 ]  # fmt: skip
 KEY = "dapi-image-smoke"
+
+# Docker's default profile as far as user namespaces go (clone/unshare with CLONE_NEWUSER: EPERM; clone3:
+# ENOSYS), in the OCI seccomp format both engines read; everything else allowed.
+DOCKER_LIKE_PROFILE = {
+    "defaultAction": "SCMP_ACT_ALLOW",
+    "syscalls": [
+        {
+            "names": ["clone", "unshare"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": 1,
+            "args": [{"index": 0, "value": 0x10000000, "valueTwo": 0x10000000, "op": "SCMP_CMP_MASKED_EQ"}],
+        },
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+    ],
+}
 
 
 def step(what: str, started: float) -> None:
@@ -116,6 +133,38 @@ def main(image: str) -> None:
             state = podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
             assert state == "0", f"serve exited {state}"
             client.close()
+    failure_modes(image)
+
+
+def doctor_names_the_policy(image: str, flags: list[str], expected: str) -> None:
+    """``execbridge doctor`` in a container run with ``flags``: user namespaces fail, and the policy
+    line names ``expected`` and the flag that fixes it."""
+    doctor = podman(
+        "run", "--rm", "--network", "none", *shlex.split(os.environ.get("PODMAN_LIMITS", "")), *flags,
+        image, "doctor", check=False,
+    )  # fmt: skip
+    lines = doctor.stdout.splitlines()
+    policy = next((line for line in lines if "user namespace policy" in line), "")
+    print(f"     {policy[:150]}…")
+    assert doctor.returncode == 1 and any(line.startswith("MISSING  user namespaces") for line in lines), doctor
+    assert policy.startswith("MISSING") and expected in policy and "--cap-add SYS_ADMIN" in policy, policy
+
+
+def failure_modes(image: str) -> None:
+    """The seccomp failure modes the README names, in real containers: Docker's default profile (its
+    user-namespace rules, as a profile file) and podman's own default profile without CAP_SYS_ADMIN."""
+    without_sys_admin = [flag for flag in RUN_FLAGS if flag not in ("--cap-add", "SYS_ADMIN")]
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as profile:
+        json.dump(DOCKER_LIKE_PROFILE, profile)
+        profile.flush()
+        t0 = time.monotonic()
+        doctor_names_the_policy(
+            image, [*RUN_FLAGS, "--security-opt", f"seccomp={profile.name}"], "denies unshare(CLONE_NEWUSER)"
+        )
+        step("doctor under Docker's user-namespace rules names the fix", t0)
+    t0 = time.monotonic()
+    doctor_names_the_policy(image, without_sys_admin, "denies sethostname")
+    step("doctor under podman's default profile names the fix", t0)
 
 
 def wait_ready(url: str, name: str) -> None:

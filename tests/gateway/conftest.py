@@ -143,6 +143,7 @@ def serve_process(
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()  # reaped: an unreaped child fails a later test with a ResourceWarning
 
 
 @contextmanager
