@@ -32,11 +32,19 @@ from __future__ import annotations
 class ExecbridgeError(Exception):
     """Base of every deliberate execbridge error; ``message`` is safe to show a client."""
 
-    def __init__(self, message: str, *, code: str | None = None, details: dict[str, object] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: dict[str, object] | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.details = details  # more of ``error.details`` next to ``error_code`` (e.g. what is unsupported)
+        self.param = param  # the request field at fault, for APIs that name it (OpenAI's ``error.param``)
 
 
 class InvalidRequest(ExecbridgeError):

@@ -22,7 +22,7 @@ from execbridge.store.memory import MemoryStore
 from execbridge.wiring import Services
 
 LIMIT = 1000
-KEY = {"x-api-key": "key-alice"}
+KEY = {"x-api-key": "key-alice", "anthropic-version": "2023-06-01"}  # these are Anthropic Files API requests
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_declared_oversize_is_refused_up_front(http):
 
 
 def test_a_key_is_required(http):
-    response = http.get("/v1/files")
+    response = http.get("/v1/files", headers={"anthropic-version": "2023-06-01"})
     assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
 
 

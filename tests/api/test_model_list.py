@@ -17,6 +17,8 @@ from execbridge.upstream.base import ModelInfo
 from execbridge.upstream.model_names import ModelNames
 from execbridge.wiring import Services
 
+ANTHROPIC = {"x-api-key": "k", "anthropic-version": "2023-06-01"}  # an Anthropic client (api/dialect.py)
+
 
 class Catalog:
     def __init__(self, count: int) -> None:
@@ -57,7 +59,7 @@ def test_sdk_lists_every_model_newest_first(http, catalog):
 
 
 def test_page_shape_and_cursors(http):
-    first = http.get("/v1/models", params={"limit": 2}, headers={"x-api-key": "k"}).json()
+    first = http.get("/v1/models", params={"limit": 2}, headers=ANTHROPIC).json()
     assert first == {
         "data": [
             {
@@ -79,9 +81,9 @@ def test_page_shape_and_cursors(http):
         "first_id": "model-44",
         "last_id": "model-43",
     }
-    back = http.get("/v1/models", params={"before_id": "model-40", "limit": 3}, headers={"x-api-key": "k"}).json()
+    back = http.get("/v1/models", params={"before_id": "model-40", "limit": 3}, headers=ANTHROPIC).json()
     assert [m["id"] for m in back["data"]] == ["model-43", "model-42", "model-41"] and back["has_more"]
-    tail = http.get("/v1/models", params={"after_id": "model-01"}, headers={"x-api-key": "k"}).json()
+    tail = http.get("/v1/models", params={"after_id": "model-01"}, headers=ANTHROPIC).json()
     assert [m["id"] for m in tail["data"]] == ["model-00"] and not tail["has_more"]
 
 
@@ -90,19 +92,19 @@ def test_page_shape_and_cursors(http):
     [{"limit": "0"}, {"limit": "1001"}, {"limit": "x"}, {"after_id": "nope"}, {"after_id": "a", "before_id": "b"}],
 )
 def test_bad_paging_is_a_400(http, params):
-    response = http.get("/v1/models", params=params, headers={"x-api-key": "k"})
+    response = http.get("/v1/models", params=params, headers=ANTHROPIC)
     assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_retrieve_by_upstream_or_client_name(http, catalog):
     catalog.models.append(ModelInfo("databricks-claude-sonnet-4-5", None))
-    assert http.get("/v1/models/model-03", headers={"x-api-key": "k"}).json()["id"] == "model-03"
-    mapped = http.get("/v1/models/claude-sonnet-4-5-20250929", headers={"x-api-key": "k"}).json()
+    assert http.get("/v1/models/model-03", headers=ANTHROPIC).json()["id"] == "model-03"
+    mapped = http.get("/v1/models/claude-sonnet-4-5-20250929", headers=ANTHROPIC).json()
     assert mapped["id"] == "databricks-claude-sonnet-4-5" and mapped["created_at"] == "1970-01-01T00:00:00Z"
-    missing = http.get("/v1/models/nope", headers={"x-api-key": "k"})
+    missing = http.get("/v1/models/nope", headers=ANTHROPIC)
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
 
 
 def test_pass_through_needs_a_key(http):
-    response = http.get("/v1/models")
+    response = http.get("/v1/models", headers={"anthropic-version": "2023-06-01"})
     assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"

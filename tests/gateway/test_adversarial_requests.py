@@ -412,7 +412,7 @@ def test_wrong_routes_methods_and_headers(http: httpx.Client) -> None:
 
 def oversized(path: str, size: int, *, chunked: bool, close: bool, expect: bool = False) -> tuple[str, Iterator[bytes]]:
     """A request of exactly ``size`` body bytes (before chunk framing): its head, and its body's chunks."""
-    head = f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: {CLIENT_KEY}\r\n"
+    head = f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: {CLIENT_KEY}\r\nanthropic-version: 2023-06-01\r\n"
     head += "content-type: multipart/form-data; boundary=b\r\n" if path == "/v1/files" else ""
     head += "transfer-encoding: chunked\r\n" if chunked else f"content-length: {size}\r\n"
     head += "connection: close\r\n" if close else ""

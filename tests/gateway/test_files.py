@@ -252,7 +252,11 @@ def test_oversized_upload_is_413_whether_declared_or_streamed(gateway: Gateway, 
     response = httpx.post(
         f"{gateway.url}/v1/files",
         content=body(),
-        headers={"x-api-key": CLIENT_KEY, "content-type": f"multipart/form-data; boundary={boundary}"},
+        headers={
+            "x-api-key": CLIENT_KEY,
+            "anthropic-version": "2023-06-01",
+            "content-type": f"multipart/form-data; boundary={boundary}",
+        },
     )
     assert response.status_code == 413 and response.json()["error"]["type"] == "request_too_large"
     assert not list((gateway.data_dir / "files").glob(".tmp-*"))  # the partial upload is gone
@@ -460,7 +464,11 @@ def test_owner_budget_is_a_400_and_deleting_frees_it(fake_upstream, tmp_path):
         response = httpx.post(
             f"{running.url}/v1/files",
             content=body(),
-            headers={"x-api-key": CLIENT_KEY, "content-type": f"multipart/form-data; boundary={boundary}"},
+            headers={
+                "x-api-key": CLIENT_KEY,
+                "anthropic-version": "2023-06-01",
+                "content-type": f"multipart/form-data; boundary={boundary}",
+            },
         )
         assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
         assert not list((data_dir / "files").glob(".tmp-*"))

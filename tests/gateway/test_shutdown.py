@@ -95,7 +95,9 @@ async def test_new_work_while_draining_is_a_503_the_sdk_retries(draining_app) ->
     transport = httpx.ASGITransport(app=draining_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         message = await client.post("/v1/messages", json={"model": "m", "max_tokens": 1, "messages": []})
-        upload = await client.post("/v1/files", files={"file": ("a.txt", b"a")})
+        upload = await client.post(
+            "/v1/files", files={"file": ("a.txt", b"a")}, headers={"anthropic-version": "2023-06-01"}
+        )
     for response in (message, upload):
         assert response.status_code == 503
         assert response.json()["error"] == {

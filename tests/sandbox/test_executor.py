@@ -186,12 +186,16 @@ async def test_a_stale_cancel_gets_no_answer(raw: Raw) -> None:
 
 
 async def test_cancel_kills_the_running_command(raw: Raw, tmp_path: Path) -> None:
-    await raw.send({"op": "bash", "id": 1, "command": "echo go; sleep 30 & sleep 30", **LIMITS, "timeout": 30.0})
-    await asyncio.sleep(0.2)
-    started = time.monotonic()
+    command = "echo go; touch started; sleep 30 & sleep 30"
+    await raw.send({"op": "bash", "id": 1, "command": command, **LIMITS, "timeout": 30.0})
+    started = tmp_path / "ws" / "started"
+    for _ in range(3000):  # wait until the command is under way, however busy the machine
+        if started.exists():
+            break
+        await asyncio.sleep(0.01)
     await raw.send({"op": "cancel", "id": 1})
-    answer = await raw.recv()
-    assert time.monotonic() - started < 2
+    # Uncancelled, the answer would come only when the 30 s timeout ends the command.
+    answer = await asyncio.wait_for(raw.recv(), 20)
     assert (answer["id"], answer["cancelled"], answer["stdout"]) == (1, True, b"go\n")
 
 
@@ -236,8 +240,9 @@ async def test_user_code_cannot_take_the_executor_down(raw: Raw) -> None:
     assert [c["stdout"] for c in codes] == [b"1\n", b"1\n"]
 
 
-async def test_startup_is_fast() -> None:
-    """Spawn → ready → first result, without a sandbox (the numbers are printed for the record)."""
+async def test_startup_answers_the_first_command() -> None:
+    """Spawn → ready → first result, without a sandbox. The times are printed for the record; how fast
+    it must be is benchmarks/bench_sandbox.py's to say, not a timed assertion's."""
     with_out = Path(os.environ.get("TMPDIR", "/tmp"))
     started = time.perf_counter()
     r = await spawn(executor_argv(EXECUTOR_PYTHON, workspace=with_out, output_root=with_out / "eb-out"))
@@ -249,7 +254,6 @@ async def test_startup_is_fast() -> None:
     r.stdin.close()
     await r.proc.wait()
     print(f"executor ready in {ready * 1000:.1f} ms, first result in {total * 1000:.1f} ms")
-    assert total < 2.0  # generous: a loaded machine; typical is ~10 ms
 
 
 def _python_version(python: str) -> str:

@@ -252,8 +252,17 @@ async def test_silent_server_read_timeout_is_clear(upstream_for, http):
         start = time.monotonic()
         with pytest.raises(UpstreamTimeout, match="did not answer in time"):
             await run(upstream)
-        # One attempt only: the request may be half-processed, so it is not sent again.
-        assert 0.5 <= time.monotonic() - start < 0.95
+        assert time.monotonic() - start >= 0.5  # it waited its read timeout (a lower bound holds anywhere)
+        # One attempt only: the request may be half-processed, so it is not sent again. Every attempt is
+        # a connection waiting in the backlog (nothing accepts them): count them.
+        sock.setblocking(False)
+        attempts = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                attempts.append(sock.accept()[0])
+        for conn in attempts:
+            conn.close()
+        assert len(attempts) == 1
 
 
 async def test_stream_options_refused_in_other_words(upstream_for):

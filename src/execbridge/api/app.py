@@ -1,7 +1,8 @@
 """The ASGI application: routes, the request id, and the one place exceptions become responses.
 
 Every response carries ``request-id``; every failure, including unknown routes and unexpected
-exceptions, is answered in Anthropic's error envelope (``api/errors.py``) and never with a traceback.
+exceptions, is answered in the error envelope of the API the request speaks (``api/dialect.py``:
+Anthropic's, ``api/errors.py``, or OpenAI's, ``api/openai_errors.py``) and never with a traceback.
 An error answered before the request body has arrived in full waits for the rest of it first, so a
 client still sending reads the answer instead of a connection reset (``_Body``).
 """
@@ -27,8 +28,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from execbridge import ids
 from execbridge.api import count_tokens, files, health, model_list, openapi, request_log
 from execbridge.api.auth import GatewayKeyMiddleware
+from execbridge.api.dialect import dialect_of, error_response_for
 from execbridge.api.drain import Drain
-from execbridge.api.errors import error_response
 from execbridge.api.messages import create_message
 from execbridge.errors import ExecbridgeError, InvalidRequest, NotFound, UpstreamError
 from execbridge.wiring import Services
@@ -89,6 +90,8 @@ class RequestIdMiddleware:
             return
         request_id = ids.request_id()
         scope.setdefault("state", {})["request_id"] = request_id
+        # OpenAI's SDK reads the request id from ``x-request-id``, Anthropic's from ``request-id``.
+        id_headers = [b"request-id"] + ([b"x-request-id"] if dialect_of(scope) == "openai" else [])
         body = _Body(scope, receive)
         started = False
         status: int | None = None
@@ -101,8 +104,8 @@ class RequestIdMiddleware:
                 started = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
-                if not any(name.lower() == b"request-id" for name, _ in headers):
-                    headers.append((b"request-id", request_id.encode()))
+                present = {name.lower() for name, _ in headers}
+                headers.extend((name, request_id.encode()) for name in id_headers if name not in present)
                 if message["status"] >= 400 and not body.ended:
                     await body.drain()
                     headers.append((b"connection", b"close"))
@@ -116,7 +119,7 @@ class RequestIdMiddleware:
                 raise  # mid-response: the connection is closed, which is all a client can be told
             log.exception("unexpected error", exc_info=exc)  # boundary: log everything, tell the client little
             request_log.note(error=type(exc).__name__)
-            code, content, headers = error_response(exc, request_id)
+            code, content, headers = error_response_for(scope, exc, request_id)
             response = Response(content, status_code=code, headers=headers, media_type="application/json")
             await response(scope, body.receive, send_with_id)
         finally:
@@ -125,7 +128,7 @@ class RequestIdMiddleware:
 
 def _error(request: Request, exc: BaseException) -> Response:
     request_id = getattr(request.state, "request_id", None) or ids.request_id()
-    status, body, headers = error_response(exc, request_id)
+    status, body, headers = error_response_for(request.scope, exc, request_id)
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from execbridge import ids
 from execbridge.api import request_log
-from execbridge.api.errors import error_response
+from execbridge.api.dialect import error_response_for
 from execbridge.config import Settings
 from execbridge.errors import AuthenticationFailed
 from execbridge.keys import KeyGate, key_id
@@ -85,7 +85,7 @@ class GatewayKeyMiddleware:
                     await gate.admit(client_key(Headers(scope=scope)))
                 except AuthenticationFailed as exc:
                     request_id = scope.get("state", {}).get("request_id") or ids.request_id()
-                    status, body, headers = error_response(exc, request_id)
+                    status, body, headers = error_response_for(scope, exc, request_id)
                     response = Response(body, status_code=status, headers=headers, media_type="application/json")
                     await response(scope, receive, send)
                     return

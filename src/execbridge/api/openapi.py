@@ -40,6 +40,13 @@ _ERRORS: Final = {
     "4XX": _json(_ref("ErrorResponse"), "The request cannot be served; the message names the field."),
     "5XX": _json(_ref("ErrorResponse"), "The gateway or the upstream failed; retry where the SDK does."),
 }
+# Paths both APIs share (/v1/files, /v1/models) answer in OpenAI's envelope unless the request carries
+# ``anthropic-version`` (api/dialect.py).
+_EITHER_ERROR: Final = {"oneOf": [_ref("ErrorResponse"), _ref("OpenAIErrorResponse")]}
+_SHARED_ERRORS: Final = {
+    "4XX": _json(_EITHER_ERROR, "The request cannot be served; the message names the field."),
+    "5XX": _json(_EITHER_ERROR, "The gateway or the upstream failed; retry where the SDK does."),
+}
 _BETA_HEADER: Final = {
     "name": "anthropic-beta",
     "in": "header",
@@ -260,6 +267,22 @@ def _schemas() -> dict[str, Any]:
                 "request_id": {"type": "string"},
             },
         },
+        "OpenAIErrorResponse": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["message", "type", "param", "code"],
+                    "properties": {
+                        "message": {"type": "string"},
+                        "type": {"type": "string"},
+                        "param": {"type": ["string", "null"]},
+                        "code": {"type": ["string", "null"]},
+                    },
+                },
+            },
+        },
         "File": {
             "type": "object",
             "required": ["id", "type", "filename", "mime_type", "size_bytes", "created_at"],
@@ -361,7 +384,7 @@ def _file_paths() -> dict[str, Any]:
                         }
                     },
                 },
-                "responses": {"200": _json(_ref("File"), "The stored file."), **_ERRORS},
+                "responses": {"200": _json(_ref("File"), "The stored file."), **_SHARED_ERRORS},
             },
             "get": {
                 "summary": "List files, newest first",
@@ -371,26 +394,26 @@ def _file_paths() -> dict[str, Any]:
                     {"name": "after_id", "in": "query", "schema": {"type": "string"}},
                     {"name": "before_id", "in": "query", "schema": {"type": "string"}},
                 ],
-                "responses": {"200": _json(_ref("FileList"), "A page of files."), **_ERRORS},
+                "responses": {"200": _json(_ref("FileList"), "A page of files."), **_SHARED_ERRORS},
             },
         },
         "/v1/files/{file_id}": {
             "get": {
                 "summary": "A file's metadata",
                 "parameters": [*headers, _file_id_parameter()],
-                "responses": {"200": _json(_ref("File"), "The file."), **_ERRORS},
+                "responses": {"200": _json(_ref("File"), "The file."), **_SHARED_ERRORS},
             },
             "delete": {
                 "summary": "Delete a file",
                 "parameters": [*headers, _file_id_parameter()],
-                "responses": {"200": _json({"type": "object"}, "The deleted file's id."), **_ERRORS},
+                "responses": {"200": _json({"type": "object"}, "The deleted file's id."), **_SHARED_ERRORS},
             },
         },
         "/v1/files/{file_id}/content": {
             "get": {
                 "summary": "Download a file that code execution made",
                 "parameters": [*headers, _file_id_parameter()],
-                "responses": {"200": {"description": "The file's bytes."}, **_ERRORS},
+                "responses": {"200": {"description": "The file's bytes."}, **_SHARED_ERRORS},
             }
         },
     }
@@ -403,7 +426,7 @@ def _other_paths() -> dict[str, Any]:
             "get": {
                 "summary": "The models the upstream offers",
                 "parameters": headers,
-                "responses": {"200": _json(_ref("ModelList"), "The models."), **_ERRORS},
+                "responses": {"200": _json(_ref("ModelList"), "The models."), **_SHARED_ERRORS},
             }
         },
         "/v1/models/{model_id}": {
@@ -413,7 +436,7 @@ def _other_paths() -> dict[str, Any]:
                     *headers,
                     {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}},
                 ],
-                "responses": {"200": _json(_ref("Model"), "The model."), **_ERRORS},
+                "responses": {"200": _json(_ref("Model"), "The model."), **_SHARED_ERRORS},
             }
         },
         "/healthz": {
@@ -450,7 +473,9 @@ def document() -> dict[str, Any]:
             "title": "execbridge",
             "version": __version__,
             "description": "Anthropic's Messages and Files APIs with server-side code execution, in front of "
-            "function-calling upstreams. Errors use Anthropic's envelope (ErrorResponse).",
+            "function-calling upstreams. Errors use Anthropic's envelope (ErrorResponse); on paths OpenAI's API "
+            "shares (/v1/files, /v1/models), a request without an anthropic-version header gets OpenAI's "
+            "(OpenAIErrorResponse).",
         },
         "paths": _paths(),
         "components": {
