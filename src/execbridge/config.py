@@ -177,6 +177,13 @@ class Settings(BaseSettings):
     thread_retention_s: int = Field(
         7 * 86400, ge=60, description="How long a thread is held after its newest message (default 7 days)."
     )
+    store_busy_timeout_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a database statement waits while another process (a backup, a hand-run sqlite3) "
+        "holds the store's lock; past it the request gets a retryable 503 overloaded_error (store_busy) and "
+        "nothing is written.",
+    )
     shutdown_grace_s: float = Field(
         20.0,
         ge=0,

@@ -17,6 +17,7 @@ knows about wire formats.
     ├── SandboxError              a container could not be started or talked to (500)
     │   └── SandboxUnavailable    a required protection is missing on this machine
     ├── StorageError              file bytes could not be written or read on the gateway (500)
+    │   └── StoreBusy             another process holds the database's lock; retry (503)
     ├── QuotaExceeded             a budget of the gateway is used up for now; retry later (429)
     ├── ShuttingDown              the gateway is stopping; retry (on another replica, or after it) (503)
     └── ConfigurationError        settings that cannot work; raised at start-up
@@ -103,6 +104,16 @@ class SandboxUnavailable(SandboxError):
 
 class StorageError(ExecbridgeError):
     """The gateway's own disk failed us (full, unreadable); the message names the operation only."""
+
+
+class StoreBusy(StorageError):
+    """The metadata store stayed locked by another process (a backup, a hand-run ``sqlite3``, a second
+    gateway on the same data directory) past the busy timeout: nothing was written; the same request
+    can succeed once the lock goes, so ``retry_after`` says when to try again."""
+
+    def __init__(self, message: str, *, retry_after: float | None = 1.0) -> None:
+        super().__init__(message, code="store_busy")
+        self.retry_after = retry_after
 
 
 class QuotaExceeded(ExecbridgeError):

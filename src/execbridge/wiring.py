@@ -23,12 +23,13 @@ from urllib.parse import urlsplit
 from execbridge.config import Settings
 from execbridge.engine.loop import Engine
 from execbridge.engine.openai_containers import OpenAIContainers
-from execbridge.errors import ConfigurationError
+from execbridge.errors import ConfigurationError, SandboxUnavailable
 from execbridge.files import FileService
 from execbridge.keys import KeyGate, key_gate
 from execbridge.sandbox.base import ContainerService
 from execbridge.sandbox.host_client import SandboxHostClient, host_answers
 from execbridge.sandbox.manager import ContainerManager
+from execbridge.sandbox.runtime_check import runtime_problems
 from execbridge.store.base import ResponseStore, ThreadStore
 from execbridge.store.sqlite import SqliteStore
 from execbridge.upstream.anthropic_messages import AnthropicMessagesUpstream
@@ -167,7 +168,7 @@ async def open_upstream(settings: Settings, target: UpstreamTarget | None = None
 async def open_store(settings: Settings) -> AsyncIterator[SqliteStore]:
     """The SQLite store in the data directory."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = await SqliteStore.open(settings.database_path)
+    store = await SqliteStore.open(settings.database_path, busy_timeout_s=settings.store_busy_timeout_s)
     try:
         yield store
     finally:
@@ -198,7 +199,7 @@ async def open_local_containers(settings: Settings) -> AsyncIterator[ContainerMa
     async with AsyncExitStack() as stack:
         await asyncio.to_thread(_prepare_sandbox_dir, settings.sandbox_dir)
         fresh = not settings.sandbox_database_path.exists()
-        store = await SqliteStore.open(settings.sandbox_database_path)
+        store = await SqliteStore.open(settings.sandbox_database_path, busy_timeout_s=settings.store_busy_timeout_s)
         stack.push_async_callback(store.close)
         if fresh:
             await _adopt_legacy_records(settings, store)
@@ -273,6 +274,9 @@ def readiness_probes(settings: Settings, store: SqliteStore, target: UpstreamTar
         return "answers"
 
     async def sandbox_answers() -> str:
+        # The host is on this machine (a Unix socket), so its runtime is this machine's: a few stats.
+        if missing := runtime_problems(settings.sandbox):
+            raise SandboxUnavailable("; ".join(missing))
         if settings.sandbox_host is None:
             return "in process"
         if not await host_answers(settings.sandbox_socket_path):

@@ -18,6 +18,7 @@ from execbridge.errors import (
     RequestTooLarge,
     SandboxError,
     SandboxUnavailable,
+    StoreBusy,
     UpstreamError,
     UpstreamOverloaded,
     UpstreamRateLimited,
@@ -169,6 +170,18 @@ def test_a_used_up_budget_says_when_to_come_back() -> None:
     status, _, headers = error_response(QuotaExceeded("every live container is in use", retry_after=5), "req_4")
     assert (status, headers["retry-after"], headers["retry-after-ms"]) == (429, "5", "5000")
     assert "x-should-retry" not in headers  # the SDK's own back-off applies
+
+
+def test_a_store_locked_elsewhere_is_a_retryable_503() -> None:
+    """Not a 500 like a full disk: the request is fine and succeeds once another process lets go."""
+    status, raw, headers = error_response(StoreBusy("the store (x.sqlite3) is locked by another process; retry"), "r")
+    assert (status, headers["retry-after"], headers["retry-after-ms"]) == (503, "1", "1000")
+    assert orjson.loads(raw)["error"] == {
+        "type": "overloaded_error",
+        "message": "the store (x.sqlite3) is locked by another process; retry",
+        "details": {"error_code": "store_busy"},
+    }
+    assert "x-should-retry" not in headers  # 5xx: the SDK retries on its own
 
 
 def test_classify_prefers_the_most_specific_class() -> None:

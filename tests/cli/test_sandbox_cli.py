@@ -75,7 +75,7 @@ def test_doctor_reports_every_protection(run):
     r = run("doctor")
     lines = r.stdout.splitlines()
     assert r.exit_code == 0, r.output
-    assert len(lines) == 17 and all(line.startswith("ok") for line in lines)
+    assert len(lines) == 18 and all(line.startswith("ok") for line in lines)
     for name in (
         "bubblewrap",
         "user namespaces",
@@ -89,6 +89,7 @@ def test_doctor_reports_every_protection(run):
         "runtime python version",
         "socket families",
         "masked /proc",
+        "user namespace policy",
         "privilege split",
         "quotas",
     ):

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,16 +87,23 @@ def searchable_by_the_gateway_user(data_dir: Path) -> None:
 
 
 @contextmanager
-def serve_process(env: dict[str, str], data_dir: Path, *args: str, as_user: str | None = None) -> Iterator[str]:
+def serve_process(
+    env: dict[str, str], data_dir: Path, *args: str, as_user: str | None = None, prefix: Sequence[str] = ()
+) -> Iterator[str]:
     """``execbridge serve --host 127.0.0.1 --port <free> *args`` until the block ends; yields its URL.
 
     The process's output goes to ``data_dir/serve.log`` (appended, so a restart keeps the history).
-    ``as_user`` runs it as that user, as the privilege split's supervisor runs its gateway.
+    ``as_user`` runs it as that user, as the privilege split's supervisor runs its gateway. ``prefix``
+    goes before the command (e.g. ``unshare --mount``, which execs serve, so the process
+    is still serve's).
     """
     searchable_by_the_gateway_user(data_dir)
     log = data_dir / "serve.log"
     port = _free_port()
-    command = [sys.executable, "-m", "execbridge", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    command = [
+        *prefix,
+        *(sys.executable, "-m", "execbridge", "serve", "--host", "127.0.0.1", "--port", str(port), *args),
+    ]
     with log.open("ab") as sink:
         if as_user is None:
             process = subprocess.Popen(
@@ -136,11 +143,15 @@ def serve_process(env: dict[str, str], data_dir: Path, *args: str, as_user: str 
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()  # reaped: an unreaped child fails a later test with a ResourceWarning
 
 
 @contextmanager
-def serve(fake_upstream: FakeUpstream, data_dir: Path, **extra_env: str) -> Iterator[Gateway]:
-    """``execbridge serve`` on ``data_dir`` until the block ends (a second one may reopen the same dir)."""
+def serve(
+    fake_upstream: FakeUpstream, data_dir: Path, *, prefix: Sequence[str] = (), **extra_env: str
+) -> Iterator[Gateway]:
+    """``execbridge serve`` on ``data_dir`` until the block ends (a second one may reopen the same dir);
+    ``prefix`` as for ``serve_process``."""
     env = {
         **os.environ,
         "EXECBRIDGE_DATA_DIR": str(data_dir),
@@ -155,7 +166,7 @@ def serve(fake_upstream: FakeUpstream, data_dir: Path, **extra_env: str) -> Iter
         "EXECBRIDGE_SHUTDOWN_GRACE_S": "2",
         **extra_env,
     }
-    with serve_process(env, data_dir, "--upstream", fake_upstream.databricks_url) as url:
+    with serve_process(env, data_dir, "--upstream", fake_upstream.databricks_url, prefix=prefix) as url:
         yield Gateway(url, fake_upstream, data_dir, data_dir / "serve.log")
 
 

@@ -6,6 +6,7 @@ the host: no process, mount, loop device, cgroup or temporary file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -64,11 +65,23 @@ def _processes(data_dir: Path) -> dict[str, int]:
     return found
 
 
+def _cgroup_parents(instance: str) -> list[Path]:
+    """This instance's parent cgroup in each hierarchy (v1: one per controller; v2: the one). Not a walk
+    of the whole tree: other tests' cgroups come and go in it, and a walk raises when one goes under it."""
+    root = Path("/sys/fs/cgroup")
+    return [*root.glob(f"execbridge/{instance}"), *root.glob(f"*/execbridge/{instance}")]
+
+
 def _sandboxed(instance: str) -> list[int]:
     """Processes in this instance's container cgroups."""
     pids: list[int] = []
-    for procs in Path("/sys/fs/cgroup").glob(f"**/execbridge/{instance}/**/cgroup.procs"):
-        pids += [int(p) for p in procs.read_text().split()]
+    # os.walk, not Path.glob: the gateway removes cgroups while we look, and glob's walk raises when a
+    # directory goes under it (os.walk skips it); a cgroup.procs gone before its read held nobody.
+    for parent in _cgroup_parents(instance):
+        for directory, _, files in os.walk(parent):
+            if "cgroup.procs" in files:
+                with contextlib.suppress(FileNotFoundError):
+                    pids += [int(p) for p in (Path(directory) / "cgroup.procs").read_text().split()]
     return pids
 
 
@@ -82,7 +95,7 @@ def leftovers(data_dir: Path, instance: str) -> dict[str, list[str]]:
         "processes": [f"{k}={v}" for k, v in _processes(data_dir).items()] + [str(p) for p in _sandboxed(instance)],
         "mounts": mounts,
         "loop devices": [d["back-file"] for d in loops if str(data_dir) in (d.get("back-file") or "")],
-        "cgroups": [str(p) for p in Path("/sys/fs/cgroup").glob(f"**/execbridge/{instance}") if p.is_dir()],
+        "cgroups": [str(p) for p in _cgroup_parents(instance) if p.is_dir()],
         "temporary files": [
             str(p) for p in [*data_dir.glob("files/.tmp-*"), *data_dir.glob("sandbox/spool/*")] if p.exists()
         ],

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from execbridge.errors import StoreBusy
 from execbridge.store import migrations
 from execbridge.store.base import ContainerRecord, FileRecord
 from execbridge.store.memory import MemoryStore
@@ -195,3 +196,27 @@ def test_expiry_migration_keeps_older_rows(tmp_path):
     plan = db.execute("EXPLAIN QUERY PLAN SELECT COALESCE(SUM(size_bytes), 0) FROM files WHERE owner = ?", ("a",))
     assert "COVERING INDEX files_owner_size" in " ".join(str(row) for row in plan.fetchall())
     db.close()
+
+
+async def test_a_lock_held_by_another_connection_is_store_busy_and_nothing_is_written(tmp_path):
+    """Past the busy timeout a write (single statement or transaction) fails with the retryable
+    ``StoreBusy``, not a raw ``OperationalError``; reads go on (WAL); once the lock goes, writes do too."""
+    store = await SqliteStore.open(tmp_path / "db.sqlite3", busy_timeout_s=0.05)
+    try:
+        await store.containers.insert(record("a"))
+        other = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreBusy) as busy:
+            await store.containers.insert(record("b", slot=2))
+        assert busy.value.message == "the store (db.sqlite3) is locked by another process; retry"
+        assert busy.value.retry_after == 1.0 and busy.value.code == "store_busy"
+        with pytest.raises(StoreBusy):
+            await store.transaction(lambda db: db.execute("DELETE FROM containers"))
+        assert [r.id for r in await store.containers.list()] == ["a"]
+        other.execute("ROLLBACK")
+        other.close()
+        await store.containers.insert(record("b", slot=2))
+        await store.transaction(lambda db: db.execute("DELETE FROM containers WHERE id = 'a'"))
+        assert [r.id for r in await store.containers.list()] == ["b"]
+    finally:
+        await store.close()

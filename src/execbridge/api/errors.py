@@ -32,6 +32,7 @@ from execbridge.errors import (
     SandboxError,
     ShuttingDown,
     StorageError,
+    StoreBusy,
     UpstreamError,
     UpstreamOverloaded,
     UpstreamRateLimited,
@@ -56,6 +57,7 @@ _TABLE: Final[tuple[tuple[type[ExecbridgeError], int, str], ...]] = (
     (ShuttingDown, 503, "overloaded_error"),
     (UpstreamTimeout, 504, "timeout_error"),
     (SandboxError, 500, "api_error"),
+    (StoreBusy, 503, "overloaded_error"),  # before StorageError: a lock held elsewhere passes, a full disk may not
     (StorageError, 500, "api_error"),
 )
 
@@ -95,7 +97,8 @@ def classify(exc: BaseException) -> ErrorInfo:
         return ErrorInfo(500, "api_error", INTERNAL_MESSAGE)
     for cls, status, error_type in _TABLE:
         if isinstance(exc, cls):
-            retry_after = exc.retry_after if isinstance(exc, UpstreamError | QuotaExceeded | ShuttingDown) else None
+            retried = UpstreamError | QuotaExceeded | ShuttingDown | StoreBusy
+            retry_after = exc.retry_after if isinstance(exc, retried) else None
             return ErrorInfo(status, error_type, exc.message, exc.code, retry_after, exc.details)
     if isinstance(exc, UpstreamError):
         return _upstream(exc)

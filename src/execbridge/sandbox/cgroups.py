@@ -209,14 +209,24 @@ class Cgroups:
     def create(self, name: str, limits: CgroupLimits) -> ContainerCgroup:
         """Make (or reuse) the cgroup ``name`` with ``limits``; costs ≈ 0.1 ms on v1."""
         dirs = tuple(d / name for d in self._parent_dirs())
-        for d in dirs:
-            d.mkdir(exist_ok=True)
-        cg = ContainerCgroup(self.version, dirs)
-        if self.version == 1:
-            _set_v1_limits(dirs, limits)
-        else:
-            _set_v2_limits(dirs[0], limits, self.controllers)
-        return cg
+        made: list[Path] = []
+        try:
+            for d in dirs:
+                if not d.is_dir():
+                    d.mkdir()
+                    made.append(d)
+            if self.version == 1:
+                _set_v1_limits(dirs, limits)
+            else:
+                _set_v2_limits(dirs[0], limits, self.controllers)
+        except OSError:
+            # A hierarchy gone read-only or removed under us: leave no half-made cgroup behind (one
+            # controller's directory without the others' would hold a stale limit for the next user).
+            for d in reversed(made):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            raise
+        return ContainerCgroup(self.version, dirs)
 
     def create_repl(self, name: str) -> ContainerCgroup:
         """The REPL's cgroup inside container ``name``'s (which must exist): its limits are the

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from execbridge.config import Settings
+from execbridge.config import SandboxSettings, Settings
 from execbridge.sandbox import cgroups as cg
 from execbridge.sandbox.base import DEFAULT_WORKSPACE
+from execbridge.sandbox.bwrap import BWRAP as BWRAP_PATH
 from execbridge.sandbox.bwrap import EXECUTOR_PATH, Payloads, SandboxSpec, proc_masks
 from execbridge.sandbox.disk import WorkspaceDisks
 from execbridge.sandbox.gateway_user import GatewayUser, SplitError, check_gateway_can_run
@@ -145,8 +146,7 @@ _REFUSED_FAMILIES = ("AF_VSOCK", "AF_VSOCK pair", "AF_PACKET", "AF_BLUETOOTH")
 async def diagnose(settings: Settings) -> DoctorReport:
     sb = settings.sandbox
     checks: list[Check] = []
-    bwrap_path = shutil.which("bwrap") or ("/usr/bin/bwrap" if Path("/usr/bin/bwrap").exists() else None)
-    checks.append(Check(BWRAP, bwrap_path is not None, bwrap_path or "bwrap not found", "no sandbox can start at all"))
+    checks.append(_bwrap_check())
     is_root = os.geteuid() == 0
     setpriv = Path("/usr/bin/setpriv").exists()
     if is_root and setpriv:
@@ -165,7 +165,11 @@ async def diagnose(settings: Settings) -> DoctorReport:
         program = None
         seccomp_error = f"libseccomp unusable: {exc}"
 
-    facts, probe_error = await _probe(settings, program.bpf if program else b"", switch_uid=is_root and setpriv)
+    facts, probe_error = await _probe(
+        settings, program.bpf if program else b"", switch_uid=is_root and setpriv, python=_probe_python(sb)
+    )
+    if facts is not None and not runtime_ok:
+        facts["python"] = "none (runtime missing)"  # the probe ran on the system interpreter
     if facts is None:
         why = f"probe sandbox failed: {probe_error}"
         checks += [
@@ -182,6 +186,16 @@ async def diagnose(settings: Settings) -> DoctorReport:
     checks.append(await _check_disk(settings))
     checks.append(check_uid_range(settings))
     return DoctorReport(tuple(checks))
+
+
+def _bwrap_check() -> Check:
+    """The bubblewrap sandboxes start with (``bwrap.BWRAP``), executable: not just any ``bwrap`` on $PATH."""
+    why = "no sandbox can start at all"
+    if not (Path(BWRAP_PATH).is_file() and os.access(BWRAP_PATH, os.X_OK)):
+        elsewhere = shutil.which("bwrap")
+        found = f" (there is one at {elsewhere})" if elsewhere and elsewhere != BWRAP_PATH else ""
+        return Check(BWRAP, False, f"{BWRAP_PATH} missing or not executable{found}; apt-get install bubblewrap", why)
+    return Check(BWRAP, True, BWRAP_PATH, why)
 
 
 def check_uid_range(settings: Settings) -> Check:
@@ -313,7 +327,18 @@ def _masks_check(facts: dict[str, Any]) -> Check:
     return Check(PROC_MASKS, True, f"{len(expected)} host entries read empty; no host path in /proc/1/cmdline", "")
 
 
-async def _probe(settings: Settings, bpf: bytes, *, switch_uid: bool) -> tuple[dict[str, Any] | None, str]:
+def _probe_python(sb: SandboxSettings) -> Path:
+    """The probe's interpreter: the runtime's, or, when that is gone, the system's (under /usr, which every
+    sandbox sees), so that a missing runtime is reported as itself and not as missing namespaces."""
+    if sb.python.exists() and os.access(sb.python, os.X_OK):
+        return sb.python
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    return system if system.exists() else sb.python
+
+
+async def _probe(
+    settings: Settings, bpf: bytes, *, switch_uid: bool, python: Path
+) -> tuple[dict[str, Any] | None, str]:
     sb = settings.sandbox
     uid = sb.uid_base + PROBE_SLOT
     # /tmp, not $TMPDIR: the probe's uid must be able to traverse to it.
@@ -326,7 +351,7 @@ async def _probe(settings: Settings, bpf: bytes, *, switch_uid: bool) -> tuple[d
             host_gid=uid,
             workspace=workdir,
             workspace_path=DEFAULT_WORKSPACE,
-            command=(str(sb.python), "-I", "-S", EXECUTOR_PATH, *(p for group in proc_masks() for p in group)),
+            command=(str(python), "-I", "-S", EXECUTOR_PATH, *(p for group in proc_masks() for p in group)),
             runtime_dir=sb.runtime_dir if sb.runtime_dir and sb.runtime_dir.exists() else None,
             tmp_bytes=16 << 20,
         )

@@ -49,6 +49,7 @@ from execbridge.errors import (
     QuotaExceeded,
     SandboxError,
     SandboxUnavailable,
+    StoreBusy,
 )
 from execbridge.sandbox.base import ContainerInfo, ExecutionResult, ToolRequest
 from execbridge.sandbox.protocol import (
@@ -66,10 +67,11 @@ HOST_PROTOCOL_VERSION = 1
 ANONYMOUS_OWNER = "anonymous"  # the owner of an open loopback gateway's callers (``api/auth.py``)
 MAX_REQUEST_BODY_FLOOR = 1 << 20  # a request's body may always be this big (``put_file`` of small files)
 
-ErrorKind = Literal["not_found", "quota", "refused", "bad_request", "sandbox", "unavailable"]
+ErrorKind = Literal["not_found", "quota", "refused", "bad_request", "sandbox", "unavailable", "store_busy"]
 _KINDS: dict[type[ExecbridgeError], ErrorKind] = {
     NotFound: "not_found",
     QuotaExceeded: "quota",
+    StoreBusy: "store_busy",  # the host's container records are locked by another process: retryable
     PermissionDenied: "refused",
     InvalidRequest: "bad_request",
     SandboxUnavailable: "unavailable",
@@ -100,7 +102,7 @@ def encode_owner(owner: str | Caller) -> dict[str, str]:
 def error_answer(exc: ExecbridgeError) -> dict[str, Any]:
     kind = next((k for t, k in _KINDS.items() if isinstance(exc, t)), "sandbox")
     answer: dict[str, Any] = {"status": "error", "kind": kind, "message": exc.message, "code": exc.code}
-    if isinstance(exc, QuotaExceeded):
+    if isinstance(exc, QuotaExceeded | StoreBusy):
         answer["retry_after"] = exc.retry_after
     return answer
 
@@ -112,9 +114,12 @@ def raise_error(frame: Mapping[str, Any]) -> NoReturn:
     code = frame.get("code")
     if not isinstance(message, str) or (code is not None and not isinstance(code, str)):
         raise ProtocolError("an error answer needs a message (and a string code or none)")
+    retry = frame.get("retry_after")
+    retry_after = float(retry) if isinstance(retry, (int, float)) else None
     if kind == "quota":
-        retry = frame.get("retry_after")
-        raise QuotaExceeded(message, code=code, retry_after=float(retry) if isinstance(retry, (int, float)) else None)
+        raise QuotaExceeded(message, code=code, retry_after=retry_after)
+    if kind == "store_busy":
+        raise StoreBusy(message, retry_after=retry_after)
     types: dict[object, type[ExecbridgeError]] = {k: t for t, k in _KINDS.items()}
     error_type = types.get(kind)
     if error_type is None:

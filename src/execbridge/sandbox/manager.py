@@ -40,7 +40,7 @@ from typing import Any
 
 from execbridge import ids
 from execbridge.config import Settings
-from execbridge.errors import NotFound, QuotaExceeded, SandboxError, SandboxUnavailable
+from execbridge.errors import NotFound, QuotaExceeded, SandboxError, SandboxUnavailable, StoreBusy
 from execbridge.sandbox import doctor, waiting
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo, Owner, owner_id
 from execbridge.sandbox.cgroups import Cgroups
@@ -425,7 +425,13 @@ class ContainerManager:
             return
         if stored == last:
             return
-        await self._store.containers.touch(entry.record.id, last)
+        try:
+            await self._store.containers.touch(entry.record.id, last)
+        except StoreBusy as exc:
+            # Only retention reads it, and the next lease writes it again: the command that just ran
+            # must not fail because a backup holds the store's lock.
+            log.warning("container %s: last use not saved: %s", entry.record.id, exc.message)
+            return
         entry.stored_last_used = last
 
     def _info(self, entry: ContainerEntry) -> ContainerInfo:

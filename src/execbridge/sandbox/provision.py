@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from execbridge.config import SandboxSettings, Settings
-from execbridge.errors import SandboxError
+from execbridge.errors import SandboxError, SandboxUnavailable
 from execbridge.sandbox import doctor
 from execbridge.sandbox.bwrap import Payloads, SandboxSpec
 from execbridge.sandbox.cgroups import CgroupLimits, Cgroups, ContainerCgroup, detect, host_totals
@@ -32,6 +32,7 @@ from execbridge.sandbox.disk import WorkspaceDisks
 from execbridge.sandbox.executor_image import executor_bytecode
 from execbridge.sandbox.launch import LaunchOptions, sandbox_spec
 from execbridge.sandbox.live import CommandLimits, LiveSandbox
+from execbridge.sandbox.runtime_check import runtime_problems
 from execbridge.sandbox.seccomp import build_program
 from execbridge.sandbox.workspaces import PlainWorkspaces, Workspaces
 
@@ -135,9 +136,15 @@ class Provisioner:
                 limits=self.limits(memory_mb),
                 start_timeout=self.settings.start_timeout_s,
             )
-        except BaseException:
+        except BaseException as exc:
             if cgroup is not None:
                 await _remove_cgroup(cgroup)
+            if isinstance(exc, SandboxError) and (missing := runtime_problems(self.settings)):
+                # bwrap's own words name a path and an errno; say what is gone and who can fix it.
+                raise SandboxUnavailable(
+                    f"the sandbox runtime is missing on this server: {'; '.join(missing)} (see execbridge doctor)",
+                    code="sandbox_runtime_missing",
+                ) from exc
             raise
 
     async def stop(self, live: LiveSandbox) -> None:
@@ -153,16 +160,35 @@ class Provisioner:
             self._cgroup(slot, memory_mb)  # the container's own (idempotent): the REPL's lives inside it
             return self.cgroups.create_repl(str(slot))
         except OSError as exc:
-            raise SandboxError(f"cannot create the REPL's cgroup: {exc}") from exc
+            log.error("cannot create the REPL cgroup of slot %d: %s", slot, exc)
+            raise SandboxUnavailable(
+                f"cannot create the REPL's cgroup: {exc.strerror or exc}", code="cgroups_unavailable"
+            ) from exc
 
     def _cgroup(self, slot: int, memory_mb: int | None = None) -> ContainerCgroup | None:
         if self.cgroups is None:
             return None
-        s = self.settings
         try:
-            return self.cgroups.create(str(slot), CgroupLimits((memory_mb or s.memory_mb) << 20, s.pids, s.cpus))
+            return _create_cgroup(self.cgroups, self.settings, str(slot), memory_mb)
         except OSError as exc:
-            raise SandboxError(f"cannot create the container's cgroup: {exc}") from exc
+            # The client learns what failed; the operator's log (and execbridge doctor) where.
+            log.error("cannot create the cgroup of slot %d: %s", slot, exc)
+            raise SandboxUnavailable(
+                f"cannot create the container's cgroup: {exc.strerror or exc}", code="cgroups_unavailable"
+            ) from exc
+
+
+def _create_cgroup(cgroups: Cgroups, s: SandboxSettings, name: str, memory_mb: int | None = None) -> ContainerCgroup:
+    """Container ``name``'s cgroup. Our parent cgroup may have been removed since start-up (an operator's
+    ``cgdelete``, a cleaner that takes empty cgroups): it is made again, with the limits for all
+    containers together, rather than refusing every new container until a restart."""
+    limits = CgroupLimits((memory_mb or s.memory_mb) << 20, s.pids, s.cpus)
+    try:
+        return cgroups.create(name, limits)
+    except FileNotFoundError:
+        log.warning("the containers' parent cgroup %s was gone; making it again", cgroups.parent)
+        cgroups.prepare(host_totals(s.total_memory_mb, s.total_pids))
+        return cgroups.create(name, limits)
 
 
 async def _remove_cgroup(cgroup: ContainerCgroup) -> None:

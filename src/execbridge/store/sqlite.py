@@ -4,6 +4,10 @@ All database work runs on one dedicated thread that owns the one connection, so 
 never blocks on disk and SQLite never sees two threads. Calls are short (single statements); the
 thread hop costs tens of microseconds.
 
+Another process may hold the database's lock (a backup, a hand-run ``sqlite3``): a statement waits up to
+``busy_timeout_s`` for it, then fails with ``StoreBusy`` (retryable, nothing written) rather than a raw
+``sqlite3.OperationalError``. While one statement waits, the others queue behind it on the one thread.
+
 Invariants: the database file is created 0600 (it names every container and, later, keys); times
 are stored as UTC epoch seconds and come back as UTC-aware datetimes.
 """
@@ -20,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from execbridge.errors import StoreBusy
 from execbridge.store import migrations
 from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord
 from execbridge.store.sqlite_openai import SqliteOpenAIContainerStore
@@ -28,6 +33,8 @@ from execbridge.store.sqlite_responses import SqliteResponseStore
 from execbridge.store.sqlite_threads import SqliteThreadStore
 
 T = TypeVar("T")
+
+DEFAULT_BUSY_TIMEOUT_S = 5.0  # how long a statement waits for another process's lock (settings.store_busy_timeout_s)
 
 
 def _ts(value: datetime) -> float:
@@ -314,11 +321,11 @@ class SqliteStore:
         self._responses = SqliteResponseStore(self)
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteStore:
+    async def open(cls, path: Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> SqliteStore:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="execbridge-sqlite")
         loop = asyncio.get_running_loop()
         try:
-            db = await loop.run_in_executor(executor, _connect, path)
+            db = await loop.run_in_executor(executor, _connect, path, busy_timeout_s)
         except BaseException:
             executor.shutdown(wait=False)
             raise
@@ -353,7 +360,12 @@ class SqliteStore:
         return self._responses
 
     async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        except sqlite3.OperationalError as exc:
+            if _locked_elsewhere(exc):
+                raise StoreBusy(f"the store ({self.path.name}) is locked by another process; retry") from exc
+            raise
 
     async def execute(self, sql: str, params: tuple[object, ...]) -> None:
         await self._run(lambda: self._db.execute(sql, params).close())
@@ -377,10 +389,11 @@ class SqliteStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(self._db)
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a failed COMMIT leaves it open too
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
             return result
 
         return await self._run(run)
@@ -393,14 +406,23 @@ class SqliteStore:
         self._executor.shutdown(wait=True)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+_BUSY_CODES = frozenset((sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED))
+
+
+def _locked_elsewhere(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED, extended codes included (their low byte is the primary code)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _BUSY_CODES
+
+
+def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Create the file 0600 ourselves; SQLite gives its -wal/-shm files the same mode.
     os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
     db = sqlite3.connect(path, isolation_level=None)  # autocommit; transactions are explicit
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes; WAL keeps it consistent
-    db.execute("PRAGMA busy_timeout=5000")
+    db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
     db.execute("PRAGMA foreign_keys=ON")
     migrations.apply(db)
     return db
