@@ -1,23 +1,34 @@
-"""Workspace disks: one sparse ext4 image per container, loop-mounted while the container is live.
+"""Workspace disks: one sparse ext4 image per container, mounted only inside that container's sandboxes.
 
 The image gives a hard cap on the workspace (quotas are not available on these kernels): a program
 that fills it gets ENOSPC and the host's disk is untouched. Images are sparse, so an empty 5 GiB
 workspace costs a few MiB of real disk.
 
+Where the file system is mounted: nowhere the host or other sandboxes can see. Each sandbox starts in
+a mount namespace of its own (``launch``: ``unshare --mount`` → ``mount /dev/loopN <point>`` → bwrap),
+so the host's mount table never holds a workspace. It used to: every live container's workspace was
+a mount in the host's table, every new sandbox's namespace copied the whole table (bwrap start 4 →
+26 ms with 800 mounts here), and a killed gateway left every mount and loop device behind. Now a
+workspace's mounts live and die with its sandboxes, and its loop device (``LO_FLAGS_AUTOCLEAR``)
+detaches itself when the last of them is gone. The container's main sandbox and its REPL mount the
+same loop device, which the kernel serves with one super block: one file system on one file.
+
 Layout: images in ``images_dir`` (``<data_dir>/sandbox/disks/<key>.img``, root-only: 0700 dir, 0600
-files); mount points in ``mounts_dir`` (``/run/execbridge/<instance>/mnt/<key>`` by default: runtime
-state, gone after a reboot like the mounts themselves). bubblewrap runs as the container's host uid
-and must traverse to the mount point, so every parent of ``mounts_dir`` is searchable by others,
-``mounts_dir`` is 0711 (reachable, not listable) and each workspace root is 0700, owned by its
-container's uid. The data directory itself can stay private.
+files); mount points in ``mounts_dir`` (``/run/execbridge/<instance>/mnt/<key>`` by default: empty
+directories on the host, covered only inside each sandbox's namespace). bubblewrap runs as the
+container's host uid and must traverse to the mount point, so every parent of ``mounts_dir`` is
+searchable by others, ``mounts_dir`` is 0711 (reachable, not listable) and each workspace root is
+0700, owned by its container's uid. The data directory itself can stay private.
 
 Invariants:
 - The gateway never reads or walks a workspace: after ``mkfs`` it only removes ``lost+found`` and
-  sets the root's mode, before any sandboxed code has run. Everything else happens inside the sandbox.
-- An image is always formatted fresh (``create`` unlinks any old file first), so a reused key can
-  never expose an earlier container's files.
-- An image is never mounted twice: ``mount`` refuses while a loop device still holds the file, and
-  ``unmount`` waits for the loop device to let go.
+  sets the root's mode (through a detached mount, before any sandboxed code has run). Everything else
+  happens inside the sandbox.
+- An image is always formatted fresh (``create`` replaces any old file: a new inode), so a reused key
+  can never expose an earlier container's files.
+- At most one loop device holds an image: the device attached last is remembered and used again while
+  it still holds the image (checked by device and inode number); a new one is attached only once it
+  has let go, and it lets go only after its file system was unmounted everywhere.
 """
 
 from __future__ import annotations
@@ -26,14 +37,17 @@ import asyncio
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from execbridge.errors import SandboxError
+from execbridge.sandbox import loopdev
 
 log = logging.getLogger(__name__)
 
-_MOUNT_OPTIONS = "loop,nosuid,nodev,noatime"
+# How a sandbox mounts its workspace (``launch``); the same as the detached mount ``create`` uses.
+MOUNT_OPTIONS = "nosuid,nodev,noatime"
 
 
 async def _run(*argv: str) -> None:
@@ -45,33 +59,12 @@ async def _run(*argv: str) -> None:
         raise SandboxError(f"{Path(argv[0]).name} failed ({proc.returncode}): {err.decode(errors='replace')[:300]}")
 
 
-def _loop_devices_holding(image: Path) -> list[str]:
-    """Loop devices whose backing file is ``image`` (from sysfs; no subprocess)."""
-    target = str(image)
-    found: list[str] = []
-    try:
-        entries = os.listdir("/sys/block")
-    except OSError:
-        return found
-    for name in entries:
-        if not name.startswith("loop"):
-            continue
-        try:
-            backing = Path(f"/sys/block/{name}/loop/backing_file").read_text().strip()
-        except OSError:
-            continue
-        # A deleted backing file reads as "<path> (deleted)".
-        if backing == target or backing == f"{target} (deleted)":
-            found.append(name)
-    return found
-
-
 def mounts_under(directory: Path) -> list[Path]:
-    """Mount points at or below ``directory`` in this mount namespace, deepest first."""
+    """Mount points at or below ``directory`` in the calling thread's mount namespace, deepest first."""
     prefix = str(directory).rstrip("/") + "/"
     points: list[Path] = []
     try:
-        text = Path("/proc/self/mountinfo").read_text()
+        text = Path("/proc/thread-self/mountinfo").read_text()
     except OSError:
         return points
     for line in text.splitlines():
@@ -103,11 +96,13 @@ def make_reachable(directory: Path, *, setting: str = "sandbox.run_dir") -> None
 
 @dataclass(frozen=True, slots=True)
 class WorkspaceDisks:
-    """Creates, mounts, unmounts and deletes workspace images under ``root``."""
+    """Creates and deletes workspace images under ``images_dir``; pins their loop devices for a spawn."""
 
     images_dir: Path
     mounts_dir: Path
     size_bytes: int
+    # key → the loop device attached last for its image (it may have detached itself since).
+    _devices: dict[str, str] = field(default_factory=dict, repr=False)
 
     def image(self, key: str) -> Path:
         return self.images_dir / f"{key}.img"
@@ -123,16 +118,12 @@ class WorkspaceDisks:
     def exists(self, key: str) -> bool:
         return self.image(key).exists()
 
-    def is_mounted(self, key: str) -> bool:
-        return os.path.ismount(self.mountpoint(key))
-
     async def create(self, key: str, uid: int, gid: int) -> None:
         """Make a fresh, empty image for ``key`` whose root belongs to ``uid:gid`` (≈ 10 ms)."""
         image = self.image(key)
-        if self.is_mounted(key) or _loop_devices_holding(image):
-            raise SandboxError(f"workspace image {key} is in use")
         with contextlib.suppress(FileNotFoundError):
-            image.unlink()
+            image.unlink()  # a loop device still on the old file keeps only that (deleted) inode
+        self._devices.pop(key, None)
         fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             os.ftruncate(fd, self.size_bytes)
@@ -152,52 +143,55 @@ class WorkspaceDisks:
                 str(image),
             )
             # lost+found and a 0755 root are mkfs defaults; fix both once, before anyone else can look.
-            await self.mount(key)
-            point = self.mountpoint(key)
-            with contextlib.suppress(OSError):
-                (point / "lost+found").rmdir()
-            os.chmod(point, 0o700)
+            with self.pinned(key) as device, loopdev.detached_mount(device) as root:
+                with contextlib.suppress(OSError):
+                    os.rmdir("lost+found", dir_fd=root)
+                os.fchmod(root, 0o700)
+            self.mountpoint(key).mkdir(mode=0o700, exist_ok=True)
         except BaseException:
             await self.delete(key)
             raise
 
     async def mount(self, key: str) -> Path:
-        """Mount ``key``'s image (idempotent); returns the mount point."""
-        point = self.mountpoint(key)
-        if self.is_mounted(key):
-            return point
-        image = self.image(key)
-        if not image.exists():
+        """Make ``key`` ready for its sandboxes (each mounts it in its own namespace); returns the mount
+        point they use."""
+        if not self.image(key).exists():
             raise SandboxError(f"workspace image {key} is missing")
-        if _loop_devices_holding(image):
-            # Still held by a sandbox that is going away; mounting again would put two file systems
-            # on one file.
-            await self._wait_released(image)
+        point = self.mountpoint(key)
         point.mkdir(mode=0o700, exist_ok=True)
-        await _run("mount", "-t", "ext4", "-o", _MOUNT_OPTIONS, str(image), str(point))
         return point
 
     async def unmount(self, key: str) -> None:
-        """Unmount (idempotent) and wait until the loop device has released the image."""
-        point = self.mountpoint(key)
-        if self.is_mounted(key):
-            await _run("umount", str(point))
-        await self._wait_released(self.image(key))
+        """Once ``key``'s sandboxes are stopped: its mounts were in their namespaces only and went with
+        them, and the loop device lets go of the image by itself (it is checked before the next use).
+        Only the empty mount point is left to remove."""
         with contextlib.suppress(OSError):
-            point.rmdir()
+            self.mountpoint(key).rmdir()
 
     async def delete(self, key: str) -> None:
-        await self.unmount(key)
         with contextlib.suppress(FileNotFoundError):
             self.image(key).unlink()
+        self._devices.pop(key, None)
+        with contextlib.suppress(OSError):
+            self.mountpoint(key).rmdir()
 
-    async def _wait_released(self, image: Path, timeout: float = 5.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while _loop_devices_holding(image):
-            if loop.time() > deadline:
-                raise SandboxError(f"loop device still holds {image.name}")
-            await asyncio.sleep(0.005)
+    @contextlib.contextmanager
+    def pinned(self, key: str) -> Iterator[str]:
+        """The loop device holding ``key``'s image (``/dev/loopN``), attached if none does; it cannot
+        detach while the block runs (a sandbox being spawned mounts it meanwhile)."""
+        image = self.image(key)
+        name = self._devices.get(key)
+        fd = loopdev.open_if_backing(name, image) if name is not None else None
+        if fd is None:
+            try:
+                name, fd = loopdev.attach(image)
+            except OSError as exc:
+                raise SandboxError(f"cannot attach workspace image {key}: {exc}") from exc
+            self._devices[key] = name
+        try:
+            yield f"/dev/{name}"
+        finally:
+            os.close(fd)
 
     def keys(self) -> set[str]:
         """Keys of every image on disk."""
@@ -207,11 +201,15 @@ class WorkspaceDisks:
             return set()
 
     async def clean_stale_mounts(self) -> int:
-        """Unmount everything under ``mnt/`` (left by a gateway that stopped without cleaning up)."""
+        """After a crash: unmount what an older version mounted under ``mnt/`` in the host's table, and
+        remember which loop devices still hold our images (their sandboxes are dying), so that no
+        second device is attached to one of them. One pass over the loop devices, not one per image."""
         points = mounts_under(self.mounts_dir)
         for point in points:
             log.info("unmounting stale workspace %s", point)
             await _run("umount", "-l", str(point))
-        for key in self.keys():
-            await self._wait_released(self.image(key))
-        return len(points)
+        held = loopdev.holders(self.images_dir)
+        for backing, names in held.items():
+            key = Path(backing).name.removesuffix(".img")
+            self._devices[key] = names[-1]
+        return len(points) + len(held)

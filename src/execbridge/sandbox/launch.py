@@ -1,6 +1,12 @@
-"""Starting one bubblewrap sandbox process: cgroup join → uid switch → bwrap → interpreter.
+"""Starting one bubblewrap sandbox process: own mount namespace → cgroup join → workspace mount →
+uid switch → bwrap → interpreter.
 
-    /bin/sh -c '<join cgroups; ulimit>' … /usr/bin/setpriv --reuid U --regid U … /usr/bin/bwrap … python3 executor.py
+    /usr/bin/unshare --mount --propagation private -- \
+      /bin/sh -c '<join cgroups; ulimit>' … /bin/sh -c '<mount /dev/loopN at the mount point>' … \
+      /usr/bin/setpriv --reuid U --regid U … /usr/bin/bwrap … python3 executor.py
+
+The workspace is mounted in a mount namespace made for this one sandbox (see ``disk``), so it never
+enters the host's mount table and bwrap's own namespace copies a table of constant size.
 
 Each stage ``exec``\\ s the next, so the gateway's direct child *is* bubblewrap in the end, and
 ``--die-with-parent`` ties the sandbox's life to the gateway's. The gateway process never forks a
@@ -32,7 +38,12 @@ from execbridge.sandbox.bwrap import (
     setpriv_argv,
 )
 from execbridge.sandbox.cgroups import ContainerCgroup
+from execbridge.sandbox.disk import MOUNT_OPTIONS
 from execbridge.sandbox.executor_image import executor_argv
+
+UNSHARE = "/usr/bin/unshare"
+# $1 device, $2 mount point, then the command. Exit 125 (like the cgroup join) if the mount fails.
+_MOUNT_SCRIPT = f'mount -t ext4 -o {MOUNT_OPTIONS} "$1" "$2" || exit 125; shift 2; exec "$@"'
 
 OUTPUT_ROOT = "/tmp/outputs"  # parents of each command's $OUTPUT_DIR, on the private /tmp
 
@@ -94,13 +105,19 @@ def wrap_argv(
     cgroup: ContainerCgroup | None,
     nproc: int,
     options: LaunchOptions,
+    device: str | None = None,
 ) -> list[str]:
-    """Put the uid switch and the cgroup join around a bwrap command line."""
+    """Put the uid switch, the workspace mount (``device`` at ``spec.workspace``, in a mount namespace
+    of the sandbox's own) and the cgroup join around a bwrap command line."""
     argv = bwrap_cmd
     if options.switch_uid:
         argv = setpriv_argv(spec.host_uid, spec.host_gid, argv)
+    if device is not None:
+        argv = ["/bin/sh", "-c", _MOUNT_SCRIPT, "execbridge-mount", device, str(spec.workspace), *argv]
     if cgroup is not None:
         argv = cgroup.join_argv(argv, nproc=nproc if options.switch_uid else 0)
+    if device is not None:
+        argv = [UNSHARE, "--mount", "--propagation", "private", "--", *argv]
     return argv
 
 
@@ -111,6 +128,7 @@ async def spawn(
     cgroup: ContainerCgroup | None,
     nproc: int,
     options: LaunchOptions,
+    device: str | None = None,
     stderr: int = asyncio.subprocess.PIPE,
 ) -> asyncio.subprocess.Process:
     """Start the sandbox with pipes on stdin/stdout (the executor's channel) and ``stderr``.
@@ -125,7 +143,7 @@ async def spawn(
             del bw_options[i : i + 2]
         with options_fd(bw_options) as args_fd:
             bw = [BWRAP, "--args", str(args_fd), "--", *spec.command]
-            argv = wrap_argv(bw, spec, cgroup=cgroup, nproc=nproc, options=options)
+            argv = wrap_argv(bw, spec, cgroup=cgroup, nproc=nproc, options=options, device=device)
             return await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.PIPE,

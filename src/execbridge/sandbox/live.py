@@ -78,9 +78,12 @@ class LiveSandbox:
         options: LaunchOptions,
         limits: CommandLimits,
         start_timeout: float,
+        device: str | None = None,
     ) -> LiveSandbox:
+        """``device``: the workspace's block device, mounted at ``spec.workspace`` in the sandbox's own
+        mount namespace (``launch``); the caller keeps it attached until this returns."""
         try:
-            proc = await spawn(spec, payloads, cgroup=cgroup, nproc=nproc, options=options)
+            proc = await spawn(spec, payloads, cgroup=cgroup, nproc=nproc, options=options, device=device)
         except OSError as exc:
             raise SandboxError(f"cannot start the sandbox: {exc}") from exc
         live = cls(slot, proc, cgroup, limits)

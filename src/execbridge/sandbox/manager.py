@@ -19,7 +19,12 @@ Invariants:
 - After a restart nothing is live: the start-up reconciliation kills stale cgroups, unmounts stale
   workspaces, deletes images no record owns and containers past retention.
 - One manager per data directory (an exclusive ``flock`` on ``sandbox/lock``).
-- Every background task (spare refill, janitor) is owned here and cancelled by ``close()``.
+- Every background task (spare refill, janitor, evictor, teardowns) is owned here; ``close()`` cancels
+  the loops and finishes the teardowns.
+- Deleting and evicting are off the request path: ``delete`` makes the id unknown at once (record
+  gone) and a background teardown stops the sandboxes and removes the image; the evictor stops the
+  least recently used idle containers when live ones near a budget (``eviction``), so a request
+  waits for an eviction only at a hard limit.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from typing import Any
 from execbridge import ids
 from execbridge.config import Settings
 from execbridge.errors import NotFound, QuotaExceeded, SandboxError, SandboxUnavailable
-from execbridge.sandbox import doctor
+from execbridge.sandbox import doctor, eviction, fdlimit, mountns
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo, Owner, owner_id
 from execbridge.sandbox.cgroups import Cgroups
 from execbridge.sandbox.entry import ContainerEntry
@@ -74,6 +79,10 @@ class ContainerManager:
         self._repl_notes: dict[str, str] = {}
         self._slots = SlotAllocator()
         self._tasks: list[asyncio.Task[None]] = []
+        self._teardowns: set[asyncio.Task[None]] = set()  # deletions in progress (see ``delete``)
+        self._pressure = asyncio.Event()  # set when live containers may be near a budget
+        self._budget: eviction.LiveBudget | None = None
+        self._base_fds = 0
         self._lock_fd: int | None = None
         self._provisioner: Provisioner | None = None
         self._pool: SparePool | None = None
@@ -97,6 +106,7 @@ class ContainerManager:
     async def start(self) -> None:
         report = self._report or await doctor.diagnose(self.settings)
         self._enforce(report)
+        self._enter_private_mount_namespace()
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)  # images and the lock: the gateway's alone
         self._take_lock()
@@ -106,9 +116,37 @@ class ContainerManager:
         except BaseException:
             self._release_lock()
             raise
+        self._budget = self._live_budget()
+        self._base_fds = _open_fds()
         if self._pool is not None:
             self._spawn_task(self._pool.run(), "spare-pool")
         self._spawn_task(self._janitor(), "janitor")
+        self._spawn_task(self._evictor(), "evictor")
+
+    def _live_budget(self) -> eviction.LiveBudget:
+        """The budgets live containers are kept under (``eviction``), after raising this process's
+        descriptor limit to what ``max_live_containers`` needs."""
+        sb = self._sb
+        wanted = fdlimit.BASE_FDS + fdlimit.FDS_PER_LIVE_CONTAINER * (sb.max_live_containers + sb.spare_containers)
+        fds = fdlimit.raise_soft_limit(wanted, who="the container manager")
+        memory = self._cgroups.total_memory() if self._cgroups is not None else None
+        return eviction.LiveBudget(sb.max_live_containers, memory, fds, sb.evict_early_fraction)
+
+    @property
+    def budget(self) -> eviction.LiveBudget | None:
+        """The live budgets, once started (``doctor`` and tests report them)."""
+        return self._budget
+
+    @staticmethod
+    def _enter_private_mount_namespace() -> None:
+        """Sandboxes copy their spawner's mount table: keep ours free of other instances' workspaces
+        (``mountns``). Root only (as are the workspace images)."""
+        if os.geteuid() != 0:
+            return
+        try:
+            mountns.enter_private()
+        except OSError as exc:
+            log.warning("no private mount namespace for the sandboxes (%s): each start copies the host's table", exc)
 
     def _enforce(self, report: doctor.DoctorReport) -> None:
         missing = report.missing
@@ -162,10 +200,12 @@ class ContainerManager:
                 await task
         self._tasks.clear()
         try:
-            if self._pool is not None:
-                await self._pool.drain()
-            for entry in list(self._entries.values()):
-                await self._evict(entry)
+            # In parallel: each stop mostly waits for the kernel to reap processes, and a supervisor
+            # gives a stopping service seconds, not one per container.
+            pool = self._pool.drain() if self._pool is not None else asyncio.sleep(0)
+            entries = list(self._entries.values())
+            await asyncio.gather(pool, *(self._evict(e) for e in entries), *self._teardowns)
+            for entry in entries:
                 await self._persist_last_used(entry, force=True)
             self._entries.clear()
             if self._cgroups is not None:
@@ -268,14 +308,35 @@ class ContainerManager:
                 yield self._info(entry)
 
     async def delete(self, container_id: str, owner: Owner) -> None:
+        """The id stops working at once (its record goes now); the sandboxes and the image go in the
+        background (``settle`` waits for that). A restart in between finds an image no record owns
+        and removes it."""
         entry = await self._entry(container_id, owner)
         entry.deleted = True
-        for running in (entry.live, entry.repl):
-            if running is not None:
-                # Ends a command that is running right now (it answers "unavailable") so the lock frees.
-                await running.stop()
-        async with entry.lock:
-            await self._destroy(entry)
+        await self._store.containers.delete(entry.record.id)
+        self._entries.pop(entry.record.id, None)
+        self._repl_notes.pop(entry.record.id, None)
+        task = asyncio.get_running_loop().create_task(self._tear_down(entry), name="execbridge-teardown")
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
+
+    async def _tear_down(self, entry: ContainerEntry) -> None:
+        try:
+            for running in (entry.live, entry.repl):
+                if running is not None:
+                    # Ends a command that is running right now (it answers "unavailable") so the lock frees.
+                    await running.stop()
+            async with entry.lock:
+                await self._evict(entry)
+                await self._prov.destroy_workspace(entry.slot)
+            self._slots.release(entry.slot)
+        except (OSError, SandboxError) as exc:  # the slot stays taken; the next start removes the image
+            log.error("tearing down deleted container %s failed: %s", entry.record.id, exc)
+
+    async def settle(self) -> None:
+        """Wait until every deletion in progress is done (tests, benchmarks)."""
+        while self._teardowns:
+            await asyncio.gather(*self._teardowns)
 
     # ------------------------------------------------------------ internals
 
@@ -349,7 +410,11 @@ class ContainerManager:
     async def _make_room(self, owner: str) -> None:
         """Before a container of ``owner`` goes live: keep within the live budgets (in all, and per
         owner) by stopping the least recently used idle containers; ``QuotaExceeded`` if every live
-        container that would have to go is in use. Stopped containers keep their files."""
+        container that would have to go is in use. Stopped containers keep their files.
+
+        The evictor keeps live containers under ``evict_early_fraction`` of the budgets in the
+        background, so the stops here (on the request path) happen only at a hard limit."""
+        self._pressure.set()
         live = [e for e in self._entries.values() if e.live is not None and not e.deleted]
         mine = [e for e in live if e.record.owner == owner]
         for budget, group in ((self._sb.max_live_per_owner, mine), (self._sb.max_live_containers, live)):
@@ -408,6 +473,8 @@ class ContainerManager:
 
     async def _make_spare(self) -> LiveSandbox:
         prov = self._prov
+        if self._teardowns and len(self._slots) >= self._sb.max_containers + self._sb.spare_containers:
+            await self.settle()  # at the container limit, a deletion in progress frees the slot wanted
         slot = self._slots.take()
         live: LiveSandbox | None = None
         try:
@@ -491,6 +558,35 @@ class ContainerManager:
                 except Exception as exc:  # boundary: the janitor must outlive one bad pass
                     log.error("deleting expired containers failed: %s", exc)
 
+    def usage(self) -> eviction.LiveUsage:
+        """What live containers hold now, against ``budget``."""
+        live = sum(1 for e in self._entries.values() if e.live is not None and not e.deleted)
+        memory = self._cgroups.total_memory_usage() if self._cgroups is not None else None
+        return eviction.LiveUsage(live, memory, _open_fds())
+
+    async def _evictor(self) -> None:
+        """Whenever a container goes live: if live containers are near a budget, stop the least
+        recently used idle ones (forever, until cancelled)."""
+        while True:
+            await self._pressure.wait()
+            self._pressure.clear()
+            budget = self._budget
+            if budget is None:
+                continue
+            try:
+                excess = budget.excess(self.usage(), base_fds=self._base_fds)
+                for entry in eviction.least_recently_used(self._entries.values(), excess):
+                    # Asked again just before taking the lock (taken at once when free): a lease may
+                    # have come while earlier ones were being stopped.
+                    if not eviction.may_stop(entry):
+                        continue
+                    async with entry.lock:
+                        await self._evict(entry, "its processes were stopped to make room for other containers")
+                        await self._persist_last_used(entry, force=True)
+                    log.info("stopped container %s early: live containers near a budget", entry.record.id)
+            except Exception as exc:  # boundary: the evictor must outlive one bad pass
+                log.error("early eviction failed: %s", exc)
+
     async def _evict_idle(self) -> None:
         idle_before = datetime.now(UTC) - timedelta(seconds=self._sb.idle_evict_s)
         for entry in list(self._entries.values()):
@@ -513,6 +609,13 @@ class ContainerManager:
                 self._entries.pop(entry.record.id, None)
                 if entry.repl_note is not None:
                     self._repl_notes[entry.record.id] = entry.repl_note
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
 
 
 def _not_found(container_id: str) -> NotFound:
