@@ -14,6 +14,7 @@ import click
 from execbridge.cli._context import CliContext
 from execbridge.config import Settings
 from execbridge.errors import ConfigurationError
+from execbridge.sandbox.capacity import check_leftovers, check_live_budget
 from execbridge.sandbox.doctor import DoctorReport, check_privilege_split, check_quotas, diagnose
 from execbridge.upstream.doctor import AUTHENTICATED, UpstreamCheck, UpstreamReport, diagnose_upstream
 from execbridge.wiring import open_upstream, resolve_upstream
@@ -37,7 +38,8 @@ def command(
     """Check that every sandbox protection works on this machine, and the upstream if one is set."""
     settings = obj.settings(upstream_url=upstream_url, provider=provider)
     sandbox = asyncio.run(diagnose(settings))
-    report = DoctorReport((*sandbox.checks, check_privilege_split(settings), check_quotas(settings)))
+    capacity = (check_live_budget(settings), check_leftovers())
+    report = DoctorReport((*sandbox.checks, check_privilege_split(settings), check_quotas(settings), *capacity))
     click.echo(report.render())
     upstream = asyncio.run(_upstream_report(settings, upstream_api_key, check_tools, model))
     if upstream is not None:

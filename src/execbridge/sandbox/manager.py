@@ -45,7 +45,7 @@ from typing import Any
 from execbridge import ids
 from execbridge.config import Settings
 from execbridge.errors import NotFound, QuotaExceeded, SandboxError, SandboxUnavailable
-from execbridge.sandbox import doctor, eviction, fdlimit, mountns
+from execbridge.sandbox import doctor, eviction, fdlimit, instances, mountns
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo, Owner, owner_id
 from execbridge.sandbox.cgroups import Cgroups
 from execbridge.sandbox.entry import ContainerEntry
@@ -79,11 +79,13 @@ class ContainerManager:
         self._repl_notes: dict[str, str] = {}
         self._slots = SlotAllocator()
         self._tasks: list[asyncio.Task[None]] = []
-        self._teardowns: set[asyncio.Task[None]] = set()  # deletions in progress (see ``delete``)
+        # Deletions and evictions under way (``delete``, ``_stop_to_completion``); ``close`` waits for them.
+        self._teardowns: set[asyncio.Task[None]] = set()
         self._pressure = asyncio.Event()  # set when live containers may be near a budget
         self._budget: eviction.LiveBudget | None = None
         self._base_fds = 0
         self._lock_fd: int | None = None
+        self._run_lock_fd: int | None = None  # the instance's lock (``instances``): held while we run
         self._provisioner: Provisioner | None = None
         self._pool: SparePool | None = None
         self._cgroups: Cgroups | None = None
@@ -204,12 +206,17 @@ class ContainerManager:
             # gives a stopping service seconds, not one per container.
             pool = self._pool.drain() if self._pool is not None else asyncio.sleep(0)
             entries = list(self._entries.values())
-            await asyncio.gather(pool, *(self._evict(e) for e in entries), *self._teardowns)
+            # Evictions and deletions under way first: they hold their entries' locks.
+            await asyncio.gather(*self._teardowns, return_exceptions=True)
+            await asyncio.gather(pool, *(self._evict(e) for e in entries))
             for entry in entries:
                 await self._persist_last_used(entry, force=True)
             self._entries.clear()
             if self._cgroups is not None:
                 self._cgroups.remove_parent()
+            if self._run_lock_fd is not None:
+                instances.release(self._run_lock_fd, self.run_dir)
+                self._run_lock_fd = None
             for leftover in (self.run_dir / "mnt", self.run_dir):
                 with contextlib.suppress(OSError):  # only when empty: a failed unmount stays visible
                     leftover.rmdir()
@@ -230,8 +237,23 @@ class ContainerManager:
                 f"another execbridge process is using {self.settings.data_dir} (containers need exactly one)"
             ) from None
         self._lock_fd = fd
+        try:
+            # Marks this instance live for ``sandbox gc`` on this machine (the data directory's lock
+            # above is where no other tool looks).
+            self._run_lock_fd = instances.hold(self.run_dir, self.settings.data_dir)
+        except OSError as exc:
+            if os.geteuid() != 0:  # weak isolation without root: no cgroups or mounts to collect anyway
+                log.warning(
+                    "no instance lock in %s (%s): `sandbox gc` cannot tell this instance is live", self.run_dir, exc
+                )
+                return
+            self._release_lock()
+            raise SandboxError(f"cannot lock the instance's runtime directory {self.run_dir}: {exc}") from exc
 
     def _release_lock(self) -> None:
+        if self._run_lock_fd is not None:
+            os.close(self._run_lock_fd)  # the file stays: a later start (or gc) finds the lock free
+            self._run_lock_fd = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -265,6 +287,7 @@ class ContainerManager:
         # A spare's workspace is at the default path (see ``_make_spare``).
         entry = ContainerEntry(record, live=live, mounted=True, stored_last_used=now, workspace=DEFAULT_WORKSPACE)
         self._entries[record.id] = entry
+        self._pressure.set()  # one more live container: the evictor looks at the budgets
         return self._info(entry)
 
     async def get(self, container_id: str, owner: Owner) -> ContainerInfo:
@@ -394,6 +417,7 @@ class ContainerManager:
             await prov.open_workspace(entry.slot)
             entry.mounted = True
         entry.live = live = await prov.start(entry.slot, entry.workspace)
+        self._pressure.set()
         return live
 
     def _check_free_disk(self) -> None:
@@ -414,7 +438,6 @@ class ContainerManager:
 
         The evictor keeps live containers under ``evict_early_fraction`` of the budgets in the
         background, so the stops here (on the request path) happen only at a hard limit."""
-        self._pressure.set()
         live = [e for e in self._entries.values() if e.live is not None and not e.deleted]
         mine = [e for e in live if e.record.owner == owner]
         for budget, group in ((self._sb.max_live_per_owner, mine), (self._sb.max_live_containers, live)):
@@ -564,6 +587,20 @@ class ContainerManager:
         memory = self._cgroups.total_memory_usage() if self._cgroups is not None else None
         return eviction.LiveUsage(live, memory, _open_fds())
 
+    async def _stop_to_completion(self, entry: ContainerEntry, why: str) -> None:
+        """Evict ``entry`` (under its lock) in a task of its own that ``close`` waits for: cancelling
+        the janitor or the evictor mid-way must not leave a killed sandbox's cgroup behind."""
+
+        async def stop() -> None:
+            async with entry.lock:
+                await self._evict(entry, why)
+                await self._persist_last_used(entry, force=True)
+
+        task = asyncio.get_running_loop().create_task(stop(), name="execbridge-evict")
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
+        await asyncio.shield(task)
+
     async def _evictor(self) -> None:
         """Whenever a container goes live: if live containers are near a budget, stop the least
         recently used idle ones (forever, until cancelled)."""
@@ -580,9 +617,8 @@ class ContainerManager:
                     # have come while earlier ones were being stopped.
                     if not eviction.may_stop(entry):
                         continue
-                    async with entry.lock:
-                        await self._evict(entry, "its processes were stopped to make room for other containers")
-                        await self._persist_last_used(entry, force=True)
+                    why = "its processes were stopped to make room for other containers"
+                    await self._stop_to_completion(entry, why)
                     log.info("stopped container %s early: live containers near a budget", entry.record.id)
             except Exception as exc:  # boundary: the evictor must outlive one bad pass
                 log.error("early eviction failed: %s", exc)
@@ -596,10 +632,8 @@ class ContainerManager:
                 continue
             if entry.live is not None or entry.mounted:
                 try:
-                    async with entry.lock:
-                        idle = f"the container was idle for over {self._sb.idle_evict_s:g} s and was stopped"
-                        await self._evict(entry, idle)
-                        await self._persist_last_used(entry, force=True)
+                    idle = f"the container was idle for over {self._sb.idle_evict_s:g} s and was stopped"
+                    await self._stop_to_completion(entry, idle)
                     log.info("stopped idle container %s (its files stay)", entry.record.id)
                 except Exception as exc:  # boundary: one bad container must not stop the janitor
                     log.error("evicting container %s failed: %s", entry.record.id, exc)
