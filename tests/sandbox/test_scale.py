@@ -228,8 +228,12 @@ async def test_no_sandbox_sees_another_workspace_and_its_mount_table_does_not_gr
                 return (await s.run_bash("cat /proc/self/mountinfo")).stdout.splitlines()
 
         first = await table_of_a_new_container()
+        fds = len(os.listdir("/proc/self/fd"))
         for _ in range(20):
             await table_of_a_new_container()
+        # Two descriptors per live container in the process that runs them: the executor's channel
+        # (one socket for its stdin and stdout) and its stderr.
+        assert len(os.listdir("/proc/self/fd")) - fds <= 2 * 20 + 4
         last = await table_of_a_new_container()
         assert len(last) == len(first)  # 22 live containers: the same table as with one
         workspaces = [line for line in last if " /workspace " in line]

@@ -16,9 +16,9 @@ import resource
 
 log = logging.getLogger(__name__)
 
-# What a live container costs the process that runs its sandboxes: the executor's stdin, stdout and
-# stderr pipes, and the workspace's loop device while a sandbox is being started.
-FDS_PER_LIVE_CONTAINER = 4
+# What a live container costs the process that runs its sandboxes: the executor's channel (one
+# socket) and its stderr pipe, and the workspace's loop device while a sandbox is being started.
+FDS_PER_LIVE_CONTAINER = 3
 BASE_FDS = 1024  # the database, logs, sockets to gateways and clients, libraries
 
 

@@ -20,6 +20,7 @@ tied to the spawning *thread*).
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,6 +137,60 @@ async def spawn(
     bwrap gets its options through ``--args FD`` (``bwrap.options_fd``): they name host paths, and
     bwrap's command line is ``/proc/1/cmdline`` inside the sandbox.
     """
+    return await _spawn(
+        spec, payloads, cgroup=cgroup, nproc=nproc, options=options, device=device,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Spawned:
+    """A started sandbox and the two ends of its executor's channel (one socket)."""
+
+    proc: asyncio.subprocess.Process
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+
+async def spawn_with_channel(
+    spec: SandboxSpec,
+    payloads: Payloads,
+    *,
+    cgroup: ContainerCgroup | None,
+    nproc: int,
+    options: LaunchOptions,
+    device: str | None = None,
+) -> Spawned:
+    """As ``spawn``, but the executor's stdin and stdout are one end of a socket pair: a live sandbox
+    then holds two descriptors of this process (the channel and stderr), not three."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            proc = await _spawn(
+                spec, payloads, cgroup=cgroup, nproc=nproc, options=options, device=device,
+                stdin=child.fileno(), stdout=child.fileno(), stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+        finally:
+            child.close()
+        reader, writer = await asyncio.open_connection(sock=parent, limit=STREAM_LIMIT)
+    except BaseException:
+        parent.close()
+        raise
+    return Spawned(proc, reader, writer)
+
+
+async def _spawn(
+    spec: SandboxSpec,
+    payloads: Payloads,
+    *,
+    cgroup: ContainerCgroup | None,
+    nproc: int,
+    options: LaunchOptions,
+    device: str | None,
+    stdin: int,
+    stdout: int,
+    stderr: int,
+) -> asyncio.subprocess.Process:
     with payload_fds(payloads, home=spec.workspace_path) as fds:
         bw_options = bwrap_options(spec, fds)
         if not options.seccomp:
@@ -146,8 +201,8 @@ async def spawn(
             argv = wrap_argv(bw, spec, cgroup=cgroup, nproc=nproc, options=options, device=device)
             return await asyncio.create_subprocess_exec(
                 *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
+                stdin=stdin,
+                stdout=stdout,
                 stderr=stderr,
                 pass_fds=(*fds.all(), args_fd),
                 env=dict(SPAWN_ENV),
