@@ -15,6 +15,7 @@ import pytest
 from execbridge.errors import SandboxError
 from execbridge.sandbox import loopdev
 from execbridge.sandbox.disk import WorkspaceDisks, mounts_under
+from execbridge.sandbox.launch import MOUNT_SCRIPT
 
 UID = 401_234
 
@@ -53,9 +54,12 @@ async def test_create_gives_an_empty_private_capped_workspace(disks: WorkspaceDi
     assert stat.S_IMODE(disks.mounts_dir.stat().st_mode) == 0o711
     # Sparse: a 16 MiB cap costs far less real disk.
     assert disks.image("1").stat().st_blocks * 512 < 8 << 20
+    assert disks.template.stat().st_blocks * 512 < 8 << 20
+    assert disks.keys() == {"1"}  # the template is no container's image
     with disks.pinned("1") as device, loopdev.detached_mount(device) as root:
         st = os.fstat(root)
-        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (UID, UID, 0o700)
+        # Root's and private until a sandbox mounts it and gives it to the container (see below).
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o700)
         assert os.listdir(root) == []  # no lost+found
         # The cap is hard: writing past it fails with ENOSPC.
         fd = os.open("fill", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=root)
@@ -74,11 +78,13 @@ async def test_a_sandbox_mount_options_and_invisibility(disks: WorkspaceDisks):
     await disks.create("6", UID, UID)
     point = await disks.mount("6")
     with disks.pinned("6") as device:
+        show = ["sh", "-c", f'stat -c %u:%g:%a {point}; grep " {point} " /proc/self/mountinfo']
         inside = subprocess.run(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-             f'mount -t ext4 -o nosuid,nodev,noatime {device} {point} && grep " {point} " /proc/self/mountinfo'],
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", MOUNT_SCRIPT, "execbridge-mount",
+             device, str(point), f"{UID}:{UID}", *show],
             capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
+    assert inside.startswith(f"{UID}:{UID}:700\n")  # the workspace's root is the container's, 0700
     assert "nosuid" in inside and "nodev" in inside and "noatime" in inside
     assert _in_mount_table(disks) == []  # gone with that namespace
     assert await _released(disks, "6")  # and the loop device let go of the image by itself
@@ -111,7 +117,6 @@ async def test_create_over_an_old_image_starts_empty(disks: WorkspaceDisks):
         with disks.pinned("3") as device, loopdev.detached_mount(device) as fresh:
             assert device != old_device
             assert os.listdir(fresh) == []
-            assert os.fstat(fresh).st_uid == UID + 1
 
 
 async def test_delete_and_stale_mount_cleanup(disks: WorkspaceDisks):

@@ -115,16 +115,16 @@ async def test_idle_eviction_keeps_files_and_revives(workdir: Path, doctor_repor
 async def test_retention_deletes_unused_containers(workdir: Path, doctor_report: DoctorReport):
     async with open_manager(workdir, doctor_report, retention_s=0.5, idle_evict_s=0.2, spare_containers=0) as m:
         info = await m.create("o")
-        images = set((m.root / "disks").iterdir())
+        images = set((m.root / "disks").glob("*.img"))
         assert len(images) == 1
         await asyncio.sleep(0.7)
         with pytest.raises(NotFound):
             await m.get(info.id, "o")
         for _ in range(100):
             await asyncio.sleep(0.05)
-            if not any((m.root / "disks").iterdir()):
+            if not any((m.root / "disks").glob("*.img")):
                 break
-        assert not any((m.root / "disks").iterdir())  # the janitor removed its image
+        assert not any((m.root / "disks").glob("*.img"))  # the janitor removed its image
         assert [i async for i in m.list()] == []
 
 
@@ -138,7 +138,7 @@ async def test_delete_removes_everything(workdir: Path, doctor_report: DoctorRep
         with pytest.raises(NotFound):
             await m.get(info.id, "o")  # at once
         await m.settle()  # the rest goes in the background
-        assert not any((m.root / "disks").iterdir())
+        assert not any((m.root / "disks").glob("*.img"))
         assert mounts_under(m.run_dir) == []
         assert Path("/etc/passwd").exists()
 
@@ -211,7 +211,7 @@ async def test_state_survives_a_gateway_crash(workdir: Path, doctor_report: Doct
         async with open_manager(workdir, doctor_report, spare_containers=0) as m2:
             assert mounts_under(m2.run_dir) == []  # reconciled: nothing is live after a restart
             assert all(live.proc.returncode is not None or not live.pids() for live in stale)
-            assert len(list((m2.root / "disks").iterdir())) == 1  # the spare's image is gone, the container's kept
+            assert len(list((m2.root / "disks").glob("*.img"))) == 1  # the spare's image is gone, the container's kept
             assert info is not None
             async with m2.lease(info.id, "o") as s:
                 r = await s.run_bash("cat f; ps -e -o comm= | grep -c sleep")

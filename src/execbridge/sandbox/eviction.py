@@ -42,7 +42,8 @@ class LiveBudget:
         n = usage.containers
         if n == 0:
             return 0
-        wanted = [n - math.floor(self.containers * self.early)]
+        # Rounded up: a small budget (2 live containers) keeps all of it, and is enforced at the limit.
+        wanted = [n - math.ceil(self.containers * self.early)]
         if self.memory_bytes is not None and usage.memory_bytes is not None:
             over = usage.memory_bytes - self.memory_bytes * self.early
             if over > 0:

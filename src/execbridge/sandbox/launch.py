@@ -43,8 +43,9 @@ from execbridge.sandbox.disk import MOUNT_OPTIONS
 from execbridge.sandbox.executor_image import executor_argv
 
 UNSHARE = "/usr/bin/unshare"
-# $1 device, $2 mount point, then the command. Exit 125 (like the cgroup join) if the mount fails.
-_MOUNT_SCRIPT = f'mount -t ext4 -o {MOUNT_OPTIONS} "$1" "$2" || exit 125; shift 2; exec "$@"'
+# $1 device, $2 mount point, $3 uid:gid for the workspace's root (a fresh image's is root's), then
+# the command. Exit 125 (like the cgroup join) if either fails.
+MOUNT_SCRIPT = f'mount -t ext4 -o {MOUNT_OPTIONS} "$1" "$2" && chown "$3" "$2" || exit 125; shift 3; exec "$@"'
 
 OUTPUT_ROOT = "/tmp/outputs"  # parents of each command's $OUTPUT_DIR, on the private /tmp
 
@@ -114,7 +115,8 @@ def wrap_argv(
     if options.switch_uid:
         argv = setpriv_argv(spec.host_uid, spec.host_gid, argv)
     if device is not None:
-        argv = ["/bin/sh", "-c", _MOUNT_SCRIPT, "execbridge-mount", device, str(spec.workspace), *argv]
+        owner = f"{spec.host_uid}:{spec.host_gid}" if options.switch_uid else "0:0"
+        argv = ["/bin/sh", "-c", MOUNT_SCRIPT, "execbridge-mount", device, str(spec.workspace), owner, *argv]
     if cgroup is not None:
         argv = cgroup.join_argv(argv, nproc=nproc if options.switch_uid else 0)
     if device is not None:
