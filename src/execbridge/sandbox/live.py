@@ -228,6 +228,16 @@ class LiveSandbox:
         """The executor is gone or out of sync: make sure nothing of this sandbox is left."""
         await self.stop()
 
+    def kill_now(self) -> None:
+        """SIGKILL the sandbox without waiting (shutdown: ``stop`` reaps it afterwards). Thawed
+        first: a frozen process dies of SIGKILL only once thawed."""
+        if self.cgroup is not None:
+            with contextlib.suppress(OSError):
+                self.cgroup.thaw()
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+
     async def stop(self) -> None:
         """SIGKILL the sandbox (idempotent) and reap it; the provisioner then removes the cgroup.
 

@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 # How long a client is asked to wait when every live container is in use (commands last seconds).
 _BUSY_RETRY_AFTER_S = 5.0
 _DISK_RETRY_AFTER_S = 60.0  # when the disk is nearly full: deletions and expiry free it, slowly
+# Stopping every live container at shutdown, at most: within a supervisor's usual 10 s grace period,
+# after the gateway's own drain.
+_CLOSE_DEADLINE_S = 6.0
 _PERSIST_EVERY_S = 1.0  # last_used_at is written at most this often per container (it is a retention clock)
 # Without these no sandbox can start at all.
 _REQUIRED = (doctor.BWRAP, doctor.USERNS, doctor.RUNTIME, doctor.RUNTIME_VERSION)
@@ -202,13 +205,27 @@ class ContainerManager:
                 await task
         self._tasks.clear()
         try:
-            # In parallel: each stop mostly waits for the kernel to reap processes, and a supervisor
-            # gives a stopping service seconds, not one per container.
-            pool = self._pool.drain() if self._pool is not None else asyncio.sleep(0)
             entries = list(self._entries.values())
-            # Evictions and deletions under way first: they hold their entries' locks.
-            await asyncio.gather(*self._teardowns, return_exceptions=True)
-            await asyncio.gather(pool, *(self._evict(e) for e in entries))
+            # Every sandbox gets SIGKILL at once (a few syscalls each), then the orderly stops run in
+            # parallel: each mostly waits for the kernel to reap processes, and a supervisor gives a
+            # stopping service seconds, not one per container. What is not done by the deadline (empty
+            # cgroups, mostly) the next start removes, or ``sandbox gc``.
+            for entry in entries:
+                for running in (entry.repl, entry.live):
+                    if running is not None:
+                        running.kill_now()
+            pool = self._pool.drain() if self._pool is not None else asyncio.sleep(0)
+            try:
+                async with asyncio.timeout(_CLOSE_DEADLINE_S):
+                    # Evictions and deletions under way first: they hold their entries' locks.
+                    await asyncio.gather(*self._teardowns, return_exceptions=True)
+                    await asyncio.gather(pool, *(self._evict(e) for e in entries))
+            except TimeoutError:
+                log.warning(
+                    "stopping %d containers took over %.0f s; the next start removes what is left",
+                    len(entries),
+                    _CLOSE_DEADLINE_S,
+                )
             for entry in entries:
                 await self._persist_last_used(entry, force=True)
             self._entries.clear()
