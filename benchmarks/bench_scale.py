@@ -5,7 +5,8 @@ Prints, in one run:
   containers, a new container → its first ``print(1)``, p50/p90, with a spare from the pool and
   without one (cold: image, mount, spawn), next to a bare ``python3 -c 'print(1)'`` measured at the
   same checkpoint; the sustained creation rate while filling up to the checkpoint (one-shot
-  containers: create + one command each, back to back); this process's file descriptors per live
+  containers: create + one command each, back to back) and this process's CPU per new container
+  (which the machine's other load does not move); this process's file descriptors per live
   container, mounts in its mount namespace, and PSS per idle container (a sample of them);
   then the time to delete them all, per container;
 - through a real ``execbridge serve`` (root: supervisor, unprivileged gateway, sandbox host) and the
@@ -126,7 +127,7 @@ async def in_process(top: int, samples: int, root: Path, report: DoctorReport) -
     print(f"\n== in-process ContainerManager, up to {top} live containers ==", flush=True)
     header = (
         f"{'live':>6} {'bare p50':>9} {'spare p50':>10} {'p90':>7} {'cold p50':>9} {'p90':>7} "
-        f"{'cold/bare':>9} {'fill/s':>7} {'fds/ctr':>8} {'mounts':>7} {'PSS MiB':>8}"
+        f"{'cold/bare':>9} {'fill/s':>7} {'CPU ms':>7} {'fds/ctr':>8} {'mounts':>7} {'PSS MiB':>8}"
     )
     print(header)
     rows: list[dict[str, float]] = []
@@ -146,10 +147,12 @@ async def in_process(top: int, samples: int, root: Path, report: DoctorReport) -
             fds_base = fd_count()
             for mark in checkpoints(top):
                 fill = mark - len(made) - 2 * samples
-                t0 = time.perf_counter()
+                t0, cpu0 = time.perf_counter(), time.process_time()
                 for _ in range(max(0, fill)):
                     made.append((pool_m, (await first_result(pool_m, "fill"))[1]))
                 fill_rate = fill / (time.perf_counter() - t0) if fill > 0 else float("nan")
+                # This process's own CPU per new container: what the machine's other load does not move.
+                fill_cpu = (time.process_time() - cpu0) / fill * 1000 if fill > 0 else float("nan")
                 spare: list[float] = []
                 cold: list[float] = []
                 bare: list[float] = []
@@ -178,6 +181,7 @@ async def in_process(top: int, samples: int, root: Path, report: DoctorReport) -
                     "cold50": pct(cold, 50),
                     "cold90": pct(cold, 90),
                     "fill": fill_rate,
+                    "cpu": fill_cpu,
                     "fds": fds,
                     "mounts": mount_count(),
                     "pss": statistics.mean(pss) if pss else float("nan"),
@@ -186,7 +190,7 @@ async def in_process(top: int, samples: int, root: Path, report: DoctorReport) -
                 print(
                     f"{live:6d} {row['bare']:9.1f} {row['spare50']:10.1f} {row['spare90']:7.1f} "
                     f"{row['cold50']:9.1f} {row['cold90']:7.1f} {row['cold50'] / row['bare']:9.2f} "
-                    f"{fill_rate:7.1f} {fds:8.2f} {row['mounts']:7d} {row['pss']:8.2f}",
+                    f"{fill_rate:7.1f} {fill_cpu:7.2f} {fds:8.2f} {row['mounts']:7d} {row['pss']:8.2f}",
                     flush=True,
                 )
             deletions: list[float] = []

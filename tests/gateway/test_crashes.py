@@ -66,10 +66,14 @@ def _processes(data_dir: Path) -> dict[str, int]:
 
 
 def _sandboxed(instance: str) -> list[int]:
-    """Processes in this instance's container cgroups."""
+    """Processes in this instance's container cgroups (which come and go meanwhile: os.walk and the
+    reads below skip what vanished)."""
     pids: list[int] = []
-    for procs in Path("/sys/fs/cgroup").glob(f"**/execbridge/{instance}/**/cgroup.procs"):
-        pids += [int(p) for p in procs.read_text().split()]
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        for directory, _dirs, files in os.walk(hierarchy / "execbridge" / instance):
+            if "cgroup.procs" in files:
+                with contextlib.suppress(OSError):
+                    pids += [int(p) for p in Path(directory, "cgroup.procs").read_text().split()]
     return pids
 
 

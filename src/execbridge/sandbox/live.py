@@ -110,8 +110,6 @@ class LiveSandbox:
 
     async def _drain_stderr(self) -> None:
         stream = self.proc.stderr
-        if stream is None:
-            return
         with contextlib.suppress(ValueError, ConnectionError):  # an over-long line: stop keeping the tail
             async for raw in stream:
                 line = raw.decode("utf-8", "replace").rstrip()
