@@ -210,7 +210,7 @@ async def test_near_a_small_budget_the_least_recently_used_idle_containers_stop_
                 await s.run_bash(f"echo {i} > f")
             made.append(info.id)
         # Never refused: the evictor kept live containers under half the budget, in the background.
-        await _until(lambda: m.usage().containers <= 4, "live containers above the early mark")
+        await _until(lambda: (m.usage() or pytest.fail("not started")).containers <= 4, "live containers above")
         active = [(await m.get(cid, OWNER)).active for cid in made]
         assert active[-1] and not any(active[:4])  # the least recently used went first
         async with m.lease(made[0], OWNER) as s:  # files kept; the next use restarts it

@@ -25,13 +25,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from execbridge.errors import SandboxError
 from execbridge.sandbox.mountns import RUN_ROOT
+
+log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 LOCK_NAME = "lock"
@@ -51,6 +55,18 @@ def hold(run_dir: Path, data_dir: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def hold_if_root(run_dir: Path, data_dir: Path) -> int | None:
+    """``hold`` for the container manager: ``SandboxError`` if root cannot take the lock; without root
+    (weak isolation: no cgroups or mounts to collect anyway) a warning and None."""
+    try:
+        return hold(run_dir, data_dir)
+    except OSError as exc:
+        if os.geteuid() != 0:
+            log.warning("no instance lock in %s (%s): `sandbox gc` cannot tell this instance is live", run_dir, exc)
+            return None
+        raise SandboxError(f"cannot lock the instance's runtime directory {run_dir}: {exc}") from exc
 
 
 def release(fd: int, run_dir: Path) -> None:

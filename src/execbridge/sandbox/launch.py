@@ -160,8 +160,11 @@ class SandboxProcess:
     descriptors of its channel and its stderr.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], stderr: asyncio.StreamReader) -> None:
+    def __init__(
+        self, popen: subprocess.Popen[bytes], stderr: asyncio.StreamReader, stderr_pipe: asyncio.BaseTransport
+    ) -> None:
         self._popen = popen
+        self._stderr_pipe = stderr_pipe
         self.pid = popen.pid
         self.stderr = stderr
         self._returncode: int | None = None
@@ -177,6 +180,11 @@ class SandboxProcess:
                 self._returncode = os.waitstatus_to_exitcode(status)
                 self._popen.returncode = self._returncode  # Popen must not reap or warn later
         return self._returncode
+
+    def close_stderr(self) -> None:
+        """Close this end of the stderr pipe (at EOF it closes itself; a sandbox stopped before its
+        last process let go of the pipe would otherwise keep the descriptor open)."""
+        self._stderr_pipe.close()
 
     def kill(self) -> None:
         """SIGKILL, while the pid is still ours (not yet reaped)."""
@@ -223,12 +231,14 @@ async def spawn_with_channel(
                 popen = _vfork_exec(argv, channel=child.fileno(), pass_fds=(*fds.all(), args_fd))
         assert popen.stderr is not None
         stderr = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stderr, loop=loop), popen.stderr)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stderr, loop=loop), popen.stderr
+        )
         reader, writer = await asyncio.open_connection(sock=parent, limit=STREAM_LIMIT)
     except BaseException:
         parent.close()
         raise
-    return Spawned(SandboxProcess(popen, stderr), reader, writer)
+    return Spawned(SandboxProcess(popen, stderr, transport), reader, writer)
 
 
 def _vfork_exec(argv: list[str], *, channel: int, pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:

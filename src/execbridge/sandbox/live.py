@@ -260,6 +260,7 @@ class LiveSandbox:
         self._stderr_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._stderr_task
+        self.proc.close_stderr()
 
     def pids(self) -> set[int]:
         """Host pids of every process of this sandbox (bwrap included)."""

@@ -45,10 +45,12 @@ from typing import Any
 from execbridge import ids
 from execbridge.config import Settings
 from execbridge.errors import NotFound, QuotaExceeded, SandboxError, SandboxUnavailable
-from execbridge.sandbox import doctor, eviction, fdlimit, instances, mountns
+from execbridge.sandbox import doctor, instances, mountns, shutdown
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo, Owner, owner_id
 from execbridge.sandbox.cgroups import Cgroups
 from execbridge.sandbox.entry import ContainerEntry
+from execbridge.sandbox.eviction import LiveBudget, LiveUsage
+from execbridge.sandbox.evictor import Evictor
 from execbridge.sandbox.live import LiveSandbox
 from execbridge.sandbox.pool import SparePool
 from execbridge.sandbox.provision import Provisioner
@@ -61,9 +63,6 @@ log = logging.getLogger(__name__)
 # How long a client is asked to wait when every live container is in use (commands last seconds).
 _BUSY_RETRY_AFTER_S = 5.0
 _DISK_RETRY_AFTER_S = 60.0  # when the disk is nearly full: deletions and expiry free it, slowly
-# Stopping every live container at shutdown, at most: within a supervisor's usual 10 s grace period,
-# after the gateway's own drain.
-_CLOSE_DEADLINE_S = 6.0
 _PERSIST_EVERY_S = 1.0  # last_used_at is written at most this often per container (it is a retention clock)
 # Without these no sandbox can start at all.
 _REQUIRED = (doctor.BWRAP, doctor.USERNS, doctor.RUNTIME, doctor.RUNTIME_VERSION)
@@ -84,9 +83,7 @@ class ContainerManager:
         self._tasks: list[asyncio.Task[None]] = []
         # Deletions and evictions under way (``delete``, ``_stop_to_completion``); ``close`` waits for them.
         self._teardowns: set[asyncio.Task[None]] = set()
-        self._pressure = asyncio.Event()  # set when live containers may be near a budget
-        self._budget: eviction.LiveBudget | None = None
-        self._base_fds = 0
+        self._evictor: Evictor | None = None  # early eviction near the live budgets
         self._lock_fd: int | None = None
         self._run_lock_fd: int | None = None  # the instance's lock (``instances``): held while we run
         self._provisioner: Provisioner | None = None
@@ -111,7 +108,7 @@ class ContainerManager:
     async def start(self) -> None:
         report = self._report or await doctor.diagnose(self.settings)
         self._enforce(report)
-        self._enter_private_mount_namespace()
+        mountns.enter_private_if_root()  # sandboxes copy their spawner's mount table: keep ours small
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)  # images and the lock: the gateway's alone
         self._take_lock()
@@ -121,37 +118,24 @@ class ContainerManager:
         except BaseException:
             self._release_lock()
             raise
-        self._budget = self._live_budget()
-        self._base_fds = _open_fds()
+        self._evictor = Evictor(self._sb, self._cgroups, self._entries.values, self._stop_to_completion)
         if self._pool is not None:
             self._spawn_task(self._pool.run(), "spare-pool")
         self._spawn_task(self._janitor(), "janitor")
-        self._spawn_task(self._evictor(), "evictor")
-
-    def _live_budget(self) -> eviction.LiveBudget:
-        """The budgets live containers are kept under (``eviction``), after raising this process's
-        descriptor limit to what ``max_live_containers`` needs."""
-        sb = self._sb
-        wanted = fdlimit.BASE_FDS + fdlimit.FDS_PER_LIVE_CONTAINER * (sb.max_live_containers + sb.spare_containers)
-        fds = fdlimit.raise_soft_limit(wanted, who="the container manager")
-        memory = self._cgroups.total_memory() if self._cgroups is not None else None
-        return eviction.LiveBudget(sb.max_live_containers, memory, fds, sb.evict_early_fraction)
+        self._spawn_task(self._evictor.run(), "evictor")
 
     @property
-    def budget(self) -> eviction.LiveBudget | None:
+    def budget(self) -> LiveBudget | None:
         """The live budgets, once started (``doctor`` and tests report them)."""
-        return self._budget
+        return self._evictor.budget if self._evictor is not None else None
 
-    @staticmethod
-    def _enter_private_mount_namespace() -> None:
-        """Sandboxes copy their spawner's mount table: keep ours free of other instances' workspaces
-        (``mountns``). Root only (as are the workspace images)."""
-        if os.geteuid() != 0:
-            return
-        try:
-            mountns.enter_private()
-        except OSError as exc:
-            log.warning("no private mount namespace for the sandboxes (%s): each start copies the host's table", exc)
+    def usage(self) -> LiveUsage | None:
+        """What live containers hold now, against ``budget``."""
+        return self._evictor.usage() if self._evictor is not None else None
+
+    def _poke_evictor(self) -> None:
+        if self._evictor is not None:
+            self._evictor.poke()
 
     def _enforce(self, report: doctor.DoctorReport) -> None:
         missing = report.missing
@@ -206,26 +190,8 @@ class ContainerManager:
         self._tasks.clear()
         try:
             entries = list(self._entries.values())
-            # Every sandbox gets SIGKILL at once (a few syscalls each), then the orderly stops run in
-            # parallel: each mostly waits for the kernel to reap processes, and a supervisor gives a
-            # stopping service seconds, not one per container. What is not done by the deadline (empty
-            # cgroups, mostly) the next start removes, or ``sandbox gc``.
-            for entry in entries:
-                for running in (entry.repl, entry.live):
-                    if running is not None:
-                        running.kill_now()
             pool = self._pool.drain() if self._pool is not None else asyncio.sleep(0)
-            try:
-                async with asyncio.timeout(_CLOSE_DEADLINE_S):
-                    # Evictions and deletions under way first: they hold their entries' locks.
-                    await asyncio.gather(*self._teardowns, return_exceptions=True)
-                    await asyncio.gather(pool, *(self._evict(e) for e in entries))
-            except TimeoutError:
-                log.warning(
-                    "stopping %d containers took over %.0f s; the next start removes what is left",
-                    len(entries),
-                    _CLOSE_DEADLINE_S,
-                )
+            await shutdown.stop_all(entries, self._evict, under_way=list(self._teardowns), drain_pool=pool)
             for entry in entries:
                 await self._persist_last_used(entry, force=True)
             self._entries.clear()
@@ -254,18 +220,11 @@ class ContainerManager:
                 f"another execbridge process is using {self.settings.data_dir} (containers need exactly one)"
             ) from None
         self._lock_fd = fd
-        try:
-            # Marks this instance live for ``sandbox gc`` on this machine (the data directory's lock
-            # above is where no other tool looks).
-            self._run_lock_fd = instances.hold(self.run_dir, self.settings.data_dir)
-        except OSError as exc:
-            if os.geteuid() != 0:  # weak isolation without root: no cgroups or mounts to collect anyway
-                log.warning(
-                    "no instance lock in %s (%s): `sandbox gc` cannot tell this instance is live", self.run_dir, exc
-                )
-                return
+        try:  # marks this instance live for ``sandbox gc`` (nobody looks at the data directory's lock)
+            self._run_lock_fd = instances.hold_if_root(self.run_dir, self.settings.data_dir)
+        except SandboxError:
             self._release_lock()
-            raise SandboxError(f"cannot lock the instance's runtime directory {self.run_dir}: {exc}") from exc
+            raise
 
     def _release_lock(self) -> None:
         if self._run_lock_fd is not None:
@@ -304,7 +263,7 @@ class ContainerManager:
         # A spare's workspace is at the default path (see ``_make_spare``).
         entry = ContainerEntry(record, live=live, mounted=True, stored_last_used=now, workspace=DEFAULT_WORKSPACE)
         self._entries[record.id] = entry
-        self._pressure.set()  # one more live container: the evictor looks at the budgets
+        self._poke_evictor()  # one more live container: the evictor looks at the budgets
         return self._info(entry)
 
     async def get(self, container_id: str, owner: Owner) -> ContainerInfo:
@@ -434,7 +393,7 @@ class ContainerManager:
             await prov.open_workspace(entry.slot)
             entry.mounted = True
         entry.live = live = await prov.start(entry.slot, entry.workspace)
-        self._pressure.set()
+        self._poke_evictor()
         return live
 
     def _check_free_disk(self) -> None:
@@ -598,12 +557,6 @@ class ContainerManager:
                 except Exception as exc:  # boundary: the janitor must outlive one bad pass
                     log.error("deleting expired containers failed: %s", exc)
 
-    def usage(self) -> eviction.LiveUsage:
-        """What live containers hold now, against ``budget``."""
-        live = sum(1 for e in self._entries.values() if e.live is not None and not e.deleted)
-        memory = self._cgroups.total_memory_usage() if self._cgroups is not None else None
-        return eviction.LiveUsage(live, memory, _open_fds())
-
     async def _stop_to_completion(self, entry: ContainerEntry, why: str) -> None:
         """Evict ``entry`` (under its lock) in a task of its own that ``close`` waits for: cancelling
         the janitor or the evictor mid-way must not leave a killed sandbox's cgroup behind."""
@@ -617,28 +570,6 @@ class ContainerManager:
         self._teardowns.add(task)
         task.add_done_callback(self._teardowns.discard)
         await asyncio.shield(task)
-
-    async def _evictor(self) -> None:
-        """Whenever a container goes live: if live containers are near a budget, stop the least
-        recently used idle ones (forever, until cancelled)."""
-        while True:
-            await self._pressure.wait()
-            self._pressure.clear()
-            budget = self._budget
-            if budget is None:
-                continue
-            try:
-                excess = budget.excess(self.usage(), base_fds=self._base_fds)
-                for entry in eviction.least_recently_used(self._entries.values(), excess):
-                    # Asked again just before taking the lock (taken at once when free): a lease may
-                    # have come while earlier ones were being stopped.
-                    if not eviction.may_stop(entry):
-                        continue
-                    why = "its processes were stopped to make room for other containers"
-                    await self._stop_to_completion(entry, why)
-                    log.info("stopped container %s early: live containers near a budget", entry.record.id)
-            except Exception as exc:  # boundary: the evictor must outlive one bad pass
-                log.error("early eviction failed: %s", exc)
 
     async def _evict_idle(self) -> None:
         idle_before = datetime.now(UTC) - timedelta(seconds=self._sb.idle_evict_s)
@@ -660,13 +591,6 @@ class ContainerManager:
                 self._entries.pop(entry.record.id, None)
                 if entry.repl_note is not None:
                     self._repl_notes[entry.record.id] = entry.repl_note
-
-
-def _open_fds() -> int:
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return 0
 
 
 def _not_found(container_id: str) -> NotFound:

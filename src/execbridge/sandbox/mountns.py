@@ -61,3 +61,14 @@ def enter_private(detach_under: Path = RUN_ROOT) -> int:
     if detached:
         log.info("detached %d mounts under %s from the sandboxes' mount namespace", detached, detach_under)
     return detached
+
+
+def enter_private_if_root() -> None:
+    """``enter_private`` for the container manager: root only (as are the workspace images); without
+    it each sandbox start copies the host's whole table, which is slower, not unsafe."""
+    if os.geteuid() != 0:
+        return
+    try:
+        enter_private()
+    except OSError as exc:
+        log.warning("no private mount namespace for the sandboxes (%s): each start copies the host's table", exc)
