@@ -87,7 +87,8 @@ def leftovers(data_dir: Path, instance: str) -> dict[str, list[str]]:
         "processes": [f"{k}={v}" for k, v in _processes(data_dir).items()] + [str(p) for p in _sandboxed(instance)],
         "mounts": mounts,
         "loop devices": [d["back-file"] for d in loops if str(data_dir) in (d.get("back-file") or "")],
-        "cgroups": [str(p) for p in Path("/sys/fs/cgroup").glob(f"**/execbridge/{instance}") if p.is_dir()],
+        # Each hierarchy's own directory, not a recursive glob: other cgroups vanish while it walks.
+        "cgroups": [str(p) for h in Path("/sys/fs/cgroup").iterdir() if (p := h / "execbridge" / instance).is_dir()],
         "temporary files": [
             str(p) for p in [*data_dir.glob("files/.tmp-*"), *data_dir.glob("sandbox/spool/*")] if p.exists()
         ],
