@@ -80,6 +80,14 @@ class SandboxSettings(BaseModel):
         "are stopped first (their files stay; the next use restarts them); only when every live container is in "
         "use is a new one refused with 429.",
     )
+    evict_early_fraction: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="When live containers reach this fraction of a budget (max_live_containers, total_memory_mb, "
+        "the sandbox host's file descriptors), the least recently used idle ones are stopped early, in the "
+        "background (their files stay), so that load never drives the host out of memory or descriptors.",
+    )
     min_free_disk_mb: int = Field(
         256,
         ge=0,

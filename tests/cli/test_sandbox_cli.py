@@ -75,7 +75,7 @@ def test_doctor_reports_every_protection(run):
     r = run("doctor")
     lines = r.stdout.splitlines()
     assert r.exit_code == 0, r.output
-    assert len(lines) == 18 and all(line.startswith("ok") for line in lines)
+    assert len(lines) == 20 and all(line.startswith("ok") for line in lines)
     for name in (
         "bubblewrap",
         "user namespaces",
@@ -92,12 +92,16 @@ def test_doctor_reports_every_protection(run):
         "user namespace policy",
         "privilege split",
         "quotas",
+        "live budget",
+        "leftovers",
     ):
         assert any(name in line for line in lines), name
     split = next(line for line in lines if "privilege split" in line)
     assert "serve runs the gateway as 'execbridge'" in split
     quotas = next(line for line in lines if "quotas" in line)
     assert "live containers ≤ 2000 (≤ 500 per key)" in quotas and "disk floor 256 MiB" in quotas
+    budget = next(line for line in lines if "live budget" in line)
+    assert "2000 live containers" in budget and "file descriptors" in budget and "from 90%" in budget
 
 
 def test_doctor_says_when_the_privilege_split_is_off_or_cannot_run(run, monkeypatch):

@@ -73,7 +73,8 @@ def _cgroup_parents(instance: str) -> list[Path]:
 
 
 def _sandboxed(instance: str) -> list[int]:
-    """Processes in this instance's container cgroups."""
+    """Processes in this instance's container cgroups (which come and go meanwhile: os.walk and the
+    reads below skip what vanished)."""
     pids: list[int] = []
     # os.walk, not Path.glob: the gateway removes cgroups while we look, and glob's walk raises when a
     # directory goes under it (os.walk skips it); a cgroup.procs gone before its read held nobody.
@@ -112,8 +113,15 @@ def _run(gateway: Gateway, command: str, container: str | None = None) -> tuple[
     return results[0].content.stdout, message.container.id
 
 
-def _workspace_has(instance: str, name: str) -> bool:
-    return any(Path(f"/run/execbridge/{instance}/mnt").glob(f"*/{name}"))
+def _command_runs(instance: str, argv: list[str]) -> bool:
+    """Whether a process of this instance's containers runs ``argv`` (workspaces are mounted only in
+    their sandboxes' own mount namespaces, so the host cannot look at their files)."""
+    wanted = ("\0".join(argv) + "\0").encode()
+    for pid in _sandboxed(instance):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == wanted:
+                return True
+    return False
 
 
 @pytest.fixture
@@ -133,7 +141,7 @@ def test_kill_9_while_a_command_runs_and_its_stream_is_open(fake_upstream, data_
             headers=HEADERS, timeout=120,
         ) as response:  # fmt: skip
             lines = response.iter_lines()
-            _until(lambda: _workspace_has(instance, "started"), "the command to start")
+            _until(lambda: _command_runs(instance, ["sleep", "600"]), "the command to start")
             processes = _processes(data_dir)
             if victim == "everything":  # as the OOM killer or a power cut would: no one cleans up
                 targets = [gateway.process.pid, processes["gateway"], processes["sandbox-host"]]

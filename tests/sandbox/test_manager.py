@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from execbridge.errors import NotFound, SandboxError, SandboxUnavailable
-from execbridge.sandbox import doctor
+from execbridge.sandbox import doctor, loopdev
 from execbridge.sandbox.disk import mounts_under
 from execbridge.sandbox.doctor import DoctorReport
 
@@ -113,11 +113,13 @@ async def test_idle_eviction_keeps_files_and_revives(workdir: Path, doctor_repor
             await s.run_bash("echo kept > f; sleep 1000 &")
         for _ in range(400):  # the janitor's pace depends on how busy the machine is
             await asyncio.sleep(0.05)
-            # Eviction stops the processes first, then unmounts: wait until it has done both.
-            if not (await m.get(info.id, "o")).active and mounts_under(m.run_dir) == []:
+            # Eviction stops the processes, and with them goes the only mount of the workspace (in their
+            # own namespace); then the loop device lets go of the image: wait until both are done.
+            if not (await m.get(info.id, "o")).active and not loopdev.holders(m.root / "disks"):
                 break
         assert not (await m.get(info.id, "o")).active
-        assert mounts_under(m.run_dir) == []  # workspace unmounted, processes gone
+        assert not loopdev.holders(m.root / "disks")  # workspace unmounted everywhere, processes gone
+        assert mounts_under(m.run_dir) == []
         async with m.lease(info.id, "o") as s:
             assert s.info.active
             r = await s.run_bash("cat f; ps -e -o comm= | grep -c sleep")
@@ -127,16 +129,16 @@ async def test_idle_eviction_keeps_files_and_revives(workdir: Path, doctor_repor
 async def test_retention_deletes_unused_containers(workdir: Path, doctor_report: DoctorReport):
     async with open_manager(workdir, doctor_report, retention_s=0.5, idle_evict_s=0.2, spare_containers=0) as m:
         info = await m.create("o")
-        images = set((m.root / "disks").iterdir())
+        images = set((m.root / "disks").glob("*.img"))
         assert len(images) == 1
         await asyncio.sleep(0.7)
         with pytest.raises(NotFound):
             await m.get(info.id, "o")
         for _ in range(100):
             await asyncio.sleep(0.05)
-            if not any((m.root / "disks").iterdir()):
+            if not any((m.root / "disks").glob("*.img")):
                 break
-        assert not any((m.root / "disks").iterdir())  # the janitor removed its image
+        assert not any((m.root / "disks").glob("*.img"))  # the janitor removed its image
         assert [i async for i in m.list()] == []
 
 
@@ -148,8 +150,9 @@ async def test_delete_removes_everything(workdir: Path, doctor_report: DoctorRep
             await s.run_bash("ln -s /etc etc_link; ln -s / root_link; echo x > f")
         await m.delete(info.id, "o")
         with pytest.raises(NotFound):
-            await m.get(info.id, "o")
-        assert not any((m.root / "disks").iterdir())
+            await m.get(info.id, "o")  # at once
+        await m.settle()  # the rest goes in the background
+        assert not any((m.root / "disks").glob("*.img"))
         assert mounts_under(m.run_dir) == []
         assert Path("/etc/passwd").exists()
 
@@ -215,13 +218,14 @@ async def test_state_survives_a_gateway_crash(workdir: Path, doctor_report: Doct
             m._release_lock()
             m.close = _noop  # type: ignore[method-assign]
             stale = [e.live for e in m._entries.values() if e.live] + list(m.pool._ready)
-            assert mounts_under(m.run_dir)
+            assert len(loopdev.holders(m.root / "disks")) == 2  # the container's and the spare's images
+            assert mounts_under(m.run_dir) == []  # though mounted in no table of ours
     finally:
         # The restarted gateway; it runs even if the part above failed, so nothing stays mounted.
         async with open_manager(workdir, doctor_report, spare_containers=0) as m2:
             assert mounts_under(m2.run_dir) == []  # reconciled: nothing is live after a restart
             assert all(live.proc.returncode is not None or not live.pids() for live in stale)
-            assert len(list((m2.root / "disks").iterdir())) == 1  # the spare's image is gone, the container's kept
+            assert len(list((m2.root / "disks").glob("*.img"))) == 1  # the spare's image is gone, the container's kept
             assert info is not None
             async with m2.lease(info.id, "o") as s:
                 r = await s.run_bash("cat f; ps -e -o comm= | grep -c sleep")

@@ -14,6 +14,7 @@ import click
 from execbridge.cli._context import CliContext
 from execbridge.config import Settings
 from execbridge.errors import ConfigurationError
+from execbridge.sandbox.capacity import check_leftovers, check_live_budget
 from execbridge.sandbox.doctor import USERNS, DoctorReport, check_privilege_split, check_quotas, diagnose
 from execbridge.sandbox.userns_policy import check_userns_policy
 from execbridge.upstream.doctor import AUTHENTICATED, UpstreamCheck, UpstreamReport, diagnose_upstream
@@ -39,7 +40,8 @@ def command(
     settings = obj.settings(upstream_url=upstream_url, provider=provider)
     sandbox = asyncio.run(diagnose(settings))
     policy = asyncio.run(check_userns_policy(settings, probe_ok=sandbox.has(USERNS)))
-    report = DoctorReport((*sandbox.checks, policy, check_privilege_split(settings), check_quotas(settings)))
+    capacity = (check_live_budget(settings), check_leftovers())
+    report = DoctorReport((*sandbox.checks, policy, check_privilege_split(settings), check_quotas(settings), *capacity))
     click.echo(report.render())
     upstream = asyncio.run(_upstream_report(settings, upstream_api_key, check_tools, model))
     if upstream is not None:

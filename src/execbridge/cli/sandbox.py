@@ -1,4 +1,5 @@
-"""``execbridge sandbox exec|ls|rm``: run code in a container, list containers, delete one.
+"""``execbridge sandbox exec|ls|rm|gc``: run code in a container, list containers, delete one, remove
+what dead instances left on this machine.
 
 ``exec`` prints exactly one JSON object on stdout:
 ``{"container_id", "stdout", "stderr", "return_code", "duration_ms"}`` plus ``"error_code"`` when the
@@ -25,6 +26,7 @@ import orjson
 from execbridge.cli._context import CliContext
 from execbridge.config import Settings
 from execbridge.errors import ExecbridgeError
+from execbridge.sandbox import instances
 from execbridge.sandbox.base import ContainerService
 from execbridge.sandbox.host_client import host_answers
 from execbridge.wiring import open_containers
@@ -59,7 +61,7 @@ def _fail(exc: ExecbridgeError) -> None:
 
 @click.group("sandbox")
 def command() -> None:
-    """Containers: run code, list, delete."""
+    """Containers: run code, list, delete; collect dead instances' leftovers."""
 
 
 @command.command("exec")
@@ -162,3 +164,29 @@ def rm(obj: CliContext, container_id: str, owner: str | None, sandbox_host: str 
         asyncio.run(run())
     except ExecbridgeError as exc:
         _fail(exc)
+
+
+@command.command("gc")
+@click.option("--instance", "only", multiple=True, help="Only this instance (repeatable; default: every dead one).")
+@click.option("--dry-run", is_flag=True, help="Say what would be removed, remove nothing.")
+def gc(only: tuple[str, ...], dry_run: bool) -> None:
+    """Remove what dead instances left on this machine: cgroups, their processes, old-style mounts.
+
+    An instance is live while its manager holds /run/execbridge/<instance>/lock; a live one is never
+    touched. Needs root.
+    """
+    found = [i for i in instances.scan() if not only or i.name in only]
+    for instance in found:
+        if instance.state == "live":
+            click.echo(f"{instance.name}: live ({instance.holder or 'processes running'}), left alone")
+            continue
+        if dry_run:
+            click.echo(f"{instance.name}: dead, would remove {instance.leftovers()}")
+            continue
+        left = asyncio.run(instances.collect(instance))
+        if left.state == "live":
+            click.echo(f"{instance.name}: came back to life, left alone")
+        elif left.cgroups or left.mounts or left.processes:
+            click.echo(f"{instance.name}: removed {instance.leftovers()}; could not remove {left.leftovers()}")
+        else:
+            click.echo(f"{instance.name}: removed {instance.leftovers()}")

@@ -268,6 +268,24 @@ class Cgroups:
             if self.freezer_root is not None:
                 yield ContainerCgroup(self.version, (), self.freezer_root / self.parent / orphan)
 
+    def total_memory(self) -> int | None:
+        """The memory limit of all containers together (the parent's), or None when there is none."""
+        name = "memory.limit_in_bytes" if self.version == 1 else "memory.max"
+        try:
+            text = (self._parent_dirs()[0] / name).read_text().strip()
+        except OSError:
+            return None
+        # v1 says "no limit" with a huge number (PAGE_COUNTER_MAX pages), v2 with "max".
+        return None if text == "max" or int(text) >= 1 << 62 else int(text)
+
+    def total_memory_usage(self) -> int | None:
+        """Memory all containers use together now (one read of the parent's counter)."""
+        name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
+        try:
+            return int((self._parent_dirs()[0] / name).read_text())
+        except (OSError, ValueError):
+            return None
+
     def remove_parent(self) -> None:
         """Remove our (empty) parent directories, e.g. when the service stops; busy ones stay."""
         freezer = (self.freezer_root / self.parent,) if self.freezer_root is not None else ()

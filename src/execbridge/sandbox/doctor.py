@@ -28,6 +28,7 @@ from typing import Any
 
 from execbridge.config import SandboxSettings, Settings
 from execbridge.sandbox import cgroups as cg
+from execbridge.sandbox import loopdev
 from execbridge.sandbox.base import DEFAULT_WORKSPACE
 from execbridge.sandbox.bwrap import BWRAP as BWRAP_PATH
 from execbridge.sandbox.bwrap import EXECUTOR_PATH, Payloads, SandboxSpec, proc_masks
@@ -422,6 +423,8 @@ async def _check_disk(settings: Settings) -> Check:
     try:
         disks.prepare()
         await disks.create("probe", settings.sandbox.uid_base, settings.sandbox.uid_base)
+        with disks.pinned("probe") as device, loopdev.detached_mount(device):
+            pass  # a loop device and an ext4 mount, as each sandbox's launch makes them
         await disks.delete("probe")
     except Exception as exc:  # boundary: any failure here is the finding
         return Check(DISK, False, f"loop-mounted ext4 image failed: {exc}", why)

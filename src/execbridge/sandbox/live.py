@@ -30,7 +30,7 @@ from execbridge.sandbox.base import ExecutionResult, OutputSpool
 from execbridge.sandbox.bwrap import Payloads, SandboxSpec
 from execbridge.sandbox.cgroups import ContainerCgroup
 from execbridge.sandbox.client import ExecutorClient, ExecutorLimits
-from execbridge.sandbox.launch import LaunchOptions, spawn
+from execbridge.sandbox.launch import LaunchOptions, Spawned, spawn_with_channel
 from execbridge.types import CreateOutcome, StrReplaceOutcome, ToolFailure, ViewOutcome
 
 log = logging.getLogger(__name__)
@@ -50,17 +50,16 @@ class LiveSandbox:
     def __init__(
         self,
         slot: int,
-        proc: asyncio.subprocess.Process,
+        spawned: Spawned,
         cgroup: ContainerCgroup | None,
         limits: CommandLimits,
     ) -> None:
         self.slot = slot
-        self.proc = proc
+        self.proc = spawned.proc
         self.cgroup = cgroup
         self.limits = limits
         self.started_at = time.monotonic()
-        assert proc.stdout is not None and proc.stdin is not None
-        self.client = ExecutorClient(proc.stdout, proc.stdin, limits=limits.executor)
+        self.client = ExecutorClient(spawned.reader, spawned.writer, limits=limits.executor)
         self._stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL_LINES)
         self._stderr_task = asyncio.get_running_loop().create_task(self._drain_stderr())
         self._oom_seen = cgroup.oom_kills() if cgroup is not None else 0  # OOM kills already explained
@@ -78,12 +77,17 @@ class LiveSandbox:
         options: LaunchOptions,
         limits: CommandLimits,
         start_timeout: float,
+        device: str | None = None,
     ) -> LiveSandbox:
+        """``device``: the workspace's block device, mounted at ``spec.workspace`` in the sandbox's own
+        mount namespace (``launch``); the caller keeps it attached until this returns."""
         try:
-            proc = await spawn(spec, payloads, cgroup=cgroup, nproc=nproc, options=options)
+            spawned = await spawn_with_channel(
+                spec, payloads, cgroup=cgroup, nproc=nproc, options=options, device=device
+            )
         except OSError as exc:
             raise SandboxError(f"cannot start the sandbox: {exc}") from exc
-        live = cls(slot, proc, cgroup, limits)
+        live = cls(slot, spawned, cgroup, limits)
         try:
             await live.client.ready(timeout=start_timeout)
         except SandboxError as exc:
@@ -106,8 +110,6 @@ class LiveSandbox:
 
     async def _drain_stderr(self) -> None:
         stream = self.proc.stderr
-        if stream is None:
-            return
         with contextlib.suppress(ValueError, ConnectionError):  # an over-long line: stop keeping the tail
             async for raw in stream:
                 line = raw.decode("utf-8", "replace").rstrip()
@@ -245,6 +247,16 @@ class LiveSandbox:
         """The executor is gone or out of sync: make sure nothing of this sandbox is left."""
         await self.stop()
 
+    def kill_now(self) -> None:
+        """SIGKILL the sandbox without waiting (shutdown: ``stop`` reaps it afterwards). Thawed
+        first: a frozen process dies of SIGKILL only once thawed."""
+        if self.cgroup is not None:
+            with contextlib.suppress(OSError):
+                self.cgroup.thaw()
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+
     async def stop(self) -> None:
         """SIGKILL the sandbox (idempotent) and reap it; the provisioner then removes the cgroup.
 
@@ -269,6 +281,7 @@ class LiveSandbox:
         self._stderr_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._stderr_task
+        self.proc.close_stderr()
 
     def pids(self) -> set[int]:
         """Host pids of every process of this sandbox (bwrap included)."""

@@ -19,7 +19,12 @@ Invariants:
 - After a restart nothing is live: the start-up reconciliation kills stale cgroups, unmounts stale
   workspaces, deletes images no record owns and containers past retention.
 - One manager per data directory (an exclusive ``flock`` on ``sandbox/lock``).
-- Every background task (spare refill, janitor) is owned here and cancelled by ``close()``.
+- Every background task (spare refill, janitor, evictor, teardowns) is owned here; ``close()`` cancels
+  the loops and finishes the teardowns.
+- Deleting and evicting are off the request path: ``delete`` makes the id unknown at once (record
+  gone) and a background teardown stops the sandboxes and removes the image; the evictor stops the
+  least recently used idle containers when live ones near a budget (``eviction``), so a request
+  waits for an eviction only at a hard limit.
 """
 
 from __future__ import annotations
@@ -41,10 +46,12 @@ from typing import Any
 from execbridge import ids
 from execbridge.config import Settings
 from execbridge.errors import NotFound, QuotaExceeded, SandboxError, SandboxUnavailable, StoreBusy
-from execbridge.sandbox import doctor, waiting
+from execbridge.sandbox import doctor, instances, mountns, shutdown, waiting
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo, Owner, owner_id
 from execbridge.sandbox.cgroups import Cgroups
 from execbridge.sandbox.entry import ContainerEntry
+from execbridge.sandbox.eviction import LiveBudget, LiveUsage
+from execbridge.sandbox.evictor import Evictor
 from execbridge.sandbox.live import LiveSandbox
 from execbridge.sandbox.pool import SparePool
 from execbridge.sandbox.provision import Provisioner
@@ -77,7 +84,11 @@ class ContainerManager:
         self._repl_notes: dict[str, str] = {}
         self._slots = SlotAllocator()
         self._tasks: list[asyncio.Task[None]] = []
+        # Deletions and evictions under way (``delete``, ``_stop_to_completion``); ``close`` waits for them.
+        self._teardowns: set[asyncio.Task[None]] = set()
+        self._evictor: Evictor | None = None  # early eviction near the live budgets
         self._lock_fd: int | None = None
+        self._run_lock_fd: int | None = None  # the instance's lock (``instances``): held while we run
         self._provisioner: Provisioner | None = None
         self._pool: SparePool | None = None
         self._cgroups: Cgroups | None = None
@@ -100,6 +111,7 @@ class ContainerManager:
     async def start(self) -> None:
         report = self._report or await doctor.diagnose(self.settings)
         self._enforce(report)
+        mountns.enter_private_if_root()  # sandboxes copy their spawner's mount table: keep ours small
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)  # images and the lock: the gateway's alone
         self._take_lock()
@@ -109,9 +121,24 @@ class ContainerManager:
         except BaseException:
             self._release_lock()
             raise
+        self._evictor = Evictor(self._sb, self._cgroups, self._entries.values, self._stop_to_completion)
         if self._pool is not None:
             self._spawn_task(self._pool.run(), "spare-pool")
         self._spawn_task(self._janitor(), "janitor")
+        self._spawn_task(self._evictor.run(), "evictor")
+
+    @property
+    def budget(self) -> LiveBudget | None:
+        """The live budgets, once started (``doctor`` and tests report them)."""
+        return self._evictor.budget if self._evictor is not None else None
+
+    def usage(self) -> LiveUsage | None:
+        """What live containers hold now, against ``budget``."""
+        return self._evictor.usage() if self._evictor is not None else None
+
+    def _poke_evictor(self) -> None:
+        if self._evictor is not None:
+            self._evictor.poke()
 
     def _enforce(self, report: doctor.DoctorReport) -> None:
         missing = report.missing
@@ -168,14 +195,17 @@ class ContainerManager:
                 await task
         self._tasks.clear()
         try:
-            if self._pool is not None:
-                await self._pool.drain()
-            for entry in list(self._entries.values()):
-                await self._evict(entry)
+            entries = list(self._entries.values())
+            pool = self._pool.drain() if self._pool is not None else asyncio.sleep(0)
+            await shutdown.stop_all(entries, self._evict, under_way=list(self._teardowns), drain_pool=pool)
+            for entry in entries:
                 await self._persist_last_used(entry, force=True)
             self._entries.clear()
             if self._cgroups is not None:
                 self._cgroups.remove_parent()
+            if self._run_lock_fd is not None:
+                instances.release(self._run_lock_fd, self.run_dir)
+                self._run_lock_fd = None
             for leftover in (self.run_dir / "mnt", self.run_dir):
                 with contextlib.suppress(OSError):  # only when empty: a failed unmount stays visible
                     leftover.rmdir()
@@ -196,8 +226,16 @@ class ContainerManager:
                 f"another execbridge process is using {self.settings.data_dir} (containers need exactly one)"
             ) from None
         self._lock_fd = fd
+        try:  # marks this instance live for ``sandbox gc`` (nobody looks at the data directory's lock)
+            self._run_lock_fd = instances.hold_if_root(self.run_dir, self.settings.data_dir)
+        except SandboxError:
+            self._release_lock()
+            raise
 
     def _release_lock(self) -> None:
+        if self._run_lock_fd is not None:
+            os.close(self._run_lock_fd)  # the file stays: a later start (or gc) finds the lock free
+            self._run_lock_fd = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -233,6 +271,7 @@ class ContainerManager:
         # A spare's workspace is at the default path (see ``_make_spare``).
         entry = ContainerEntry(record, live=live, mounted=True, stored_last_used=now, workspace=DEFAULT_WORKSPACE)
         self._entries[record.id] = entry
+        self._poke_evictor()  # one more live container: the evictor looks at the budgets
         return self._info(entry)
 
     async def get(self, container_id: str, owner: Owner) -> ContainerInfo:
@@ -278,14 +317,35 @@ class ContainerManager:
                 yield self._info(entry)
 
     async def delete(self, container_id: str, owner: Owner) -> None:
+        """The id stops working at once (its record goes now); the sandboxes and the image go in the
+        background (``settle`` waits for that). A restart in between finds an image no record owns
+        and removes it."""
         entry = await self._entry(container_id, owner)
         entry.deleted = True
-        for running in (entry.live, entry.repl):
-            if running is not None:
-                # Ends a command that is running right now (it answers "unavailable") so the lock frees.
-                await running.stop()
-        async with entry.lock:
-            await self._destroy(entry)
+        await self._store.containers.delete(entry.record.id)
+        self._entries.pop(entry.record.id, None)
+        self._repl_notes.pop(entry.record.id, None)
+        task = asyncio.get_running_loop().create_task(self._tear_down(entry), name="execbridge-teardown")
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
+
+    async def _tear_down(self, entry: ContainerEntry) -> None:
+        try:
+            for running in (entry.live, entry.repl):
+                if running is not None:
+                    # Ends a command that is running right now (it answers "unavailable") so the lock frees.
+                    await running.stop()
+            async with entry.lock:
+                await self._evict(entry)
+                await self._prov.destroy_workspace(entry.slot)
+            self._slots.release(entry.slot)
+        except (OSError, SandboxError) as exc:  # the slot stays taken; the next start removes the image
+            log.error("tearing down deleted container %s failed: %s", entry.record.id, exc)
+
+    async def settle(self) -> None:
+        """Wait until every deletion in progress is done (tests, benchmarks)."""
+        while self._teardowns:
+            await asyncio.gather(*self._teardowns)
 
     # ------------------------------------------------------------ internals
 
@@ -372,6 +432,7 @@ class ContainerManager:
             await prov.open_workspace(entry.slot)
             entry.mounted = True
         entry.live = live = await prov.start(entry.slot, entry.workspace, entry.record.memory_mb)
+        self._poke_evictor()
         return live
 
     def _check_free_disk(self) -> None:
@@ -388,7 +449,10 @@ class ContainerManager:
     async def _make_room(self, owner: str) -> None:
         """Before a container of ``owner`` goes live: keep within the live budgets (in all, and per
         owner) by stopping the least recently used idle containers; ``QuotaExceeded`` if every live
-        container that would have to go is in use. Stopped containers keep their files."""
+        container that would have to go is in use. Stopped containers keep their files.
+
+        The evictor keeps live containers under ``evict_early_fraction`` of the budgets in the
+        background, so the stops here (on the request path) happen only at a hard limit."""
         live = [e for e in self._entries.values() if e.live is not None and not e.deleted]
         mine = [e for e in live if e.record.owner == owner]
         for budget, group in ((self._sb.max_live_per_owner, mine), (self._sb.max_live_containers, live)):
@@ -454,6 +518,8 @@ class ContainerManager:
         """A live sandbox on a new workspace: a spare for the pool, or (with ``memory_mb``, a limit of
         its own) a new container's, started cold."""
         prov = self._prov
+        if self._teardowns and len(self._slots) >= self._sb.max_containers + self._sb.spare_containers:
+            await self.settle()  # at the container limit, a deletion in progress frees the slot wanted
         slot = self._slots.take()
         live: LiveSandbox | None = None
         try:
@@ -541,6 +607,20 @@ class ContainerManager:
                 except Exception as exc:  # boundary: the janitor must outlive one bad pass
                     log.error("deleting expired containers failed: %s", exc)
 
+    async def _stop_to_completion(self, entry: ContainerEntry, why: str) -> None:
+        """Evict ``entry`` (under its lock) in a task of its own that ``close`` waits for: cancelling
+        the janitor or the evictor mid-way must not leave a killed sandbox's cgroup behind."""
+
+        async def stop() -> None:
+            async with entry.lock:
+                await self._evict(entry, why)
+                await self._persist_last_used(entry, force=True)
+
+        task = asyncio.get_running_loop().create_task(stop(), name="execbridge-evict")
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
+        await asyncio.shield(task)
+
     async def _evict_idle(self) -> None:
         idle_before = datetime.now(UTC) - timedelta(seconds=self._sb.idle_evict_s)
         for entry in list(self._entries.values()):
@@ -550,10 +630,8 @@ class ContainerManager:
                 continue
             if entry.live is not None or entry.mounted:
                 try:
-                    async with entry.lock:
-                        idle = f"the container was idle for over {self._sb.idle_evict_s:g} s and was stopped"
-                        await self._evict(entry, idle)
-                        await self._persist_last_used(entry, force=True)
+                    idle = f"the container was idle for over {self._sb.idle_evict_s:g} s and was stopped"
+                    await self._stop_to_completion(entry, idle)
                     log.info("stopped idle container %s (its files stay)", entry.record.id)
                 except Exception as exc:  # boundary: one bad container must not stop the janitor
                     log.error("evicting container %s failed: %s", entry.record.id, exc)

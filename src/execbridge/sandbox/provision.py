@@ -126,16 +126,19 @@ class Provisioner:
     ) -> LiveSandbox:
         """One sandbox in ``cgroup``; the cgroup goes again if the sandbox does not start."""
         try:
-            return await LiveSandbox.start(
-                slot=slot,
-                spec=spec,
-                payloads=self.payloads,
-                cgroup=cgroup,
-                nproc=self.settings.pids,
-                options=self.options,
-                limits=self.limits(memory_mb),
-                start_timeout=self.settings.start_timeout_s,
-            )
+            # Pinned until the executor is ready: by then the sandbox's own mount holds the device.
+            with self.workspaces.pinned(str(slot)) as device:
+                return await LiveSandbox.start(
+                    slot=slot,
+                    spec=spec,
+                    payloads=self.payloads,
+                    cgroup=cgroup,
+                    nproc=self.settings.pids,
+                    options=self.options,
+                    limits=self.limits(memory_mb),
+                    start_timeout=self.settings.start_timeout_s,
+                    device=device,
+                )
         except BaseException as exc:
             if cgroup is not None:
                 await _remove_cgroup(cgroup)

@@ -8,8 +8,11 @@ directories are never read or walked by the gateway, only created, chowned (empt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +38,11 @@ class Workspaces(Protocol):
     async def unmount(self, key: str) -> None: ...
 
     async def delete(self, key: str) -> None: ...
+
+    def pinned(self, key: str) -> AbstractContextManager[str | None]:
+        """The block device a sandbox of ``key`` mounts at ``mountpoint(key)`` in its own mount
+        namespace, held for the spawn; None when the mount point is a plain directory to bind."""
+        ...
 
     async def clean_stale_mounts(self) -> int: ...
 
@@ -81,6 +89,10 @@ class PlainWorkspaces:
         if path.exists():
             # rmtree never follows symlinks inside the tree (it unlinks them), so planted links are safe.
             await asyncio.to_thread(shutil.rmtree, path, True)
+
+    @contextlib.contextmanager
+    def pinned(self, key: str) -> Iterator[str | None]:
+        yield None
 
     async def clean_stale_mounts(self) -> int:
         return 0
