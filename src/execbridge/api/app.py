@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from execbridge import ids
-from execbridge.api import count_tokens, files, health, model_list, openapi, request_log
+from execbridge.api import count_tokens, files, health, model_list, openapi, playground, request_log
 from execbridge.api.auth import GatewayKeyMiddleware
 from execbridge.api.drain import Drain
 from execbridge.api.errors import error_response
@@ -173,6 +173,7 @@ def create_app(
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
+        *playground.routes(),  # a browser page, without a key (its API calls carry one); off: 404
     ]
     app = Starlette(
         routes=routes,
