@@ -63,7 +63,8 @@ async function loadModels() {
 
 function showContainer(container) {
   if (!container || !container.id) return;
-  if (state.container !== container.id) $("container-files").replaceChildren();
+  // Another container than the one shown (the old one expired, say): its file list no longer applies.
+  if (state.container && state.container !== container.id) $("container-files").replaceChildren();
   state.container = container.id;
   $("container-id").textContent = container.id;
 }
@@ -71,7 +72,7 @@ function showContainer(container) {
 function listContainerFile(meta, origin) {
   const list = $("container-files");
   if (list.querySelector(`[data-file-id="${CSS.escape(meta.id)}"]`)) return;
-  const item = el("li", origin);
+  const item = el("li", `from-${origin}`);
   item.dataset.fileId = meta.id;
   item.append(el("span", "name", meta.filename), el("span", "origin", origin === "upload" ? " uploaded" : " made by code"));
   if (meta.downloadable) item.append(downloadButton(meta.id, meta.filename));
@@ -310,7 +311,7 @@ function setBusy(busy) {
 function showUserTurn(text, files) {
   const view = messageView("user");
   if (text) view.body.append(el("div", "block text", text));
-  for (const file of files) view.body.append(el("div", "block attachment", `📎 ${file.filename}`));
+  for (const file of files) view.body.append(el("div", "block attachment", `Attached: ${file.filename}`));
   scrollToEnd();
 }
 
