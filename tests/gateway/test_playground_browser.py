@@ -1,0 +1,264 @@
+"""The playground in a real browser (Debian's headless Chromium, driven by Selenium) against a real
+``execbridge serve``, a real sandbox and the scripted upstream: what a person sees when they chat.
+
+Waits are for conditions in the page (``WebDriverWait``), never for time; the one stream held open is
+held by the scripted upstream until the test releases it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from execbridge.testing import FakeUpstream, Reply, Turn, last_tool_result
+
+from .conftest import CLIENT_KEY, Gateway, serve
+
+pytestmark = pytest.mark.browser
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a test extra (scripts/install.sh --test)")
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+WAIT_S = 60  # a ceiling for a busy machine, not a pace: every wait ends as soon as its condition holds
+
+CHART_CODE = """\
+import os
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots(figsize=(4, 3))
+ax.plot([1, 2, 3, 4], [1, 4, 9, 16])
+fig.savefig(os.path.join(os.environ["OUTPUT_DIR"], "squares.png"))
+print("saved")
+"""
+
+HOSTILE = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"><b>bold</b>'
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.skip("needs Debian's chromium and chromium-driver (scripts/install.sh --test)")
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver: Any, condition: Any) -> Any:
+    return WebDriverWait(driver, WAIT_S).until(condition)
+
+
+def open_page(driver: Any, url: str, key: str | None) -> None:
+    """Load the playground; type ``key`` when the page asks for one; wait for the model list."""
+    driver.get(f"{url}/playground")
+    wait(driver, lambda d: d.execute_script("return document.body.dataset.ready === 'true'"))
+    if key is not None and driver.find_element(By.ID, "key-form").is_displayed():
+        driver.find_element(By.ID, "api-key").send_keys(key, Keys.ENTER)
+    wait(driver, lambda d: d.find_element(By.ID, "model").get_attribute("value"))
+
+
+@pytest.fixture
+def page(browser: Any, gateway: Gateway, fake: FakeUpstream) -> Any:
+    browser.get("about:blank")
+    open_page(browser, gateway.url, CLIENT_KEY)
+    return browser
+
+
+def say(driver: Any, text: str) -> None:
+    driver.find_element(By.ID, "prompt").send_keys(text, Keys.ENTER)
+
+
+def last_answer(driver: Any) -> Any:
+    return driver.find_elements(By.CSS_SELECTOR, "article.assistant")[-1]
+
+
+def answered(driver: Any) -> Any:
+    """The last answer once it is finished (its stream ended without an error)."""
+
+    def done(d: Any) -> Any:
+        answers = d.find_elements(By.CSS_SELECTOR, "article.assistant")
+        return answers and answers[-1].get_attribute("data-state") == "done" and answers[-1]
+
+    return wait(driver, done)
+
+
+def test_the_page_is_served_under_its_content_security_policy(gateway: Gateway, browser: Any) -> None:
+    response = httpx.get(f"{gateway.url}/playground")  # no key
+    assert response.status_code == 200
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "script-src 'self'" in policy and "unsafe-inline" not in policy
+    # And the browser enforces it: a script element with inline code does not run.
+    open_page(browser, gateway.url, CLIENT_KEY)
+    browser.execute_script(
+        "const s = document.createElement('script'); s.textContent = 'window.inlineRan = true';"
+        "document.body.append(s);"
+    )
+    assert browser.execute_script("return window.inlineRan === undefined")
+
+
+def test_a_chart_drawn_by_the_code_shows_as_an_image(page: Any, fake: FakeUpstream) -> None:
+    fake.reset([Turn.text("Drawing it.").call("code_execution", code=CHART_CODE), Turn.text("There it is.")])
+    say(page, "Plot the squares of 1 to 4.")
+    answer = answered(page)
+    image = wait(
+        page,
+        lambda d: d.execute_script(
+            "const img = document.querySelector('article.assistant img.output-image');"
+            "return img && img.complete && img.naturalWidth > 0 && img;"
+        ),
+    )
+    assert image.get_attribute("src").startswith("blob:")  # the page's own checked copy
+    assert image.get_attribute("alt") == "squares.png"
+    assert "image/png" in answer.find_element(By.CSS_SELECTOR, "figcaption").text
+    assert "saved" in answer.find_element(By.CSS_SELECTOR, ".stdout").text
+    assert "There it is." in answer.text
+    container = page.find_element(By.ID, "container-id").text
+    assert container.startswith("container_")
+    assert "squares.png" in page.find_element(By.ID, "container-files").text
+    tools = fake.chat_requests[0]["tools"]
+    assert any(tool["function"]["name"] == "code_execution" for tool in tools)  # the chosen version's Python
+
+
+def test_an_upload_reaches_the_container(page: Any, fake: FakeUpstream, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("the treasure is under the third palm tree\n")
+    fake.reset(
+        [
+            Turn.tool_call("bash_code_execution", command="cat /workspace/notes.txt"),
+            Turn.text("It is about a treasure."),
+        ]
+    )
+    page.find_element(By.ID, "file-input").send_keys(str(notes))
+    attachments = page.find_element(By.ID, "attachments")
+    wait(page, lambda d: attachments.text.startswith("notes.txt") and "uploading" not in attachments.text)
+    say(page, "What does my file say?")
+    answer = answered(page)
+    assert "the treasure is under the third palm tree" in answer.find_element(By.CSS_SELECTOR, ".stdout").text
+    assert "/workspace/notes.txt" in str(fake.chat_requests[0]["messages"][-1])  # the model was told where
+    files = page.find_element(By.ID, "container-files").text
+    assert "notes.txt" in files and "uploaded" in files
+
+
+def test_a_streamed_answer_appears_before_it_is_finished(page: Any, fake: FakeUpstream) -> None:
+    release = threading.Event()
+
+    def held(request: dict[str, Any]) -> Reply:
+        # Runs in the fake upstream's thread: the gateway's second model call waits here until the test
+        # has seen the first part in the page (bounded, so a failed test cannot hang the run).
+        release.wait(WAIT_S)
+        return Turn.text("Second part, after the release.")
+
+    fake.reset([Turn.text("First part, streamed.").call("bash_code_execution", command="echo step one"), held])
+    try:
+        say(page, "Go.")
+        answer = wait(
+            page,
+            lambda d: (a := last_answer(d)).find_elements(By.CSS_SELECTOR, ".stdout") and a,
+        )
+        assert answer.get_attribute("data-state") == "streaming"
+        assert "First part, streamed." in answer.text
+        assert "step one" in answer.find_element(By.CSS_SELECTOR, ".stdout").text
+        assert "Second part" not in answer.text
+    finally:
+        release.set()
+    answer = answered(page)
+    assert "Second part, after the release." in answer.text
+
+
+def test_model_and_program_output_stay_text(page: Any, fake: FakeUpstream) -> None:
+    make_files = (
+        "printf '%s' '<svg xmlns=\"http://www.w3.org/2000/svg\"><script>window.pwned=3</script></svg>' > $OUTPUT_DIR/x.svg;"
+        " printf '%s' '<html><script>window.pwned=4</script></html>' > $OUTPUT_DIR/fake.png;"
+        f" printf '%s' {shlex.quote(HOSTILE)}"
+    )
+    fake.reset([Turn.text(HOSTILE).call("bash_code_execution", command=make_files), Turn.text("end " + HOSTILE)])
+    say(page, "Be hostile.")
+    answer = answered(page)
+    wait(page, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.assistant figure.output-file")) == 2)
+    texts = [block.text for block in answer.find_elements(By.CSS_SELECTOR, ".block.text")]
+    assert texts == [HOSTILE, "end " + HOSTILE]  # shown as the characters the model wrote
+    assert answer.find_element(By.CSS_SELECTOR, ".stdout pre").text == HOSTILE
+    counts = page.execute_script(
+        "const c = document.getElementById('conversation');"
+        "return [c.querySelectorAll('script').length, c.querySelectorAll('img').length,"
+        " c.querySelectorAll('b, svg, iframe, object, embed').length, window.pwned === undefined];"
+    )
+    assert counts == [0, 0, 0, True]  # no element came from the output, no image from either file
+    captions = " ".join(f.text for f in answer.find_elements(By.CSS_SELECTOR, "figure.output-file"))
+    assert "not shown" in captions  # fake.png: named and typed as a PNG, but its bytes are not one
+    assert "Download x.svg" in captions and "Download fake.png" in captions  # only offered as downloads
+
+
+def test_client_tools_show_the_call_and_take_the_persons_result(page: Any, fake: FakeUpstream) -> None:
+    tools = '[{"name": "lookup_weather", "description": "Weather in a city", "input_schema": {"type": "object"}}]'
+    page.find_element(By.CSS_SELECTOR, "#side details summary").click()
+    page.find_element(By.ID, "client-tools").send_keys(tools)
+    fake.reset(
+        [
+            Turn.tool_call("lookup_weather", city="Paris"),
+            lambda request: Turn.text(f"The tool said: {last_tool_result(request)}"),
+        ]
+    )
+    say(page, "Weather in Paris?")
+    answer = answered(page)
+    assert answer.get_attribute("data-stop-reason") == "tool_use"
+    call = answer.find_element(By.CSS_SELECTOR, ".call.client")
+    assert "lookup_weather" in call.text and '"city": "Paris"' in call.text
+    answer.find_element(By.CSS_SELECTOR, "textarea.tool-result").send_keys("sunny, 21 °C", Keys.ENTER)
+    wait(page, lambda d: "The tool said: sunny, 21 °C" in last_answer(d).text and last_answer(d) != answer)
+    assert answered(page).get_attribute("data-stop-reason") == "end_turn"
+    sent = fake.chat_requests[1]["messages"]
+    assert sent[-1]["role"] == "tool" and sent[-1]["content"] == "sunny, 21 °C"
+
+
+def test_a_paused_turn_continues_on_request(page: Any, fake: FakeUpstream) -> None:
+    # The gateway of these tests pauses after 3 rounds of server calls (EXECBRIDGE_MAX_ITERATIONS).
+    rounds = [Turn.tool_call("bash_code_execution", command=f"echo round {n}") for n in (1, 2, 3)]
+    fake.reset([*rounds, Turn.text("All rounds finished.")])
+    say(page, "Work for a while.")
+    answer = answered(page)
+    assert answer.get_attribute("data-stop-reason") == "pause_turn"
+    answer.find_element(By.CSS_SELECTOR, "button.continue").click()
+    wait(page, lambda d: last_answer(d) != answer and last_answer(d).get_attribute("data-state") == "done")
+    assert "All rounds finished." in last_answer(page).text
+    assert fake.remaining == 0
+
+
+def test_an_upstream_error_is_shown_in_the_apis_own_words(page: Any, fake: FakeUpstream) -> None:
+    fake.reset([Turn.error(400, "This endpoint does not accept prompts about llamas")])
+    say(page, "Tell me about llamas.")
+    failed = wait(page, lambda d: last_answer(d).get_attribute("data-state") == "failed" and last_answer(d))
+    error = failed.find_element(By.CSS_SELECTOR, ".block.error").text
+    assert "invalid_request_error" in error and "llamas" in error
+    assert "request req_" in error
+
+
+def test_an_open_loopback_gateway_asks_for_no_key(
+    browser: Any, fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The gateway holds the upstream key and has no keys of its own: on loopback it admits everyone.
+    with serve(fake_upstream, tmp_path_factory.mktemp("open-gateway"), EXECBRIDGE_UPSTREAM_API_KEY=CLIENT_KEY) as open_gateway:
+        # A new port is a new origin: the page starts with no key in its sessionStorage.
+        open_page(browser, open_gateway.url, key=None)
+        assert not browser.find_element(By.ID, "key-form").is_displayed()
+        assert browser.find_element(By.ID, "model").get_attribute("value") == "fake-model"
