@@ -105,7 +105,9 @@ def main() -> None:
         command = [sys.executable, "-m", "execbridge", "serve", "--host", "127.0.0.1", "--port", str(port)]
         command += ["--upstream", fake.base_url, "--upstream-api-key", "sk-fake-upstream"]
         with log.open("wb") as sink:
-            process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, preexec_fn=stop_with_parent)
+            process = subprocess.Popen(
+                command, env=env, stdout=sink, stderr=subprocess.STDOUT, preexec_fn=stop_with_parent
+            )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_for_health(url, process, log)

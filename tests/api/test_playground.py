@@ -114,7 +114,7 @@ async def test_an_open_loopback_gateway_needs_no_key_until_its_first_key_exists(
     settings = Settings(upstream_api_key=SecretStr("sk-upstream"))
     with client(settings, KeyGate(keys, open_without_keys=True)) as http:
         assert http.get("/playground/session").json() == {"key_required": False}
-        _, secret = await keys.create("first")
+        await keys.create("first")
         assert http.get("/playground/session").json() == {"key_required": True}
         await keys.revoke(next(iter(await keys.list())).id)
         assert http.get("/playground/session").json() == {"key_required": True}  # revoking does not reopen

@@ -110,8 +110,7 @@ def test_the_page_is_served_under_its_content_security_policy(gateway: Gateway, 
     # And the browser enforces it: a script element with inline code does not run.
     open_page(browser, gateway.url, CLIENT_KEY)
     browser.execute_script(
-        "const s = document.createElement('script'); s.textContent = 'window.inlineRan = true';"
-        "document.body.append(s);"
+        "const s = document.createElement('script'); s.textContent = 'window.inlineRan = true';document.body.append(s);"
     )
     assert browser.execute_script("return window.inlineRan === undefined")
 
@@ -187,7 +186,8 @@ def test_a_streamed_answer_appears_before_it_is_finished(page: Any, fake: FakeUp
 
 def test_model_and_program_output_stay_text(page: Any, fake: FakeUpstream) -> None:
     make_files = (
-        "printf '%s' '<svg xmlns=\"http://www.w3.org/2000/svg\"><script>window.pwned=3</script></svg>' > $OUTPUT_DIR/x.svg;"
+        "printf '%s' '<svg xmlns=\"http://www.w3.org/2000/svg\"><script>window.pwned=3</script></svg>'"
+        " > $OUTPUT_DIR/x.svg;"
         " printf '%s' '<html><script>window.pwned=4</script></html>' > $OUTPUT_DIR/fake.png;"
         f" printf '%s' {shlex.quote(HOSTILE)}"
     )
@@ -257,7 +257,9 @@ def test_an_open_loopback_gateway_asks_for_no_key(
     browser: Any, fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     # The gateway holds the upstream key and has no keys of its own: on loopback it admits everyone.
-    with serve(fake_upstream, tmp_path_factory.mktemp("open-gateway"), EXECBRIDGE_UPSTREAM_API_KEY=CLIENT_KEY) as open_gateway:
+    with serve(
+        fake_upstream, tmp_path_factory.mktemp("open-gateway"), EXECBRIDGE_UPSTREAM_API_KEY=CLIENT_KEY
+    ) as open_gateway:
         # A new port is a new origin: the page starts with no key in its sessionStorage.
         open_page(browser, open_gateway.url, key=None)
         assert not browser.find_element(By.ID, "key-form").is_displayed()

@@ -96,12 +96,9 @@ async def asset(request: Request) -> Response:
 async def session(request: Request) -> Response:
     """Whether the page must ask for a key: not on a loopback gateway that holds the upstream credential
     and has never had a key of its own (``keys.KeyGate`` admits every request there)."""
-    services = _services(request)
-    gate = services.key_gate
-    if gate is None:
-        key_required = True  # pass-through: the client's own upstream key is what the gateway sends on
-    else:
-        key_required = not gate.open_without_keys or await gate.keys.any_ever()
+    gate = _services(request).key_gate
+    # Pass-through (no gate): the client's own upstream key is what the gateway sends on, so always.
+    key_required = gate is None or not gate.open_without_keys or await gate.keys.any_ever()
     body = orjson.dumps({"key_required": key_required})
     return Response(body, media_type="application/json", headers={**_HEADERS, "cache-control": "no-store"})
 
