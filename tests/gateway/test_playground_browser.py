@@ -209,6 +209,24 @@ def test_model_and_program_output_stay_text(page: Any, fake: FakeUpstream) -> No
     assert "Download x.svg" in captions and "Download fake.png" in captions  # only offered as downloads
 
 
+def test_markdown_is_drawn_with_elements_the_page_chooses(page: Any, fake: FakeUpstream) -> None:
+    text = (
+        "# Result\n\nThe **answer** is `42`.\n\n- one\n- two <img src=x onerror=alert(1)>\n\n"
+        "```python\nprint('<b>hi</b>')\n```\n[a link](javascript:alert(1))"
+    )
+    fake.reset([Turn.text(text)])
+    say(page, "Format it.")
+    block = answered(page).find_element(By.CSS_SELECTOR, ".block.text")
+    assert block.find_element(By.CSS_SELECTOR, ".heading").text == "Result"
+    assert block.find_element(By.CSS_SELECTOR, "strong").text == "answer"
+    assert block.find_element(By.CSS_SELECTOR, "p code").text == "42"
+    items = [item.text for item in block.find_elements(By.CSS_SELECTOR, "ul li")]
+    assert items == ["one", "two <img src=x onerror=alert(1)>"]
+    assert block.find_element(By.CSS_SELECTOR, "pre.code").text == "print('<b>hi</b>')"
+    assert "[a link](javascript:alert(1))" in block.text  # a link stays its characters: no href from a model
+    assert block.find_elements(By.CSS_SELECTOR, "a, img, b, script") == []
+
+
 def test_client_tools_show_the_call_and_take_the_persons_result(page: Any, fake: FakeUpstream) -> None:
     tools = '[{"name": "lookup_weather", "description": "Weather in a city", "input_schema": {"type": "object"}}]'
     page.find_element(By.CSS_SELECTOR, "#side details summary").click()
@@ -251,6 +269,19 @@ def test_an_upstream_error_is_shown_in_the_apis_own_words(page: Any, fake: FakeU
     error = failed.find_element(By.CSS_SELECTOR, ".block.error").text
     assert "invalid_request_error" in error and "llamas" in error
     assert "request req_" in error
+
+
+def test_a_refused_key_is_asked_for_again_with_the_apis_words(page: Any, gateway: Gateway) -> None:
+    page.execute_script("sessionStorage.setItem('execbridge.playground.key', 'dapi-not-a-real-token')")
+    page.refresh()
+    form = page.find_element(By.ID, "key-form")
+    wait(page, lambda d: form.is_displayed())
+    assert "401 authentication_error" in page.find_element(By.ID, "status").text
+    assert page.find_element(By.ID, "api-key").get_attribute("type") == "password"
+    page.find_element(By.ID, "api-key").send_keys(CLIENT_KEY, Keys.ENTER)
+    wait(page, lambda d: d.find_element(By.ID, "model").get_attribute("value") == "fake-model")
+    assert not form.is_displayed()
+    assert page.execute_script("return sessionStorage.getItem('execbridge.playground.key')") == CLIENT_KEY
 
 
 def test_an_open_loopback_gateway_asks_for_no_key(

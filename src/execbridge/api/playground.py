@@ -59,8 +59,10 @@ _ASSETS: Final = {
     "playground.css": "text/css; charset=utf-8",
     "api.js": "text/javascript; charset=utf-8",
     "blocks.js": "text/javascript; charset=utf-8",
+    "dom.js": "text/javascript; charset=utf-8",
     "files.js": "text/javascript; charset=utf-8",
     "main.js": "text/javascript; charset=utf-8",
+    "markdown.js": "text/javascript; charset=utf-8",
     "partial_json.js": "text/javascript; charset=utf-8",
     "sse.js": "text/javascript; charset=utf-8",
 }

@@ -1,18 +1,32 @@
 // Content blocks as DOM. Everything a model or its code produced is untrusted: it only ever becomes
 // textContent (never innerHTML), class names are chosen here, and files go through files.js.
 
+import { el } from "./dom.js";
 import { base64Bytes, imageElement, rasterType } from "./files.js";
+import { render } from "./markdown.js";
 
-export function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
+export { el };
 
+// The model's text, drawn again (as markdown, markdown.js) at most once per frame while it streams.
 export function textBlock() {
   const element = el("div", "block text");
-  return { element, append: (text) => element.append(text) };
+  let text = "";
+  let pending = false;
+  const draw = () => {
+    pending = false;
+    element.replaceChildren(...render(text));
+  };
+  const append = (more) => {
+    text += more;
+    if (!pending) {
+      pending = true;
+      requestAnimationFrame(draw);
+    }
+  };
+  const finish = () => {
+    if (pending) draw(); // the last frame may not have come yet: the finished block is drawn now
+  };
+  return { element, append, finish };
 }
 
 export function thinkingBlock() {

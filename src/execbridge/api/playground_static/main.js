@@ -155,6 +155,7 @@ async function converse(messages) {
         applyDelta(blocks[event.index], views[event.index], event.delta, partial, event.index);
       } else if (event.type === "content_block_stop") {
         const block = blocks[event.index];
+        if (views[event.index].finish) views[event.index].finish();
         if ((block.type === "tool_use" || block.type === "server_tool_use") && partial[event.index]) {
           block.input = JSON.parse(partial[event.index]);
           views[event.index].show(block.input);
