@@ -7,7 +7,7 @@ lets the "model" chart it with matplotlib in the sandbox, and saves a screenshot
 Needs what the browser tests need: ``scripts/install.sh --test`` (Debian's chromium and chromium-driver,
 Selenium) and root or an unprivileged sandbox, like ``execbridge serve`` itself.
 
-Usage: .venv/bin/python scripts/screenshot-playground.py [--output docs/playground.png] [--width 1280 --height 900]
+Usage: .venv/bin/python scripts/screenshot-playground.py [--output docs/playground.png] [--width 1280 --height 1320]
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "playground.png")
     parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=900)
+    parser.add_argument("--height", type=int, default=1320)
     args = parser.parse_args()
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not go looking for drivers online
     with tempfile.TemporaryDirectory() as scratch, FakeUpstream(SCRIPT, models=("claude-sonnet-4-5",)) as fake:
@@ -138,8 +138,8 @@ def converse(driver: webdriver.Chrome, url: str, csv_path: Path) -> None:
             "const img = document.querySelector('img.output-image'); return img && img.complete && img.naturalWidth > 0"
         )
     )
-    # The chart and the answer under it: the part of the conversation worth a picture.
-    driver.execute_script("document.querySelector('figure.output-file').scrollIntoView({block: 'center'})")
+    # The end of the exchange: the chart and the answer under it (all of it at the default size).
+    driver.execute_script("const c = document.getElementById('conversation'); c.scrollTop = c.scrollHeight")
 
 
 if __name__ == "__main__":
