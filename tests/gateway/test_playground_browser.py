@@ -28,7 +28,7 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is a test
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -84,8 +84,10 @@ def page(browser: Any, gateway: Gateway, fake: FakeUpstream) -> Any:
     return browser
 
 
-def say(driver: Any, text: str) -> None:
-    driver.find_element(By.ID, "prompt").send_keys(text, Keys.ENTER)
+def say(driver: Any, text: str, *, ctrl: bool = False) -> None:
+    """Type a message and send it with Enter (or Ctrl+Enter)."""
+    keys = (Keys.CONTROL, Keys.ENTER, Keys.NULL) if ctrl else (Keys.ENTER,)
+    driver.find_element(By.ID, "prompt").send_keys(text, *keys)
 
 
 def last_answer(driver: Any) -> Any:
@@ -215,7 +217,7 @@ def test_markdown_is_drawn_with_elements_the_page_chooses(page: Any, fake: FakeU
         "```python\nprint('<b>hi</b>')\n```\n[a link](javascript:alert(1))"
     )
     fake.reset([Turn.text(text)])
-    say(page, "Format it.")
+    say(page, "Format it.", ctrl=True)
     block = answered(page).find_element(By.CSS_SELECTOR, ".block.text")
     assert block.find_element(By.CSS_SELECTOR, ".heading").text == "Result"
     assert block.find_element(By.CSS_SELECTOR, "strong").text == "answer"
@@ -225,6 +227,53 @@ def test_markdown_is_drawn_with_elements_the_page_chooses(page: Any, fake: FakeU
     assert block.find_element(By.CSS_SELECTOR, "pre.code").text == "print('<b>hi</b>')"
     assert "[a link](javascript:alert(1))" in block.text  # a link stays its characters: no href from a model
     assert block.find_elements(By.CSS_SELECTOR, "a, img, b, script") == []
+
+
+def test_the_editor_shows_what_it_wrote_its_diff_and_its_view(page: Any, fake: FakeUpstream) -> None:
+    Select(page.find_element(By.ID, "tool-version")).select_by_value("code_execution_20250825")
+    editor = "text_editor_code_execution"
+    fake.reset(
+        [
+            Turn.tool_call(editor, command="create", path="notes.md", file_text="alpha\nbeta\n")
+            .call(editor, command="str_replace", path="notes.md", old_str="beta", new_str="gamma")
+            .call(editor, command="view", path="notes.md"),
+            Turn.text("Edited."),
+        ]
+    )
+    say(page, "Write and edit a note.")
+    answer = answered(page)
+    calls = [
+        call.find_element(By.CSS_SELECTOR, ".call-title").text
+        for call in answer.find_elements(By.CSS_SELECTOR, ".call")
+    ]
+    assert calls == ["editor: create notes.md", "editor: str_replace notes.md", "editor: view notes.md"]
+    results = answer.find_elements(By.CSS_SELECTOR, ".result")
+    assert "File created" in results[0].text
+    assert [s.text for s in results[1].find_elements(By.CSS_SELECTOR, ".diff span")] == ["-beta", "+gamma"]
+    assert [s.get_attribute("class") for s in results[1].find_elements(By.CSS_SELECTOR, ".diff span")] == ["del", "add"]
+    assert results[2].find_element(By.CSS_SELECTOR, "pre").text == "alpha\ngamma"
+    offered = {tool["function"]["name"] for tool in fake.chat_requests[0]["tools"]}
+    assert offered == {"bash_code_execution", editor}  # the version chosen in the page: no Python
+
+
+def test_the_conversation_keeps_its_container_until_a_new_one_is_asked_for(page: Any, fake: FakeUpstream) -> None:
+    def run(command: str) -> tuple[str, str]:
+        fake.reset([Turn.tool_call("bash_code_execution", command=command), Turn.text("ok")])
+        say(page, f"Run {command}")
+        wait(page, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.assistant")) > answers and answered(d))
+        stdout = last_answer(page).find_element(By.CSS_SELECTOR, ".stdout").text
+        return page.find_element(By.ID, "container-id").text, stdout
+
+    answers = 0
+    first, _ = run("echo kept > kept.txt && echo made")
+    answers = 1
+    again, listing = run("ls -a")
+    assert again == first and "kept.txt" in listing  # the second message went to the same container
+    page.find_element(By.ID, "new-container").click()
+    answers = 2
+    fresh, listing = run("ls -a")
+    assert fresh.startswith("container_") and fresh != first
+    assert "kept.txt" not in listing
 
 
 def test_client_tools_show_the_call_and_take_the_persons_result(page: Any, fake: FakeUpstream) -> None:
@@ -260,6 +309,20 @@ def test_a_paused_turn_continues_on_request(page: Any, fake: FakeUpstream) -> No
     wait(page, lambda d: last_answer(d) != answer and last_answer(d).get_attribute("data-state") == "done")
     assert "All rounds finished." in last_answer(page).text
     assert fake.remaining == 0
+
+
+def test_a_paused_turn_can_continue_by_itself(page: Any, fake: FakeUpstream) -> None:
+    page.find_element(By.CSS_SELECTOR, "#side details summary").click()
+    page.find_element(By.ID, "auto-continue").click()
+    rounds = [Turn.tool_call("bash_code_execution", command=f"echo round {n}") for n in (1, 2, 3)]
+    fake.reset([*rounds, Turn.text("Finished without a click.")])
+    say(page, "Work for a while.")
+    wait(page, lambda d: "Finished without a click." in last_answer(d).text)
+    answers = page.find_elements(By.CSS_SELECTOR, "article.assistant")
+    assert [a.get_attribute("data-stop-reason") for a in answers] == ["pause_turn", "end_turn"]
+    assert "continuing automatically" in answers[0].text
+    continuation = fake.chat_requests[-1]["messages"]
+    assert continuation[-1]["role"] == "tool" and "round 3" in continuation[-1]["content"]  # no new user turn
 
 
 def test_an_upstream_error_is_shown_in_the_apis_own_words(page: Any, fake: FakeUpstream) -> None:
