@@ -186,6 +186,25 @@ def test_a_streamed_answer_appears_before_it_is_finished(page: Any, fake: FakeUp
     assert "Second part, after the release." in answer.text
 
 
+def test_stop_ends_an_answer_while_it_streams(page: Any, fake: FakeUpstream) -> None:
+    release = threading.Event()
+
+    def held(request: dict[str, Any]) -> Reply:
+        release.wait(WAIT_S)
+        return Turn.text("Never shown.")
+
+    fake.reset([Turn.text("Starting.").call("bash_code_execution", command="echo begun"), held])
+    try:
+        say(page, "Go.")
+        answer = wait(page, lambda d: (a := last_answer(d)).find_elements(By.CSS_SELECTOR, ".stdout") and a)
+        page.find_element(By.ID, "stop").click()
+        wait(page, lambda d: answer.get_attribute("data-state") == "failed")
+    finally:
+        release.set()
+    assert "Stopped." in answer.text and "Never shown." not in answer.text
+    assert page.find_element(By.ID, "send").is_enabled() and not page.find_element(By.ID, "stop").is_displayed()
+
+
 def test_model_and_program_output_stay_text(page: Any, fake: FakeUpstream) -> None:
     make_files = (
         "printf '%s' '<svg xmlns=\"http://www.w3.org/2000/svg\"><script>window.pwned=3</script></svg>'"

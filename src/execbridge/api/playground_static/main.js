@@ -18,6 +18,7 @@ const state = {
   busy: false,
   controller: null,
   autoContinues: 0,
+  follow: true, // keep the newest output in view
 };
 
 function describe(error) {
@@ -90,9 +91,15 @@ function messageView(role) {
   return { article, body };
 }
 
+// Follows a growing answer, unless the person has scrolled up to read something earlier.
 function scrollToEnd() {
   const conversation = $("conversation");
-  conversation.scrollTop = conversation.scrollHeight;
+  if (state.follow) conversation.scrollTop = conversation.scrollHeight;
+}
+
+function noteScroll() {
+  const c = $("conversation");
+  state.follow = c.scrollHeight - c.scrollTop - c.clientHeight < 48;
 }
 
 function fillOutputFile(fileId, slot) {
@@ -140,6 +147,7 @@ async function converse(messages) {
   const views = [];
   const partial = [];
   let stopReason = null;
+  let stopped = false;
   setBusy(true);
   try {
     for await (const event of api.streamMessage(body, state.controller.signal)) {
@@ -163,9 +171,12 @@ async function converse(messages) {
       } else if (event.type === "message_delta") {
         stopReason = event.delta.stop_reason;
         showContainer(event.delta.container);
+      } else if (event.type === "message_stop") {
+        stopped = true;
       }
       scrollToEnd();
     }
+    if (!stopped) throw new Error("The stream ended before the message did (no message_stop).");
   } catch (error) {
     view.article.dataset.state = "failed";
     if (error.name === "AbortError") view.body.append(errorNote("Stopped."));
@@ -365,6 +376,7 @@ function send(event) {
   renderAttachments();
   $("prompt").value = "";
   setStatus("");
+  state.follow = true; // a new message brings the view back to the end
   showUserTurn(text, uploads);
   for (const file of uploads) listContainerFile(file, "upload");
   state.autoContinues = 0;
@@ -383,6 +395,7 @@ function submitOnEnter(textarea, form) {
 
 async function start() {
   $("composer").addEventListener("submit", send);
+  $("conversation").addEventListener("scroll", noteScroll, { passive: true });
   submitOnEnter($("prompt"), $("composer"));
   $("stop").addEventListener("click", () => state.controller && state.controller.abort());
   $("file-input").addEventListener("change", (event) => {
