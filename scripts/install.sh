@@ -5,7 +5,8 @@
 #   - the sandbox runtime venv at $EXECBRIDGE_RUNTIME (default /opt/execbridge/runtime), built on
 #     Debian's python3.11 with its packages, plus the few libraries Debian lacks (from PyPI);
 #   - the user `execbridge` that the gateway runs as when started as root;
-#   - the gateway itself into ./.venv (with test extras when --test is given).
+#   - the gateway itself into ./.venv (with test extras when --test is given, and then Debian's chromium and
+#     chromium-driver for the playground's browser tests).
 #   - with --systemd: the unit deploy/execbridge.service (and /etc/execbridge/execbridge.env to fill in).
 # Usage: scripts/install.sh [--test] [--runtime full|minimal] [--systemd]
 set -euo pipefail
@@ -38,8 +39,12 @@ full_runtime=(
 # Libraries Anthropic's containers list that Debian 12 does not package.
 full_runtime_pypi=("pyarrow<18" python-pptx pdfplumber pypdfium2 pdf2image tabula-py)
 
+# With --test: the headless browser and its WebDriver for the playground's browser tests (Selenium drives them).
+browser_test=(chromium chromium-driver)
+
 packages=("${base_packages[@]}")
 if [ "$runtime_kind" = full ]; then packages+=("${full_runtime[@]}"); else packages+=("${minimal_runtime[@]}"); fi
+if [ -n "$extras" ]; then packages+=("${browser_test[@]}"); fi
 
 missing=()
 for p in "${packages[@]}"; do

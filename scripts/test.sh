@@ -2,8 +2,9 @@
 # Installs what the tests need (a minimal sandbox runtime, the real upstream servers) and runs the whole
 # suite, phase by phase, printing each phase's time: lint, types, layers, then the fast tier (everything
 # that needs nothing beyond this repo's install) and the slow tiers, each marked by what it needs
-# (real_server: llama-cpp-python's and LiteLLM's servers). With arguments, the checks run and then
-# pytest with those arguments only (e.g. a path, -k, or -m real_server).
+# (browser: Debian's headless chromium for the playground; real_server: llama-cpp-python's and LiteLLM's
+# servers). With arguments, the checks run and then pytest with those arguments only (e.g. a path, -k,
+# or -m real_server).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 timings=()
@@ -30,5 +31,6 @@ if [ $# -gt 0 ]; then
   phase "pytest $*" "${pytest[@]}" "$@"
   exit 0
 fi
-phase "fast tier" "${pytest[@]}" -m "not real_server"
+phase "fast tier" "${pytest[@]}" -m "not real_server and not browser"
+phase "browser (playground)" "${pytest[@]}" -m browser
 phase "real servers (slow tier)" "${pytest[@]}" -m real_server

@@ -182,6 +182,11 @@ class Settings(BaseSettings):
         description="Hold message threads (beta message-threads-2026-08-12); off: threaded requests get "
         "thread_unsupported_request and the SDK sends whole conversations.",
     )
+    playground: bool = Field(
+        True,
+        description="Serve the playground page at GET /playground (a browser chat with code execution; the page "
+        "itself needs no key, the API calls it makes do).",
+    )
     thread_retention_s: int = Field(
         7 * 86400, ge=60, description="How long a thread is held after its newest message (default 7 days)."
     )

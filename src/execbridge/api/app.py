@@ -35,6 +35,7 @@ from execbridge.api import (
     openai_files,
     openai_models,
     openapi,
+    playground,
     request_log,
     responses,
 )
@@ -228,6 +229,7 @@ def create_app(
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
+        *playground.routes(),  # a browser page, without a key (its API calls carry one); off: 404
     ]
     app = Starlette(
         routes=routes,

@@ -362,7 +362,14 @@ def _count_tokens_path(headers: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _paths() -> dict[str, Any]:
-    return {**_message_paths(), **_file_paths(), **_other_paths(), **container_paths(), **responses_paths()}
+    return {
+        **_message_paths(),
+        **_file_paths(),
+        **_other_paths(),
+        **container_paths(),
+        **responses_paths(),
+        **_playground_paths(),
+    }
 
 
 def _message_paths() -> dict[str, Any]:
@@ -494,6 +501,48 @@ def _other_paths() -> dict[str, Any]:
                 "summary": "This document (no key needed)",
                 "security": [],
                 "responses": {"200": {"description": "OpenAPI 3.1", "content": {JSON: {}}}},
+            }
+        },
+    }
+
+
+def _playground_paths() -> dict[str, Any]:
+    """The browser page (api/playground.py): no key; a 404 when the gateway runs without it."""
+    off = {"404": _json(_ref("ErrorResponse"), "Not served: the playground is off, or no such asset.")}
+    return {
+        "/playground": {
+            "get": {
+                "summary": "The playground page (no key needed)",
+                "security": [],
+                "responses": {"200": {"description": "The page", "content": {"text/html": {}}}, **off},
+            }
+        },
+        "/playground/session": {
+            "get": {
+                "summary": "Whether the playground must ask for an API key (no key needed)",
+                "security": [],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["key_required"],
+                            "properties": {"key_required": {"type": "boolean"}},
+                        },
+                        "false only on an open loopback gateway",
+                    ),
+                    **off,
+                },
+            }
+        },
+        "/playground/static/{name}": {
+            "get": {
+                "summary": "One of the playground's stylesheet and scripts (no key needed)",
+                "security": [],
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "The asset", "content": {"text/css": {}, "text/javascript": {}}},
+                    **off,
+                },
             }
         },
     }

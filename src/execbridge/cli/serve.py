@@ -70,6 +70,11 @@ log = logging.getLogger(__name__)
     default=None,
     help="Started as root: run the HTTP gateway unprivileged beside a root sandbox host (default), or all as root.",
 )
+@click.option(
+    "--playground/--no-playground",
+    default=None,
+    help="Serve the browser playground at /playground (default on).",
+)
 @click.pass_obj
 def command(
     cli: CliContext,
@@ -84,6 +89,7 @@ def command(
     sandbox_host: str | None,
     gateway_user: str | None,
     privilege_split: bool | None,
+    playground: bool | None,
 ) -> None:
     """Serve the Anthropic Messages API with code execution on an OpenAI-compatible or Anthropic-native upstream."""
     settings = cli.settings(
@@ -97,12 +103,13 @@ def command(
         sandbox_host=sandbox_host,
         gateway_user=gateway_user,
         privilege_split=privilege_split,
+        playground=playground,
         sandbox={"allow_weak_isolation": allow_weak_isolation},
     )
     if not settings.upstream_url and settings.provider != "databricks":
         raise click.UsageError("no upstream: pass --upstream URL (or --provider databricks)")
     if settings.sandbox_host is None and settings.privilege_split and os.geteuid() == 0:
-        sys.exit(_split(cli, settings, host, port, upstream_url, provider, upstream_format, max_iterations))
+        sys.exit(_split(cli, settings, host, port, upstream_url, provider, upstream_format, max_iterations, playground))
     if settings.sandbox_host is not None and not settings.sandbox_host.startswith("unix:"):
         raise click.BadParameter("must be unix:PATH", param_hint="--sandbox-host")
     try:
@@ -153,6 +160,7 @@ def _split(
     provider: str | None,
     upstream_format: str | None,
     max_iterations: int | None,
+    playground: bool | None,
 ) -> int:
     """Run as the privilege split's supervisor (``supervisor.py``); the gateway's exit status."""
     args: list[str] = []
@@ -168,6 +176,8 @@ def _split(
             args += [flag, str(value)]
     if settings.sandbox.allow_weak_isolation:
         args.append("--allow-weak-isolation")
+    if playground is not None:
+        args.append("--playground" if playground else "--no-playground")
     env = {k: v for k, v in os.environ.items() if k != "EXECBRIDGE_CONFIG"}
     if settings.upstream_api_key is not None:  # by environment, not on a command line others can read
         env["EXECBRIDGE_UPSTREAM_API_KEY"] = settings.upstream_api_key.get_secret_value()
