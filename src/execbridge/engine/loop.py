@@ -28,12 +28,14 @@ from execbridge import ids
 from execbridge.config import Settings
 from execbridge.engine.events import EngineEvent, Heartbeat, MessageFinished, MessageStarted, ServerToolResultReady
 from execbridge.engine.history import for_upstream, unanswered_server_calls, with_results
+from execbridge.engine.observed import observed_tool, observed_turn
 from execbridge.engine.token_estimate import TokenCount, estimate_tokens
 from execbridge.engine.turn import TurnAssembler, replay
 from execbridge.engine.uploads import put_uploads, records_to_put, upload_ids
 from execbridge.errors import ExecbridgeError, InvalidRequest, QuotaExceeded
 from execbridge.files import FileService
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo, ContainerService
+from execbridge.telemetry import OFF, Telemetry
 from execbridge.tools.code_execution import run_call, system_note
 from execbridge.tools.versions import TOOL_NAME, ToolVersion, version_of
 from execbridge.types import (
@@ -117,8 +119,10 @@ class Engine:
         *,
         files: FileService | None = None,
         heartbeat_s: float = 5.0,
+        telemetry: Telemetry = OFF,
     ) -> None:
         self._upstream = upstream
+        self._telemetry = telemetry
         self._containers = containers
         self._settings = settings
         self._files = files  # None: no Files API (container_upload refused, outputs dropped)
@@ -172,7 +176,8 @@ class Engine:
             turn = first if iteration == 0 else replace(first, messages=tuple(run.history), function_choice=None)
             assembler = TurnAssembler(server_names.__contains__, single_call=turn.parallel_calls is False)
             began = False
-            async with aclosing(self._upstream.stream_turn(turn)) as upstream_events:
+            stream = observed_turn(self._telemetry, self._upstream.stream_turn(turn), turn.model, run.caller.owner)
+            async with aclosing(stream) as upstream_events:
                 async for upstream_event in upstream_events:
                     if not began:
                         began = True
@@ -372,9 +377,9 @@ class Engine:
                 if call.id in invalid:
                     outcome: ToolOutcome = ToolFailure("invalid_tool_input", "arguments were not a JSON object")
                 else:
-                    task = asyncio.ensure_future(
-                        run_call(session, call.name, call.input, self._settings.sandbox, publish, repl=repl)
-                    )
+                    execution = run_call(session, call.name, call.input, self._settings.sandbox, publish, repl=repl)
+                    observed = observed_tool(self._telemetry, execution, call.name, call.id, container.id, caller.owner)
+                    task = asyncio.ensure_future(observed)
                     try:
                         while True:
                             done, _ = await asyncio.wait({task}, timeout=self._heartbeat_s)

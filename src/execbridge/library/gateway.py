@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +36,7 @@ from execbridge.config import Settings, load_settings
 from execbridge.errors import SandboxUnavailable
 from execbridge.library.transport import ASGIStreamTransport, CrossLoopTransport, SyncTransport, run_on
 from execbridge.sandbox.host_client import host_answers
+from execbridge.telemetry import Sink
 from execbridge.wiring import Services, open_services
 
 BASE_URL: Final = "http://execbridge.local"
@@ -46,20 +48,22 @@ def open(
     data_dir: str | os.PathLike[str] | None = None,
     *,
     settings: Settings | None = None,
+    sinks: Sequence[Sink] = (),
     **overrides: Any,
 ) -> LocalGateway:
     """A gateway in this process, to use as ``with`` (sync or async clients) or ``async with``.
 
     ``upstream`` is the model server's base URL (``--upstream``), ``data_dir`` where the store, files and
     container workspaces live; any other setting (``config.Settings``) may be passed by name, or a whole
-    ``settings`` object instead of all of these.
+    ``settings`` object instead of all of these. ``sinks`` receive telemetry besides those the settings ask
+    for (``telemetry.Sink``: an OpenTelemetry sink on a provider of the program's own, say).
     """
     if settings is None:
         path = Path(data_dir) if data_dir is not None else None
         settings = load_settings(upstream_url=upstream, data_dir=path, **overrides)
     elif upstream is not None or data_dir is not None or overrides:
         raise TypeError("pass either settings or upstream/data_dir/overrides, not both")
-    return LocalGateway(settings)
+    return LocalGateway(settings, sinks)
 
 
 class LocalGateway:
@@ -67,8 +71,9 @@ class LocalGateway:
 
     base_url: Final = BASE_URL
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sinks: Sequence[Sink] = ()) -> None:
         self.settings = settings
+        self._sinks = tuple(sinks)
         self._services: Services | None = None
         self._transport: ASGIStreamTransport | None = None
         self._stack: AsyncExitStack | None = None
@@ -115,7 +120,7 @@ class LocalGateway:
         stack = AsyncExitStack()
         try:
             settings = await _with_sandbox(self.settings)
-            services = await stack.enter_async_context(_opened(settings))
+            services = await stack.enter_async_context(_opened(settings, self._sinks))
         except BaseException:
             await stack.aclose()
             raise
@@ -205,8 +210,8 @@ async def _with_sandbox(settings: Settings) -> Settings:
 class _opened:
     """``open_services``, with the way out named when the sandbox cannot start in this process."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._inner = open_services(settings)
+    def __init__(self, settings: Settings, sinks: Sequence[Sink]) -> None:
+        self._inner = open_services(settings, sinks=sinks)
         self._settings = settings
 
     async def __aenter__(self) -> Services:

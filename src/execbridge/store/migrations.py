@@ -130,6 +130,22 @@ def _threads(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX threads_expires ON threads (expires_at)")
 
 
+def _usage(db: sqlite3.Connection) -> None:
+    # Totals per owner (never a key: owners are key ids or digests), added to as requests finish.
+    db.execute(
+        """
+        CREATE TABLE usage (
+            owner            TEXT PRIMARY KEY,
+            requests         INTEGER NOT NULL,
+            input_tokens     INTEGER NOT NULL,
+            output_tokens    INTEGER NOT NULL,
+            code_execution_s REAL NOT NULL,
+            last_used_at     REAL NOT NULL
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_containers", _containers),
     ("0002_files", _files),
@@ -137,6 +153,7 @@ MIGRATIONS: list[Migration] = [
     ("0004_files_expiry", _files_expiry),
     ("0005_uploads_without_container_key", _uploads_without_container_key),
     ("0006_threads", _threads),
+    ("0010_usage", _usage),
 ]
 
 

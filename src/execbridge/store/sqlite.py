@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from execbridge.store import migrations
 from execbridge.store.base import ApiKeyRecord, ContainerRecord, FileRecord
 from execbridge.store.sqlite_threads import SqliteThreadStore
+from execbridge.store.sqlite_usage import SqliteUsageStore
 
 T = TypeVar("T")
 
@@ -286,6 +287,7 @@ class SqliteStore:
         self._files = SqliteFileStore(self)
         self._keys = SqliteKeyStore(self)
         self._threads = SqliteThreadStore(self)
+        self._usage = SqliteUsageStore(self)
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
@@ -313,6 +315,10 @@ class SqliteStore:
     @property
     def threads(self) -> SqliteThreadStore:
         return self._threads
+
+    @property
+    def usage(self) -> SqliteUsageStore:
+        return self._usage
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
