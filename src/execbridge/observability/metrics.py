@@ -153,6 +153,10 @@ class PrometheusSink(Sink):
             self.file_bytes.set(size)
         return generate_latest(self.registry)
 
+    def registry_text(self) -> str:
+        """The metrics without refreshing the gauges read at scrape time."""
+        return generate_latest(self.registry).decode()
+
     def request_finished(self, handle: Any, report: RequestReport) -> None:
         status = str(report.status) if report.status is not None else "none"
         self.requests.labels(report.route, report.method, status, self._model(report.model)).inc()

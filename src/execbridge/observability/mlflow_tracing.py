@@ -17,10 +17,13 @@ from execbridge.telemetry import RequestReport, Sink, ToolReport, TurnReport
 
 
 class MlflowSink(Sink):
-    def __init__(self) -> None:
-        import mlflow  # the optional extra: imported only when MLflow tracing is on
+    """``tracer``: what makes the spans, ``mlflow`` itself unless a test gives a recording stand-in."""
 
-        self._mlflow = mlflow
+    def __init__(self, tracer: Any = None) -> None:
+        if tracer is None:
+            import mlflow as tracer  # the optional extra: imported only when MLflow tracing is on
+
+        self._mlflow = tracer
         self._request: ContextVar[tuple[Any, str] | None] = ContextVar("execbridge_mlflow_request", default=None)
 
     def _child(self, name: str, span_type: str, attributes: dict[str, Any]) -> Any:
