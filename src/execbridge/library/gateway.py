@@ -166,6 +166,13 @@ class LocalGateway:
             raise
         return self
 
+    def start(self) -> Self:
+        """``with`` without the block, for a notebook whose cells come one at a time; ``close()`` ends it."""
+        return self.__enter__()
+
+    def close(self) -> None:
+        self.__exit__(None, None, None)
+
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         loop = self._loop
         assert loop is not None
