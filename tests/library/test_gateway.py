@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import anthropic
+import openai
 import pytest
 from anthropic.types import BashCodeExecutionResultBlock, BashCodeExecutionToolResultBlock
 
@@ -178,3 +179,14 @@ def test_clients_need_an_open_gateway(tmp_path: Path) -> None:
     gateway = execbridge.open(upstream="http://127.0.0.1:9/v1", data_dir=tmp_path)
     with pytest.raises(RuntimeError, match="not open"):
         gateway.http_client()
+
+
+def test_an_openai_client_reaches_the_gateway_too(fake: FakeUpstream, tmp_path: Path) -> None:
+    """The same ``http_client`` serves the OpenAI SDK (the Responses API, where the gateway offers it)."""
+    with execbridge.open(upstream=fake.databricks_url, **library_options(tmp_path)) as gateway:
+        client = openai.OpenAI(api_key=KEY, base_url=f"{gateway.base_url}/v1", http_client=gateway.http_client())
+        models = [m.id for m in client.models.list()]
+        with pytest.raises(openai.NotFoundError) as missing:
+            client.files.retrieve("file_nope")
+    assert models and all(isinstance(m, str) for m in models)
+    assert missing.value.status_code == 404 and missing.value.response.headers["request-id"].startswith("req_")
