@@ -10,6 +10,7 @@ or sandbox process behind.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -17,7 +18,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from execbridge.config import Settings
@@ -247,16 +248,29 @@ def telemetry_sinks(settings: Settings, store: SqliteStore) -> tuple[PrometheusS
         sinks.append(metrics)
     if settings.usage:
         sinks.append(UsageSink(store.usage, flush_every_s=settings.usage_flush_s))
-    if settings.tracing != "off":
-        from execbridge.observability import tracing
-
-        if settings.tracing == "otlp" or tracing.otlp_configured():
-            sinks.append(tracing.OpenTelemetrySink(tracing.otlp_provider(), shutdown=True))
+    otlp_asked = settings.tracing == "otlp" or (
+        settings.tracing == "auto" and any(os.environ.get(v) for v in _OTLP_ENDPOINT_VARIABLES)
+    )
+    if otlp_asked:
+        tracing = _optional("execbridge.observability.tracing", "tracing", "OpenTelemetry tracing")
+        sinks.append(tracing.OpenTelemetrySink(tracing.otlp_provider(), shutdown=True))
     if settings.mlflow_tracing:
-        from execbridge.observability.mlflow_tracing import MlflowSink
-
-        sinks.append(MlflowSink())
+        mlflow_tracing = _optional("execbridge.observability.mlflow_tracing", "mlflow", "MLflow tracing")
+        sinks.append(mlflow_tracing.MlflowSink())
     return metrics, sinks
+
+
+_OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+def _optional(module: str, extra: str, what: str) -> Any:
+    """A sink module whose library is an optional extra; a missing one is a configuration error, said so."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"{what} is on but {exc.name} is not installed: pip install 'execbridge[{extra}]'"
+        ) from None
 
 
 @asynccontextmanager

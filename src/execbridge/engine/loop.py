@@ -164,8 +164,10 @@ class Engine:
             yield _BEGAN
             async for event in self._run_round(run, pending):
                 yield event
-        async for item in self._model_turns(run):
-            yield item
+        # Closed here, not whenever the collector gets to it: a consumer that leaves ends the turn now.
+        async with aclosing(self._model_turns(run)) as turns:
+            async for item in turns:
+                yield item
 
     async def _model_turns(self, run: _Run) -> AsyncGenerator[EngineEvent | _Began, None]:
         """Model turn, server calls, model turn … until the model stops, calls a client tool, or the cap."""

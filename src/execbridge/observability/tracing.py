@@ -31,12 +31,6 @@ from execbridge.telemetry import RequestReport, Sink, ToolReport, TurnReport
 PROVIDER_NAME: Final = "openai"
 """``gen_ai.provider.name``: the upstream speaks OpenAI's Chat Completions (or Anthropic's Messages)."""
 
-ENDPOINT_VARIABLES: Final = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-
-
-def otlp_configured() -> bool:
-    return any(os.environ.get(name) for name in ENDPOINT_VARIABLES)
-
 
 def otlp_provider() -> TracerProvider:
     """A provider exporting over OTLP/HTTP in batches, named by ``OTEL_SERVICE_NAME`` (default execbridge)."""

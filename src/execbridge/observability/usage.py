@@ -7,6 +7,7 @@ gateway closes. Files stored are read from the Files API's own table when usage 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +15,8 @@ from typing import Any
 
 from execbridge.store.base import UsageStore
 from execbridge.telemetry import RequestReport, Sink, ToolReport, TurnReport
+
+log = logging.getLogger(__name__)
 
 # Requests that run the model: the ones a key's usage counts.
 COUNTED_ROUTES = frozenset({"/v1/messages"})
@@ -60,15 +63,31 @@ class UsageSink(Sink):
         await self._write()
 
     async def _write(self) -> None:
+        """Add the pending totals to the store; what could not be written stays pending for the next time."""
         pending, self._pending = self._pending, {}
         self._flushed_at = time.monotonic()
         now = datetime.now(UTC)
-        for owner, p in pending.items():
-            await self._store.add(
-                owner,
-                requests=p.requests,
-                input_tokens=p.input_tokens,
-                output_tokens=p.output_tokens,
-                code_execution_s=p.code_execution_s,
-                at=now,
-            )
+        while pending:
+            owner, p = next(iter(pending.items()))
+            try:
+                await self._store.add(
+                    owner,
+                    requests=p.requests,
+                    input_tokens=p.input_tokens,
+                    output_tokens=p.output_tokens,
+                    code_execution_s=p.code_execution_s,
+                    at=now,
+                )
+            except Exception as exc:  # boundary: usage is kept for the next flush, never dropped
+                log.warning("usage totals could not be written (kept for the next try): %s", exc)
+                for unwritten, q in pending.items():
+                    self._merge(unwritten, q)
+                return
+            del pending[owner]
+
+    def _merge(self, owner: str, p: _Pending) -> None:
+        into = self._of(owner)
+        into.requests += p.requests
+        into.input_tokens += p.input_tokens
+        into.output_tokens += p.output_tokens
+        into.code_execution_s += p.code_execution_s
