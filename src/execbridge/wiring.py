@@ -31,7 +31,7 @@ from execbridge.observability.usage import UsageSink
 from execbridge.sandbox.base import ContainerService
 from execbridge.sandbox.host_client import SandboxHostClient, host_answers
 from execbridge.sandbox.manager import ContainerManager
-from execbridge.store.base import ThreadStore
+from execbridge.store.base import Store, ThreadStore
 from execbridge.store.sqlite import SqliteStore
 from execbridge.telemetry import OFF, Sink, Telemetry
 from execbridge.upstream.anthropic_messages import AnthropicMessagesUpstream
@@ -239,7 +239,7 @@ async def _adopt_legacy_records(settings: Settings, store: SqliteStore) -> None:
         log.info("moved %d container records into %s", len(records), settings.sandbox_database_path)
 
 
-def telemetry_sinks(settings: Settings, store: SqliteStore) -> tuple[PrometheusSink | None, list[Sink]]:
+def telemetry_sinks(settings: Settings, store: Store) -> tuple[PrometheusSink | None, list[Sink]]:
     """The sinks ``settings`` ask for: the metrics sink (also returned alone, for ``GET /metrics``), usage
     per key, OpenTelemetry and MLflow spans (their libraries imported only when asked for)."""
     sinks: list[Sink] = []

@@ -70,3 +70,52 @@ def test_keys_usage_after_a_conversation(fake_upstream: FakeUpstream, tmp_path: 
     header, line = table.stdout.splitlines()
     assert header.split()[:3] == ["KEY", "REQUESTS", "TOKENS"]
     assert line.split()[:4] == [key_id(KEY), "1", "250", "25"]
+
+
+async def test_totals_that_cannot_be_written_wait_for_the_next_flush(caplog: pytest.LogCaptureFixture) -> None:
+    from execbridge.observability.usage import UsageSink
+    from execbridge.telemetry import RequestReport, ToolReport, TurnReport
+    from execbridge.types import Usage
+
+    memory = MemoryStore()
+
+    class Flaky:
+        failures = 1
+
+        async def add(self, owner: str, **totals: object) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise OSError("disk full")
+            await memory.usage.add(owner, **totals)  # type: ignore[arg-type]
+
+    sink = UsageSink(Flaky(), flush_every_s=0)  # type: ignore[arg-type]
+    sink.turn_finished(None, TurnReport("m", "alice", 0.1, Usage(7, 3), "stop"))
+    sink.tool_finished(None, ToolReport("bash_code_execution", "c", "k", "alice", 0.5, "ok", 0))
+    sink.request_finished(None, RequestReport("r", "POST", "/v1/messages", 200, 0.2, "m", "alice"))
+    sink.request_finished(None, RequestReport("r", "GET", "/v1/files", 200, 0.2, None, "alice"))  # not counted
+    await sink.flush()
+    assert "usage totals could not be written" in caplog.text
+    assert await memory.usage.list() == []
+    sink.turn_finished(None, TurnReport("m", "alice", 0.1, Usage(1, 1), "stop"))
+    await sink.aclose()
+    (alice,) = await memory.usage.list()
+    assert (alice.requests, alice.input_tokens, alice.output_tokens, alice.code_execution_s) == (1, 8, 4, 0.5)
+
+
+def test_tracing_without_its_extra_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    from execbridge.config import load_settings
+    from execbridge.errors import ConfigurationError
+    from execbridge.wiring import telemetry_sinks
+
+    monkeypatch.setitem(sys.modules, "execbridge.observability.tracing", None)  # as if opentelemetry were missing
+    monkeypatch.setitem(sys.modules, "execbridge.observability.mlflow_tracing", None)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    store = MemoryStore()
+    with pytest.raises(ConfigurationError, match=r"pip install 'execbridge\[tracing\]'"):
+        telemetry_sinks(load_settings(data_dir=tmp_path), store)
+    with pytest.raises(ConfigurationError, match=r"pip install 'execbridge\[mlflow\]'"):
+        telemetry_sinks(load_settings(data_dir=tmp_path, tracing="off", mlflow_tracing=True), store)
+    metrics, sinks = telemetry_sinks(load_settings(data_dir=tmp_path, tracing="off", metrics=False, usage=False), store)
+    assert metrics is None and sinks == []
