@@ -18,13 +18,19 @@ from library.conftest import KEY
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-# What a model would write for the notebook's question; the scripted upstream "writes" it.
+# What a model would write for the notebook's question; the scripted upstream "writes" it. The standard
+# library only: the tests' minimal sandbox runtime has no pandas (the full one does).
 REVENUE_BY_REGION = r"""python3 - <<'PY'
-import pandas as pd
-df = pd.read_csv('/workspace/sales.csv')
-totals = df.groupby('region')['revenue'].sum().sort_values(ascending=False)
-print(totals.to_string())
-print('top:', totals.index[0], round(totals.iloc[0], 2))
+import csv
+from collections import Counter
+totals = Counter()
+with open('/workspace/sales.csv', newline='') as f:
+    for row in csv.DictReader(f):
+        totals[row['region']] += float(row['revenue'])
+for region, total in totals.most_common():
+    print(f'{region:<8}{total}')
+top, amount = totals.most_common(1)[0]
+print('top:', top, amount)
 PY"""
 
 
@@ -70,7 +76,7 @@ def test_the_notebook_analyses_the_table_in_the_sandbox(fake_upstream: FakeUpstr
     ]
     assert printed[1].startswith("9 rows; columns: region, month, units, revenue")
     answer = printed[3]
-    assert "north    45960.0" in answer  # the code ran on the uploaded file, in the sandbox
+    assert "north   45960.0\nsouth   40135.0\nwest    32110.0\n" in answer  # ran on the uploaded file, in the sandbox
     assert "By revenue: top: north 45960.0" in answer
     assert printed[4].startswith("container: container_") and "stop reason: end_turn" in printed[4]
     assert fake_upstream.remaining == 0
