@@ -3,9 +3,14 @@ MLflow sink's calls; GenAI attributes present, the code's content and the key ab
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -125,3 +130,56 @@ def test_mlflow_traces_each_agent_step(fake_upstream: FakeUpstream, tmp_path: Pa
     tool = next(s for s in mlflow.spans if s.span_type == "TOOL")
     assert tool.ended_with == ({"execbridge.tool.outcome": "ok", "process.exit.code": 0}, "OK")
     assert "s3cr3t" not in repr([(s.name, s.attributes, s.ended_with) for s in mlflow.spans])
+
+
+class _Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector stand-in: keeps each export's decoded request."""
+
+    received: ClassVar[list[tuple[str, ExportTraceServiceRequest]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.received.append((self.path, ExportTraceServiceRequest.FromString(body)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def collector() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Collector.received.clear()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_spans_go_to_the_otlp_endpoint_named_in_the_environment(
+    fake_upstream: FakeUpstream, tmp_path: Path, collector: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "eb-under-test")
+    converse(fake_upstream, tmp_path)  # settings.tracing is "auto": on, since the endpoint is set
+    # The gateway's close shut the provider down, which exported what its batch still held.
+    assert {path for path, _ in _Collector.received} == {"/v1/traces"}
+    spans = [
+        (resource.resource, span)
+        for _, export in _Collector.received
+        for resource in export.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    names = sorted(span.name for _, span in spans)
+    assert names == sorted(
+        ["POST /v1/files", "POST /v1/messages", "GET /metrics", "chat m", "chat m"]
+        + ["execute_tool bash_code_execution"] * 2
+    )
+    services = {a.value.string_value for resource, _ in spans for a in resource.attributes if a.key == "service.name"}
+    assert services == {"eb-under-test"}
