@@ -13,8 +13,12 @@ then, in one run:
   (target: the native path within the Chat Completions path's figures);
 - OpenAI's Responses API (``POST /v1/responses``, stored as by default) on the Chat Completions path,
   next to ``/v1/messages`` (target: within the ``/v1/messages`` figures).
+- the gateway's CPU per request with telemetry off (no metrics, usage or tracing), with the defaults
+  (Prometheus metrics and usage per key), and with OpenTelemetry spans exported over OTLP/HTTP too (to a
+  collector stand-in in this process), each in its own gateway, rounds interleaved; and what the hooks
+  cost in-process when off (target: metrics and tracing cost < 0.1 ms CPU per request when off).
 
-    .venv/bin/python benchmarks/bench_gateway.py [-n 2000] [--concurrency 8]
+    .venv/bin/python benchmarks/bench_gateway.py [-n 2000] [--concurrency 8] [--only chat|anthropic|telemetry]
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ import argparse
 import asyncio
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -201,11 +208,108 @@ async def run(n: int, concurrency: int, paths: list[UpstreamPath]) -> None:
             print(f"{label:40}{chat[key]:8.3f}{native[key]:8.3f}")
 
 
+# Each configuration's environment on top of the gateway's own: telemetry off, the defaults, and tracing too.
+TELEMETRY_CONFIGS: dict[str, dict[str, str]] = {
+    "off": {"EXECBRIDGE_METRICS": "false", "EXECBRIDGE_USAGE": "false", "EXECBRIDGE_TRACING": "off"},
+    "metrics + usage (default)": {"EXECBRIDGE_TRACING": "off"},
+    "metrics + usage + OTLP spans": {"EXECBRIDGE_TRACING": "otlp"},
+}
+
+
+class _Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector stand-in: takes each export and answers 200 (an empty ExportTraceServiceResponse)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def hooks_off_us(n: int = 200_000) -> float:
+    """Microseconds of CPU the telemetry hooks take per request when off: the edge's lookup and checks,
+    and the engine's wrappers for one model turn and one tool execution (they return what they are given)."""
+    from execbridge.api.app import _telemetry_of
+    from execbridge.engine.observed import observed_tool, observed_turn
+    from execbridge.telemetry import OFF
+
+    class _App:
+        class state:  # stands for Starlette's app.state
+            services = None
+
+    scope = {"app": _App}
+    stream = object()
+    coroutine = object()
+    start = time.process_time()
+    for _ in range(n):
+        telemetry = _telemetry_of(scope)
+        if telemetry.enabled:
+            raise AssertionError
+        observed_turn(OFF, stream, "m", "owner")  # type: ignore[arg-type]
+        observed_tool(OFF, coroutine, "bash_code_execution", "id", "container", "owner")  # type: ignore[arg-type]
+        if telemetry.enabled:
+            raise AssertionError
+    return (time.process_time() - start) / n * 1e6
+
+
+async def measure_telemetry(fake_url: str, gateways: dict[str, tuple[str, int]], n: int, concurrency: int) -> None:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    rounds = 3
+    cpu: dict[tuple[str, str], list[float]] = {}
+    async with httpx.AsyncClient(limits=limits, timeout=30, trust_env=False) as client:
+        for url, _pid in gateways.values():
+            await latencies(client, f"{url}/v1/messages", MESSAGES_BODY, False, 50)
+        for _ in range(rounds):  # interleaved, so a busier moment of the shared machine hits every config
+            for name, (url, pid) in gateways.items():
+                for label, body in (("plain", MESSAGES_BODY), ("streamed", {**MESSAGES_BODY, "stream": True})):
+                    before = cpu_seconds(pid)
+                    await load(client, f"{url}/v1/messages", body, n // rounds, concurrency)
+                    cpu.setdefault((name, label), []).append((cpu_seconds(pid) - before) / (n // rounds) * 1e3)
+    print(f"\n== telemetry: gateway CPU per request (ms), median of {rounds} interleaved rounds of {n // rounds} ==")
+    print(f"{'':34}{'plain':>10}{'streamed':>10}{'+plain':>10}{'+streamed':>10}")
+    base = {label: statistics.median(cpu[("off", label)]) for label in ("plain", "streamed")}
+    for name in gateways:
+        plain, streamed = (statistics.median(cpu[(name, label)]) for label in ("plain", "streamed"))
+        print(f"{name:34}{plain:10.3f}{streamed:10.3f}{plain - base['plain']:10.3f}{streamed - base['streamed']:10.3f}")
+    print(f"hooks when off, in-process: {hooks_off_us():.2f} µs per request (target: < 100 µs)")
+
+
+def telemetry_gateways(fake_port: int, root: str) -> tuple[dict[str, tuple[str, int]], list[subprocess.Popen[bytes]]]:
+    collector = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    gateways: dict[str, tuple[str, int]] = {}
+    processes: list[subprocess.Popen[bytes]] = []
+    for i, (name, extra) in enumerate(TELEMETRY_CONFIGS.items()):
+        port = free_port()
+        env = {
+            **os.environ,
+            "EXECBRIDGE_DATA_DIR": f"{root}/telemetry-{i}",
+            "EXECBRIDGE_SANDBOX__SPARE_CONTAINERS": "0",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.server_address[1]}",
+            **extra,
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "execbridge", "serve", "--port", str(port),
+             "--upstream", f"http://127.0.0.1:{fake_port}/v1", *ONE_PROCESS],
+            env=env,
+        )  # fmt: skip
+        processes.append(process)
+        wait_for(f"http://127.0.0.1:{port}/", process)
+        gateways[name] = (f"http://127.0.0.1:{port}", process.pid)
+    return gateways, processes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--only", choices=["chat", "anthropic"], help="measure one upstream format only")
+    parser.add_argument(
+        "--only", choices=["chat", "anthropic", "telemetry"], help="measure one upstream format, or telemetry, only"
+    )
     args = parser.parse_args()
 
     fake_port, gateway_port, native_port = free_port(), free_port(), free_port()
@@ -239,7 +343,16 @@ def main() -> None:
             ]
             if args.only:
                 paths = [p for p in paths if p.name.lower().startswith(args.only)]
-            asyncio.run(run(args.n, args.concurrency, paths))
+            if paths:
+                asyncio.run(run(args.n, args.concurrency, paths))
+            if args.only in (None, "telemetry"):
+                gateways, extra = telemetry_gateways(fake_port, data_dir)
+                try:
+                    asyncio.run(measure_telemetry(fake_url, gateways, args.n, args.concurrency))
+                finally:
+                    for process in extra:
+                        process.terminate()
+                        process.wait(10)
         finally:
             for process in (gateway, native, fake):
                 process.terminate()

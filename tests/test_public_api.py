@@ -21,6 +21,7 @@ PUBLIC = [
     "Heartbeat",
     "InputJsonDelta",
     "InvalidRequest",
+    "LocalGateway",
     "MessageFinished",
     "MessageStarted",
     "NotFound",
@@ -43,6 +44,7 @@ PUBLIC = [
     "__version__",
     "create_app",
     "load_settings",
+    "open",
     "open_services",
     "parse_messages_request",
 ]

@@ -4,7 +4,12 @@ Everything below is re-exported from the module that owns it; anything not liste
 submodule's own names included) is internal and may change without notice. The list is pinned by
 ``tests/test_public_api.py``.
 
-Run the gateway in-process::
+Use the gateway from a program or a notebook, with the official SDKs and no server::
+
+    with execbridge.open(upstream="http://127.0.0.1:8000/v1", data_dir="./eb") as gateway:
+        client = anthropic.Anthropic(api_key=key, base_url=gateway.base_url, http_client=gateway.http_client())
+
+Run the gateway in-process under any ASGI server::
 
     settings = execbridge.load_settings(upstream_url="http://127.0.0.1:8000/v1")
     app = execbridge.create_app(lambda: execbridge.open_services(settings))   # any ASGI server
@@ -70,6 +75,10 @@ if TYPE_CHECKING:
         UpstreamRateLimited,
         UpstreamTimeout,
     )
+    from execbridge.library.gateway import (
+        LocalGateway,
+        open,
+    )
     from execbridge.types import (
         Caller,
         GenerationRequest,
@@ -119,6 +128,8 @@ _OWNERS: dict[str, str] = {
     "UpstreamOverloaded": "execbridge.errors",
     "UpstreamRateLimited": "execbridge.errors",
     "UpstreamTimeout": "execbridge.errors",
+    "LocalGateway": "execbridge.library.gateway",
+    "open": "execbridge.library.gateway",
     "Caller": "execbridge.types",
     "GenerationRequest": "execbridge.types",
     "Services": "execbridge.wiring",
@@ -153,6 +164,7 @@ __all__ = [
     "Heartbeat",
     "InputJsonDelta",
     "InvalidRequest",
+    "LocalGateway",
     "MessageFinished",
     "MessageStarted",
     "NotFound",
@@ -175,6 +187,7 @@ __all__ = [
     "__version__",
     "create_app",
     "load_settings",
+    "open",
     "open_services",
     "parse_messages_request",
 ]

@@ -231,6 +231,26 @@ class Settings(BaseSettings):
     gateway_user: str = Field(
         "execbridge", description="The unprivileged user the gateway runs as (scripts/install.sh creates it)."
     )
+    metrics: bool = Field(
+        True, description="Serve Prometheus metrics at GET /metrics (no key needed; no label names a key or owner)."
+    )
+    tracing: Literal["auto", "otlp", "off"] = Field(
+        "auto",
+        description="OpenTelemetry spans per request, model turn and tool execution (the [tracing] extra). auto: "
+        "exported over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set; otlp: always; "
+        "off: never. The service is named by OTEL_SERVICE_NAME (default execbridge).",
+    )
+    mlflow_tracing: bool = Field(
+        False,
+        description="Send each request as an MLflow trace (the [mlflow] extra), to MLFLOW_TRACKING_URI and "
+        "MLFLOW_EXPERIMENT_NAME as MLflow reads them (`databricks` for a workspace's trace UI).",
+    )
+    usage: bool = Field(
+        True, description="Count requests, tokens and code-execution seconds per key (`execbridge keys usage`)."
+    )
+    usage_flush_s: float = Field(
+        1.0, ge=0, description="How often usage totals are written to the store at most (0: after every request)."
+    )
 
     @classmethod
     def settings_customise_sources(

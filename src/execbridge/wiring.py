@@ -10,14 +10,15 @@ or sandbox process behind.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from execbridge.config import Settings
@@ -26,12 +27,15 @@ from execbridge.engine.openai_containers import OpenAIContainers
 from execbridge.errors import ConfigurationError, SandboxUnavailable
 from execbridge.files import FileService
 from execbridge.keys import KeyGate, key_gate
+from execbridge.observability.metrics import PrometheusSink
+from execbridge.observability.usage import UsageSink
 from execbridge.sandbox.base import ContainerService
 from execbridge.sandbox.host_client import SandboxHostClient, host_answers
 from execbridge.sandbox.manager import ContainerManager
 from execbridge.sandbox.runtime_check import runtime_problems
-from execbridge.store.base import ResponseStore, ThreadStore
+from execbridge.store.base import ResponseStore, Store, ThreadStore
 from execbridge.store.sqlite import SqliteStore
+from execbridge.telemetry import OFF, Sink, Telemetry
 from execbridge.upstream.anthropic_messages import AnthropicMessagesUpstream
 from execbridge.upstream.base import Credentials, GatewayUpstream, ModelCatalog
 from execbridge.upstream.key_check import UpstreamKeyCheck
@@ -67,6 +71,8 @@ class Services:
     responses: ResponseStore | None = None  # stored Responses-API responses; None: nothing is stored
     # OpenAI's Containers API and the containers of /v1/responses; None: not offered
     openai_containers: OpenAIContainers | None = None
+    telemetry: Telemetry = OFF  # metrics, traces and usage per key are reported here
+    metrics: PrometheusSink | None = None  # GET /metrics; None: not served
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +135,9 @@ async def resolve_upstream(settings: Settings) -> UpstreamTarget:
     return _native_target(settings, settings.upstream_url, None)
 
 
-def _anthropic_upstream(settings: Settings, target: UpstreamTarget, url: str) -> AnthropicMessagesUpstream:
+def _anthropic_upstream(
+    settings: Settings, target: UpstreamTarget, url: str, telemetry: Telemetry = OFF
+) -> AnthropicMessagesUpstream:
     key = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None
     return AnthropicMessagesUpstream(
         url,
@@ -142,20 +150,25 @@ def _anthropic_upstream(settings: Settings, target: UpstreamTarget, url: str) ->
         total_timeout_s=settings.upstream_total_timeout_s,
         max_retries=settings.upstream_max_retries,
         model_names=ModelNames(settings.model_map, provider=settings.provider),
+        telemetry=telemetry,
     )
 
 
 @asynccontextmanager
-async def open_upstream(settings: Settings, target: UpstreamTarget | None = None) -> AsyncIterator[GatewayUpstream]:
+async def open_upstream(
+    settings: Settings, target: UpstreamTarget | None = None, telemetry: Telemetry = OFF
+) -> AsyncIterator[GatewayUpstream]:
     """The upstream ``target`` names: Chat Completions, Anthropic-native, or both routed per model."""
     target = target or await resolve_upstream(settings)
     upstream: GatewayUpstream
     if target.native_for == "all" and target.anthropic_url is not None:
-        upstream = _anthropic_upstream(settings, target, target.anthropic_url)
+        upstream = _anthropic_upstream(settings, target, target.anthropic_url, telemetry)
     else:
-        chat = OpenAIChatUpstream.from_settings(settings, base_url=target.base_url, credentials=target.credentials)
+        chat = OpenAIChatUpstream.from_settings(
+            settings, base_url=target.base_url, credentials=target.credentials, telemetry=telemetry
+        )
         if target.native_for == "claude" and target.anthropic_url is not None:
-            upstream = RoutedUpstream(_anthropic_upstream(settings, target, target.anthropic_url), chat)
+            upstream = RoutedUpstream(_anthropic_upstream(settings, target, target.anthropic_url, telemetry), chat)
         else:
             upstream = chat
     try:
@@ -176,7 +189,7 @@ async def open_store(settings: Settings) -> AsyncIterator[SqliteStore]:
 
 
 @asynccontextmanager
-async def open_containers(settings: Settings) -> AsyncIterator[ContainerService]:
+async def open_containers(settings: Settings, telemetry: Telemetry = OFF) -> AsyncIterator[ContainerService]:
     """The containers ``settings`` name: a running sandbox host's (``sandbox_host``), else in-process."""
     if settings.sandbox_host is not None:
         sb = settings.sandbox
@@ -189,12 +202,12 @@ async def open_containers(settings: Settings) -> AsyncIterator[ContainerService]
         finally:
             await client.aclose()
         return
-    async with open_local_containers(settings) as manager:
+    async with open_local_containers(settings, telemetry) as manager:
         yield manager
 
 
 @asynccontextmanager
-async def open_local_containers(settings: Settings) -> AsyncIterator[ContainerManager]:
+async def open_local_containers(settings: Settings, telemetry: Telemetry = OFF) -> AsyncIterator[ContainerManager]:
     """The container manager of this data directory, over its own store in the sandbox directory."""
     async with AsyncExitStack() as stack:
         await asyncio.to_thread(_prepare_sandbox_dir, settings.sandbox_dir)
@@ -203,7 +216,7 @@ async def open_local_containers(settings: Settings) -> AsyncIterator[ContainerMa
         stack.push_async_callback(store.close)
         if fresh:
             await _adopt_legacy_records(settings, store)
-        manager = ContainerManager(settings, store)
+        manager = ContainerManager(settings, store, telemetry=telemetry)
         await manager.start()
         stack.push_async_callback(manager.close)
         yield manager
@@ -231,14 +244,56 @@ async def _adopt_legacy_records(settings: Settings, store: SqliteStore) -> None:
         log.info("moved %d container records into %s", len(records), settings.sandbox_database_path)
 
 
+def telemetry_sinks(settings: Settings, store: Store) -> tuple[PrometheusSink | None, list[Sink]]:
+    """The sinks ``settings`` ask for: the metrics sink (also returned alone, for ``GET /metrics``), usage
+    per key, OpenTelemetry and MLflow spans (their libraries imported only when asked for)."""
+    sinks: list[Sink] = []
+    metrics = PrometheusSink(files_total=store.usage.files_total) if settings.metrics else None
+    if metrics is not None:
+        sinks.append(metrics)
+    if settings.usage:
+        sinks.append(UsageSink(store.usage, flush_every_s=settings.usage_flush_s))
+    otlp_asked = settings.tracing == "otlp" or (
+        settings.tracing == "auto" and any(os.environ.get(v) for v in _OTLP_ENDPOINT_VARIABLES)
+    )
+    if otlp_asked:
+        tracing = _optional("execbridge.observability.tracing", "tracing", "OpenTelemetry tracing")
+        sinks.append(tracing.OpenTelemetrySink(tracing.otlp_provider(), shutdown=True))
+    if settings.mlflow_tracing:
+        mlflow_tracing = _optional("execbridge.observability.mlflow_tracing", "mlflow", "MLflow tracing")
+        sinks.append(mlflow_tracing.MlflowSink())
+    return metrics, sinks
+
+
+_OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+def _optional(module: str, extra: str, what: str) -> Any:
+    """A sink module whose library is an optional extra; a missing one is a configuration error, said so."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"{what} is on but {exc.name} is not installed: pip install 'execbridge[{extra}]'"
+        ) from None
+
+
 @asynccontextmanager
-async def open_services(settings: Settings, target: UpstreamTarget | None = None) -> AsyncIterator[Services]:
-    """Everything ``serve`` runs on; ``target`` when the caller resolved the upstream already."""
+async def open_services(
+    settings: Settings, target: UpstreamTarget | None = None, *, sinks: Sequence[Sink] = ()
+) -> AsyncIterator[Services]:
+    """Everything ``serve`` runs on; ``target`` when the caller resolved the upstream already; ``sinks``
+    receive telemetry besides those the settings ask for (a test's in-memory span exporter, say)."""
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(open_store(settings))
         gate = await key_gate(settings, store.keys)
         target = target or await resolve_upstream(settings)
-        containers = await stack.enter_async_context(open_containers(settings))
+        metrics, configured = telemetry_sinks(settings, store)
+        telemetry = Telemetry([*configured, *sinks])
+        stack.push_async_callback(telemetry.aclose)  # before the store closes: usage totals are written
+        containers = await stack.enter_async_context(open_containers(settings, telemetry))
+        if metrics is not None and isinstance(containers, ContainerManager):
+            metrics.watch_containers(containers.counts)
         files = FileService(
             store.files,
             settings.files_dir,
@@ -248,8 +303,10 @@ async def open_services(settings: Settings, target: UpstreamTarget | None = None
         )
         files.prepare()
         await files.sweep_all()  # then on every upload and listing (``FileService.sweep``)
-        upstream = await stack.enter_async_context(open_upstream(settings, target))
-        engine = Engine(upstream, containers, settings, files=files, pending_calls=store.pending_calls)
+        upstream = await stack.enter_async_context(open_upstream(settings, target, telemetry))
+        engine = Engine(
+            upstream, containers, settings, files=files, pending_calls=store.pending_calls, telemetry=telemetry
+        )
         key_check = None if settings.gateway_holds_credentials else UpstreamKeyCheck(upstream)
         yield Services(
             settings=settings,
@@ -263,6 +320,8 @@ async def open_services(settings: Settings, target: UpstreamTarget | None = None
             threads=store.threads,
             responses=store.responses,
             openai_containers=OpenAIContainers(store.openai_containers, containers, files),
+            telemetry=telemetry,
+            metrics=metrics,
         )
 
 

@@ -31,6 +31,7 @@ from execbridge.api import (
     count_tokens,
     files,
     health,
+    metrics,
     model_list,
     openai_files,
     openai_models,
@@ -44,6 +45,7 @@ from execbridge.api.dialect import dialect_of, error_response_for
 from execbridge.api.drain import Drain
 from execbridge.api.messages import create_message
 from execbridge.errors import ExecbridgeError, InvalidRequest, NotFound, UpstreamError
+from execbridge.telemetry import OFF, RequestReport, Telemetry
 from execbridge.wiring import Services
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,8 @@ class RequestIdMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         # OpenAI's SDK reads the request id from ``x-request-id``, Anthropic's from ``request-id``.
         id_headers = [b"request-id"] + ([b"x-request-id"] if dialect_of(scope) == "openai" else [])
+        telemetry = _telemetry_of(scope)
+        handles = telemetry.request_started(request_id, scope["method"], scope["path"]) if telemetry.enabled else ()
         body = _Body(scope, receive)
         started = False
         status: int | None = None
@@ -135,7 +139,26 @@ class RequestIdMiddleware:
             response = Response(content, status_code=code, headers=headers, media_type="application/json")
             await response(scope, body.receive, send_with_id)
         finally:
-            request_log.end(fields, status, time.perf_counter() - began)
+            duration = time.perf_counter() - began
+            if telemetry.enabled:
+                telemetry.request_finished(handles, _report(scope, request_id, status, duration))
+            request_log.end(fields, status, duration)
+            if telemetry.enabled:
+                await telemetry.flush()
+
+
+def _telemetry_of(scope: Scope) -> Telemetry:
+    app = scope.get("app")
+    services = getattr(app.state, "services", None) if app is not None else None
+    return services.telemetry if services is not None else OFF
+
+
+def _report(scope: Scope, request_id: str, status: int | None, duration_s: float) -> RequestReport:
+    """The request as telemetry sees it: its route's template (bounded, unlike paths) and what it noted."""
+    templates: dict[object, str] = getattr(scope["app"].state, "route_templates", {})
+    noted = request_log.current()
+    route = templates.get(scope.get("endpoint"), "unmatched")
+    return RequestReport(request_id, scope["method"], route, status, duration_s, noted.get("model"), noted.get("owner"))
 
 
 def _error(request: Request, exc: BaseException) -> Response:
@@ -230,6 +253,7 @@ def create_app(
         Route("/readyz", health.readyz, methods=["GET"]),
         Route("/openapi.json", openapi.openapi_json, methods=["GET"]),
         *playground.routes(),  # a browser page, without a key (its API calls carry one); off: 404
+        Route("/metrics", metrics.metrics, methods=["GET"]),
     ]
     app = Starlette(
         routes=routes,
@@ -238,6 +262,8 @@ def create_app(
         exception_handlers={ExecbridgeError: _execbridge_error, HTTPException: _http_error},
     )
     app.state.drain = Drain()  # cli/serve.py begins it on SIGTERM
+    # Routing leaves the matched endpoint in the scope; telemetry labels a request by its route's template.
+    app.state.route_templates = {route.endpoint: route.path for route in routes if isinstance(route, Route)}
     app.add_middleware(GatewayKeyMiddleware)  # added first, so it runs inside RequestIdMiddleware
     app.add_middleware(RequestIdMiddleware)
     return app

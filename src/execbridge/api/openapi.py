@@ -503,6 +503,16 @@ def _other_paths() -> dict[str, Any]:
                 "responses": {"200": {"description": "OpenAPI 3.1", "content": {JSON: {}}}},
             }
         },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics, text format (no key needed; 404 when metrics are off)",
+                "security": [],
+                "responses": {
+                    "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "404": _json(_ref("ErrorResponse"), "metrics are off"),
+                },
+            }
+        },
     }
 
 

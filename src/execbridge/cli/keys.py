@@ -1,8 +1,13 @@
-"""``execbridge keys create|ls|revoke``: the gateway's own API keys (see ``execbridge.keys``).
+"""``execbridge keys create|ls|revoke|usage``: the gateway's own API keys (see ``execbridge.keys``), and
+what each key has used.
 
 ``create`` prints the new key once, alone on stdout (so ``KEY=$(execbridge keys create)`` works), and
 what it is on stderr; nothing can show it again. ``ls`` never shows secrets, only ids. A running
 gateway sees a new or revoked key on its next request: keys live in the shared SQLite store.
+
+``usage`` lists every owner that used the gateway: a gateway key's id (with its name), or in
+pass-through mode the digest of a client's own key (no secret is ever stored). A running gateway writes
+its totals at most every ``usage_flush_s`` seconds and when it stops.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import click
 
 from execbridge.cli._context import CliContext
 from execbridge.keys import GatewayKeys
-from execbridge.store.base import ApiKeyRecord
+from execbridge.store.base import ApiKeyRecord, UsageRecord
 from execbridge.wiring import open_store
 
 
@@ -87,3 +92,46 @@ def revoke(cli: CliContext, key_id: str) -> None:
 
 def _iso(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
+
+
+@command.command("usage")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per key.")
+@click.pass_obj
+def usage(cli: CliContext, as_json: bool) -> None:
+    """Requests, tokens in and out, code-execution seconds and files stored, per key (most input tokens first)."""
+
+    async def run() -> tuple[list[UsageRecord], dict[str, str | None]]:
+        async with open_store(cli.settings()) as store:
+            names = {k.id: k.name for k in await store.keys.list()}
+            return await store.usage.list(), names
+
+    records, names = asyncio.run(run())
+    if not records and not as_json:
+        click.echo("no usage yet", err=True)
+        return
+    if not as_json:
+        click.echo(
+            f"{'KEY':<44}  {'REQUESTS':>8}  {'TOKENS IN':>10}  {'TOKENS OUT':>10}  {'EXEC S':>9}  {'FILES':>5}  "
+            f"{'FILE BYTES':>11}  NAME"
+        )
+    for r in records:
+        name = names.get(r.owner)
+        if as_json:
+            row = {
+                "key": r.owner,
+                "name": name,
+                "gateway_key": r.owner in names,
+                "requests": r.requests,
+                "input_tokens": r.input_tokens,
+                "output_tokens": r.output_tokens,
+                "code_execution_seconds": round(r.code_execution_s, 3),
+                "files": r.files,
+                "file_bytes": r.file_bytes,
+                "last_used_at": _iso(r.last_used_at),
+            }
+            click.echo(json.dumps(row))
+        else:
+            click.echo(
+                f"{r.owner:<44}  {r.requests:>8}  {r.input_tokens:>10}  {r.output_tokens:>10}  "
+                f"{r.code_execution_s:>9.1f}  {r.files:>5}  {r.file_bytes:>11}  {name or ''}".rstrip()
+            )

@@ -28,6 +28,7 @@ from execbridge import ids
 from execbridge.config import Settings
 from execbridge.engine.events import EngineEvent, Heartbeat, MessageFinished, MessageStarted, ServerToolResultReady
 from execbridge.engine.history import for_upstream, unanswered_server_calls, with_results
+from execbridge.engine.observed import observed_tool, observed_turn
 from execbridge.engine.ptc import CONTAINER_REQUIRED, CellAnswers, find_answers, missing_answers
 from execbridge.engine.token_estimate import TokenCount, estimate_tokens
 from execbridge.engine.turn import TurnAssembler, replay
@@ -37,6 +38,7 @@ from execbridge.files import FileService
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo, ContainerService
 from execbridge.store.base import PendingCall, PendingCallStore
 from execbridge.store.memory import MemoryPendingCallStore
+from execbridge.telemetry import OFF, Telemetry
 from execbridge.tools.code_execution import repl_function, resume_cell, run_call, system_note
 from execbridge.tools.versions import PYTHON, TOOL_NAME, ToolVersion, version_of
 from execbridge.types import (
@@ -133,8 +135,10 @@ class Engine:
         files: FileService | None = None,
         pending_calls: PendingCallStore | None = None,
         heartbeat_s: float = 5.0,
+        telemetry: Telemetry = OFF,
     ) -> None:
         self._upstream = upstream
+        self._telemetry = telemetry
         self._containers = containers
         self._settings = settings
         self._files = files  # None: no Files API (container_upload refused, outputs dropped)
@@ -197,8 +201,10 @@ class Engine:
         if run.paused:
             run.stop_reason = "tool_use"
             return
-        async for item in self._model_turns(run):
-            yield item
+        # Closed here, not whenever the collector gets to it: a consumer that leaves ends the turn now.
+        async with aclosing(self._model_turns(run)) as turns:
+            async for item in turns:
+                yield item
 
     async def _model_turns(self, run: _Run) -> AsyncGenerator[EngineEvent | _Began, None]:
         """Model turn, server calls, model turn … until the model stops, calls a client tool, or the cap."""
@@ -209,7 +215,8 @@ class Engine:
             turn = first if iteration == 0 else replace(first, messages=tuple(run.history), function_choice=None)
             assembler = TurnAssembler(server_names.__contains__, single_call=turn.parallel_calls is False)
             began = False
-            async with aclosing(self._upstream.stream_turn(turn)) as upstream_events:
+            stream = observed_turn(self._telemetry, self._upstream.stream_turn(turn), turn.model, run.caller.owner)
+            async with aclosing(stream) as upstream_events:
                 async for upstream_event in upstream_events:
                     if not began:
                         began = True
@@ -503,20 +510,19 @@ class Engine:
                 if call.id in invalid:
                     outcome: ToolOutcome = ToolFailure("invalid_tool_input", "arguments were not a JSON object")
                 else:
-                    limits = self._settings.sandbox
-                    task = asyncio.ensure_future(
-                        run_call(
-                            session,
-                            call.name,
-                            call.input,
-                            limits,
-                            publish,
-                            repl=repl,
-                            code_tools=code_tools,
-                            call_id=call.id,
-                            written=written,
-                        )
+                    execution = run_call(
+                        session,
+                        call.name,
+                        call.input,
+                        self._settings.sandbox,
+                        publish,
+                        repl=repl,
+                        code_tools=code_tools,
+                        call_id=call.id,
+                        written=written,
                     )
+                    observed = observed_tool(self._telemetry, execution, call.name, call.id, container.id, caller.owner)
+                    task = asyncio.ensure_future(observed)
                     async for beat in self._beating(task):
                         yield beat
                     done = self._outcome_of(task)

@@ -37,6 +37,7 @@ import functools
 import logging
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -59,6 +60,7 @@ from execbridge.sandbox.session import LeasedSession
 from execbridge.sandbox.slots import SlotAllocator
 from execbridge.sandbox.waiting import WaitingCell
 from execbridge.store.base import ContainerRecord, Store
+from execbridge.telemetry import OFF, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +76,16 @@ _REQUIRED = (doctor.BWRAP, doctor.USERNS, doctor.RUNTIME, doctor.RUNTIME_VERSION
 class ContainerManager:
     """``async with ContainerManager(settings, store) as containers: ...`` (or ``start()``/``close()``)."""
 
-    def __init__(self, settings: Settings, store: Store, *, report: doctor.DoctorReport | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        report: doctor.DoctorReport | None = None,
+        telemetry: Telemetry = OFF,
+    ) -> None:
         self.settings = settings
+        self._telemetry = telemetry
         self._sb = settings.sandbox
         self._store = store
         self._report = report
@@ -250,6 +260,11 @@ class ContainerManager:
     def pool(self) -> SparePool | None:
         return self._pool
 
+    def counts(self) -> tuple[int, int]:
+        """Containers with running processes, and how many of those no request uses (for metrics)."""
+        live = [e for e in self._entries.values() if e.live is not None]
+        return len(live), sum(1 for e in live if not e.users)
+
     # ------------------------------------------------------------ ContainerService
 
     async def create(self, owner: Owner, *, memory_mb: int | None = None) -> ContainerInfo:
@@ -272,6 +287,7 @@ class ContainerManager:
         entry = ContainerEntry(record, live=live, mounted=True, stored_last_used=now, workspace=DEFAULT_WORKSPACE)
         self._entries[record.id] = entry
         self._poke_evictor()  # one more live container: the evictor looks at the budgets
+        self._telemetry.container_created()
         return self._info(entry)
 
     async def get(self, container_id: str, owner: Owner) -> ContainerInfo:
@@ -431,7 +447,9 @@ class ContainerManager:
         if not entry.mounted:
             await prov.open_workspace(entry.slot)
             entry.mounted = True
+        began = time.perf_counter()
         entry.live = live = await prov.start(entry.slot, entry.workspace, entry.record.memory_mb)
+        self._telemetry.sandbox_started(time.perf_counter() - began)
         self._poke_evictor()
         return live
 
@@ -525,7 +543,9 @@ class ContainerManager:
         try:
             await prov.create_workspace(slot)
             # Spares are for new containers, whose workspace is at the default path.
+            began = time.perf_counter()
             live = await prov.start(slot, DEFAULT_WORKSPACE, memory_mb)
+            self._telemetry.sandbox_started(time.perf_counter() - began)
             # One round trip: the executor then loads ``site`` while it waits, so the container's
             # first Python command does not pay for it.
             await live.client.ping()
@@ -561,6 +581,8 @@ class ContainerManager:
         if entry.live is not None:
             live, entry.live = entry.live, None
             await prov.stop(live)
+            if not entry.deleted:
+                self._telemetry.container_evicted()
         if entry.mounted:
             await prov.close_workspace(entry.slot)
             entry.mounted = False

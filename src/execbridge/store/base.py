@@ -380,6 +380,40 @@ class ResponseStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """What one owner (a gateway key's id, or a passed-through key's digest) has used.
+
+    Requests, tokens and code-execution seconds are counted as requests finish (``UsageStore.add``);
+    ``files`` and ``file_bytes`` are what the owner keeps in the Files API now.
+    """
+
+    owner: str
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    code_execution_s: float = 0.0
+    files: int = 0
+    file_bytes: int = 0
+    last_used_at: datetime | None = None
+
+
+class UsageStore(Protocol):
+    async def add(
+        self, owner: str, *, requests: int, input_tokens: int, output_tokens: int, code_execution_s: float, at: datetime
+    ) -> None:
+        """Add to ``owner``'s totals (made on first use)."""
+        ...
+
+    async def list(self) -> list[UsageRecord]:
+        """Every owner with any use or any stored file, most input tokens first."""
+        ...
+
+    async def files_total(self) -> tuple[int, int]:
+        """Files kept in the Files API, all owners together: (count, bytes)."""
+        ...
+
+
 class Store(Protocol):
     @property
     def containers(self) -> ContainerStore: ...
@@ -401,5 +435,8 @@ class Store(Protocol):
 
     @property
     def responses(self) -> ResponseStore: ...
+
+    @property
+    def usage(self) -> UsageStore: ...
 
     async def close(self) -> None: ...

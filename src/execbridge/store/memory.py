@@ -17,6 +17,7 @@ from execbridge.store.base import (
     StoredResponse,
     ThreadClaim,
     ThreadTurn,
+    UsageRecord,
 )
 
 
@@ -324,6 +325,43 @@ class MemoryResponseStore:
         return True
 
 
+class MemoryUsageStore:
+    def __init__(self, files: MemoryFileStore) -> None:
+        self.records: dict[str, UsageRecord] = {}
+        self._files = files
+
+    async def add(
+        self, owner: str, *, requests: int, input_tokens: int, output_tokens: int, code_execution_s: float, at: datetime
+    ) -> None:
+        old = self.records.get(owner, UsageRecord(owner))
+        self.records[owner] = replace(
+            old,
+            requests=old.requests + requests,
+            input_tokens=old.input_tokens + input_tokens,
+            output_tokens=old.output_tokens + output_tokens,
+            code_execution_s=old.code_execution_s + code_execution_s,
+            last_used_at=at,
+        )
+
+    async def list(self) -> builtins.list[UsageRecord]:
+        kept: dict[str, tuple[int, int]] = {}
+        for record in self._files.records.values():
+            count, size = kept.get(record.owner, (0, 0))
+            kept[record.owner] = (count + 1, size + record.size_bytes)
+        owners = set(self.records) | set(kept)
+        found = [
+            replace(
+                self.records.get(o, UsageRecord(o)), files=kept.get(o, (0, 0))[0], file_bytes=kept.get(o, (0, 0))[1]
+            )
+            for o in owners
+        ]
+        return sorted(found, key=lambda r: (-r.input_tokens, r.owner))
+
+    async def files_total(self) -> tuple[int, int]:
+        records = self._files.records.values()
+        return len(records), sum(r.size_bytes for r in records)
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self._pending_calls = MemoryPendingCallStore()
@@ -333,6 +371,7 @@ class MemoryStore:
         self._threads = MemoryThreadStore()
         self._openai_containers = MemoryOpenAIContainerStore()
         self._responses = MemoryResponseStore()
+        self._usage = MemoryUsageStore(self._files)
 
     @property
     def containers(self) -> MemoryContainerStore:
@@ -361,6 +400,10 @@ class MemoryStore:
     @property
     def responses(self) -> MemoryResponseStore:
         return self._responses
+
+    @property
+    def usage(self) -> MemoryUsageStore:
+        return self._usage
 
     async def close(self) -> None:
         return None

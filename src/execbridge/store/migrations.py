@@ -205,6 +205,22 @@ def _responses(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX responses_owner ON responses (owner, created_us)")
 
 
+def _usage(db: sqlite3.Connection) -> None:
+    # Totals per owner (never a key: owners are key ids or digests), added to as requests finish.
+    db.execute(
+        """
+        CREATE TABLE usage (
+            owner            TEXT PRIMARY KEY,
+            requests         INTEGER NOT NULL,
+            input_tokens     INTEGER NOT NULL,
+            output_tokens    INTEGER NOT NULL,
+            code_execution_s REAL NOT NULL,
+            last_used_at     REAL NOT NULL
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     ("0001_containers", _containers),
     ("0002_files", _files),
@@ -215,6 +231,7 @@ MIGRATIONS: list[Migration] = [
     ("0007_ptc_pending_calls", _ptc_pending_calls),
     ("0008_responses", _responses),
     ("0009_openai_containers", _openai_containers),
+    ("0010_usage", _usage),
 ]
 
 

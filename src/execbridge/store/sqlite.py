@@ -31,6 +31,7 @@ from execbridge.store.sqlite_openai import SqliteOpenAIContainerStore
 from execbridge.store.sqlite_pending import SqlitePendingCallStore
 from execbridge.store.sqlite_responses import SqliteResponseStore
 from execbridge.store.sqlite_threads import SqliteThreadStore
+from execbridge.store.sqlite_usage import SqliteUsageStore
 
 T = TypeVar("T")
 
@@ -319,6 +320,7 @@ class SqliteStore:
         self._pending_calls = SqlitePendingCallStore(self)
         self._openai_containers = SqliteOpenAIContainerStore(self)
         self._responses = SqliteResponseStore(self)
+        self._usage = SqliteUsageStore(self)
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> SqliteStore:
@@ -358,6 +360,10 @@ class SqliteStore:
     @property
     def responses(self) -> SqliteResponseStore:
         return self._responses
+
+    @property
+    def usage(self) -> SqliteUsageStore:
+        return self._usage
 
     async def _run(self, fn: Callable[[], T]) -> T:
         try:

@@ -42,6 +42,7 @@ import httpx
 import orjson
 
 from execbridge.errors import AuthenticationFailed, UpstreamError
+from execbridge.telemetry import OFF, Telemetry
 from execbridge.upstream._http11 import Http11Endpoint, default_ssl_context
 from execbridge.upstream.anthropic_stream import message_events, sse_message_events
 from execbridge.upstream.anthropic_translate import build_messages_payload, has_call_only_turn
@@ -105,7 +106,9 @@ class AnthropicMessagesUpstream:
         trust_env: bool = True,
         http: Literal["auto", "fast", "httpx"] = "auto",
         model_names: ModelNames | None = None,
+        telemetry: Telemetry = OFF,
     ) -> None:
+        self._telemetry = telemetry  # told of each retry
         self.base_url = base_url.rstrip("/").removesuffix("/v1/messages").removesuffix("/v1")
         self._messages_url = _url(self.base_url, "/v1/messages")
         self._count_url = _url(self.base_url, "/v1/messages/count_tokens")
@@ -237,6 +240,7 @@ class AnthropicMessagesUpstream:
             if delay is None or loop.time() + delay > deadline:
                 raise error
             attempt += 1
+            self._telemetry.upstream_retried(str(error.status) if error.status is not None else "transport")
             await asyncio.sleep(delay)
 
     def _post(self, body: bytes, headers: dict[str, str]) -> AbstractAsyncContextManager[_Response]:

@@ -51,6 +51,7 @@ import orjson
 
 from execbridge.config import Settings
 from execbridge.errors import AuthenticationFailed, UpstreamError
+from execbridge.telemetry import OFF, Telemetry
 from execbridge.types import Document
 from execbridge.upstream._http11 import Http11Endpoint, default_ssl_context
 from execbridge.upstream.base import ChatTurn, Credentials, ModelInfo, TokenUsage, UpstreamEvent
@@ -110,7 +111,9 @@ class OpenAIChatUpstream:
         model_names: ModelNames | None = None,
         auth_header: Literal["auto", "authorization", "api-key"] = "auto",
         model_listing: Literal["auto", "openai", "databricks"] = "auto",
+        telemetry: Telemetry = OFF,
     ) -> None:
+        self._telemetry = telemetry  # told of each retry
         self.base_url = base_url.rstrip("/")
         self._url = httpx.URL(_url(self.base_url, "/chat/completions"))
         self._api_key = api_key
@@ -295,6 +298,7 @@ class OpenAIChatUpstream:
             if delay is None or loop.time() + delay > deadline:
                 raise error
             attempt += 1
+            self._telemetry.upstream_retried(str(error.status) if error.status is not None else "transport")
             await asyncio.sleep(delay)
 
     def _post(self, body: bytes, header: _Header) -> AbstractAsyncContextManager[_Response]:

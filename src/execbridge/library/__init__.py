@@ -1,0 +1,1 @@
+"""Library mode: the gateway in-process, reached by the official SDKs through an ``http_client``."""
