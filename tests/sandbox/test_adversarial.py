@@ -122,6 +122,7 @@ async def test_host_files_are_invisible(m: ContainerManager):
         "lib32",
         "lib64",
         "libx32",
+        "mnt",  # /mnt/data: the workspace again, where OpenAI's code interpreter keeps files
         "opt",
         "proc",
         "sbin",

@@ -12,10 +12,14 @@ Must not: change anything (``instances.collect`` is ``execbridge sandbox gc``'s)
 
 from __future__ import annotations
 
+import logging
 import resource
+import shutil
+from pathlib import Path
 
 from execbridge.config import Settings
-from execbridge.sandbox import fdlimit, instances
+from execbridge.errors import QuotaExceeded, SandboxUnavailable
+from execbridge.sandbox import doctor, fdlimit, instances
 from execbridge.sandbox.cgroups import host_totals
 from execbridge.sandbox.doctor import Check
 from execbridge.sandbox.eviction import LiveBudget
@@ -57,3 +61,47 @@ def check_leftovers() -> Check:
         "removes them",
         "",
     )
+
+
+_log = logging.getLogger(__name__)
+# Without these no sandbox can start at all.
+_REQUIRED = (doctor.BWRAP, doctor.USERNS, doctor.RUNTIME, doctor.RUNTIME_VERSION)
+_MIN_MEMORY_MB = 32  # a container's own memory limit is never set below this
+_DISK_RETRY_AFTER_S = 60.0  # when the disk is nearly full: deletions and expiry free it, slowly
+
+
+def enforce_protections(report: doctor.DoctorReport, *, allow_weak: bool) -> tuple[str, ...]:
+    """Refuse to start without a protection ``report`` misses (``SandboxUnavailable``), unless it is one
+    that ``allow_weak`` (``sandbox.allow_weak_isolation``) may go without; the names of those."""
+    missing = report.missing
+    if not missing:
+        return ()
+    fatal = [c for c in missing if c.name in _REQUIRED]
+    if fatal or not allow_weak:
+        detail = "; ".join(f"{c.name}: {c.detail}" for c in (fatal or missing))
+        hint = "" if fatal else " (set sandbox.allow_weak_isolation to run anyway — unsafe)"
+        raise SandboxUnavailable(f"sandbox protections missing: {detail}{hint}")
+    for c in missing:
+        _log.warning("WEAK ISOLATION: %s is OFF — %s (%s)", c.name, c.consequence, c.detail)
+    _log.warning("running containers with weakened isolation; missing: %s", ", ".join(c.name for c in missing))
+    return tuple(c.name for c in missing)
+
+
+def own_memory(memory_mb: int | None, sandbox_memory_mb: int) -> int | None:
+    """A container's own memory limit: ``memory_mb`` clamped to the sandbox's per-container limit (and
+    to at least ``_MIN_MEMORY_MB``); None when that is the sandbox's limit anyway."""
+    if memory_mb is None or memory_mb >= sandbox_memory_mb:
+        return None
+    return max(memory_mb, _MIN_MEMORY_MB)
+
+
+def require_free_disk(root: Path, min_free_mb: int) -> None:
+    """Workspace images are sparse (``disk_mb`` is a cap, not a reservation): a new container is made
+    only while the data directory's disk keeps ``min_free_mb`` free."""
+    free = shutil.disk_usage(root).free
+    if free < min_free_mb << 20:
+        raise QuotaExceeded(
+            f"the gateway's disk is nearly full ({free >> 20} MiB free); retry after containers are deleted",
+            code="disk_full",
+            retry_after=_DISK_RETRY_AFTER_S,
+        )

@@ -76,6 +76,29 @@ def release(fd: int, run_dir: Path) -> None:
     os.close(fd)
 
 
+def take_data_dir(root: Path, run_dir: Path, data_dir: Path) -> tuple[int, int | None]:
+    """The locks of a manager that runs: ``root/lock`` (one process per data directory; ``SandboxError``
+    when another holds it) and, as root, the instance's run lock that marks it live for ``sandbox gc``.
+    Both descriptors are returned for ``close_fds``."""
+    fd = os.open(root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SandboxError(f"another execbridge process is using {data_dir} (containers need exactly one)") from None
+    try:
+        return fd, hold_if_root(run_dir, data_dir)
+    except SandboxError:
+        os.close(fd)
+        raise
+
+
+def close_fds(*fds: int | None) -> None:
+    for fd in fds:
+        if fd is not None:
+            os.close(fd)
+
+
 @dataclass
 class Instance:
     name: str

@@ -32,11 +32,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import functools
 import logging
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -46,8 +44,8 @@ from typing import Any
 
 from execbridge import ids
 from execbridge.config import Settings
-from execbridge.errors import NotFound, QuotaExceeded, SandboxError, SandboxUnavailable, StoreBusy
-from execbridge.sandbox import doctor, instances, mountns, shutdown, waiting
+from execbridge.errors import NotFound, QuotaExceeded, SandboxError, StoreBusy
+from execbridge.sandbox import capacity, doctor, instances, mountns, shutdown, waiting
 from execbridge.sandbox.base import DEFAULT_WORKSPACE, ContainerInfo, Owner, owner_id
 from execbridge.sandbox.cgroups import Cgroups
 from execbridge.sandbox.entry import ContainerEntry
@@ -58,7 +56,6 @@ from execbridge.sandbox.pool import SparePool
 from execbridge.sandbox.provision import Provisioner
 from execbridge.sandbox.session import LeasedSession
 from execbridge.sandbox.slots import SlotAllocator
-from execbridge.sandbox.waiting import WaitingCell
 from execbridge.store.base import ContainerRecord, Store
 from execbridge.telemetry import OFF, Telemetry
 
@@ -66,11 +63,7 @@ log = logging.getLogger(__name__)
 
 # How long a client is asked to wait when every live container is in use (commands last seconds).
 _BUSY_RETRY_AFTER_S = 5.0
-_DISK_RETRY_AFTER_S = 60.0  # when the disk is nearly full: deletions and expiry free it, slowly
-_MIN_MEMORY_MB = 32  # a container's own memory limit is never set below this
 _PERSIST_EVERY_S = 1.0  # last_used_at is written at most this often per container (it is a retention clock)
-# Without these no sandbox can start at all.
-_REQUIRED = (doctor.BWRAP, doctor.USERNS, doctor.RUNTIME, doctor.RUNTIME_VERSION)
 
 
 class ContainerManager:
@@ -120,7 +113,7 @@ class ContainerManager:
 
     async def start(self) -> None:
         report = self._report or await doctor.diagnose(self.settings)
-        self._enforce(report)
+        self.weakened = capacity.enforce_protections(report, allow_weak=self._sb.allow_weak_isolation)
         mountns.enter_private_if_root()  # sandboxes copy their spawner's mount table: keep ours small
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)  # images and the lock: the gateway's alone
@@ -149,21 +142,6 @@ class ContainerManager:
     def _poke_evictor(self) -> None:
         if self._evictor is not None:
             self._evictor.poke()
-
-    def _enforce(self, report: doctor.DoctorReport) -> None:
-        missing = report.missing
-        if not missing:
-            return
-        names = ", ".join(c.name for c in missing)
-        fatal = [c for c in missing if c.name in _REQUIRED]
-        if fatal or not self._sb.allow_weak_isolation:
-            detail = "; ".join(f"{c.name}: {c.detail}" for c in (fatal or missing))
-            hint = "" if fatal else " (set sandbox.allow_weak_isolation to run anyway — unsafe)"
-            raise SandboxUnavailable(f"sandbox protections missing: {detail}{hint}")
-        self.weakened = tuple(c.name for c in missing)
-        for c in missing:
-            log.warning("WEAK ISOLATION: %s is OFF — %s (%s)", c.name, c.consequence, c.detail)
-        log.warning("running containers with weakened isolation; missing: %s", names)
 
     def _start_components(self, report: doctor.DoctorReport) -> None:
         self._provisioner = Provisioner.from_report(
@@ -227,28 +205,11 @@ class ContainerManager:
         self._tasks.append(task)
 
     def _take_lock(self) -> None:
-        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SandboxError(
-                f"another execbridge process is using {self.settings.data_dir} (containers need exactly one)"
-            ) from None
-        self._lock_fd = fd
-        try:  # marks this instance live for ``sandbox gc`` (nobody looks at the data directory's lock)
-            self._run_lock_fd = instances.hold_if_root(self.run_dir, self.settings.data_dir)
-        except SandboxError:
-            self._release_lock()
-            raise
+        self._lock_fd, self._run_lock_fd = instances.take_data_dir(self.root, self.run_dir, self.settings.data_dir)
 
     def _release_lock(self) -> None:
-        if self._run_lock_fd is not None:
-            os.close(self._run_lock_fd)  # the file stays: a later start (or gc) finds the lock free
-            self._run_lock_fd = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        instances.close_fds(self._run_lock_fd, self._lock_fd)  # the files stay: a later start finds them free
+        self._lock_fd = self._run_lock_fd = None
 
     @property
     def _prov(self) -> Provisioner:
@@ -269,8 +230,8 @@ class ContainerManager:
 
     async def create(self, owner: Owner, *, memory_mb: int | None = None) -> ContainerInfo:
         owner = owner_id(owner)
-        own_memory = self._own_memory(memory_mb)
-        self._check_free_disk()
+        own_memory = capacity.own_memory(memory_mb, self._sb.memory_mb)
+        capacity.require_free_disk(self.root, self._sb.min_free_disk_mb)
         await self._make_room(owner)
         # Spares run with the sandbox's memory limit: a container with one of its own starts cold.
         live = self._pool.take() if self._pool is not None and own_memory is None else None
@@ -408,33 +369,8 @@ class ContainerManager:
         return repl
 
     def _watch_waiting(self, entry: ContainerEntry) -> None:
-        """A cell of ``entry`` now waits for its client's tool results: time the wait out (a session's
-        ``watch``). The timer settles it (``waiting.settle``) unless a lease resumed it first."""
-        cell = entry.waiting
-        if cell is None:
-            return
-        if cell.timer is not None:
-            cell.timer.cancel()
-        cell.timer = asyncio.get_running_loop().create_task(
-            self._time_out_waiting(entry, cell), name=f"execbridge-ptc-timeout-{cell.cell_id}"
-        )
-
-    async def _time_out_waiting(self, entry: ContainerEntry, cell: WaitingCell) -> None:
-        await asyncio.sleep(max(0.0, cell.deadline - asyncio.get_running_loop().time()))
-        try:
-            async with entry.lock:
-                if entry.waiting is cell:
-                    await waiting.settle(entry, call_timeout_s=self._sb.ptc_call_timeout_s)
-                    self._touch(entry)  # idle from now on: eviction's clock starts here
-        except Exception as exc:  # boundary: a timer has nobody to report to
-            log.error("ending the waiting cell %s of container %s failed: %s", cell.cell_id, entry.record.id, exc)
-
-    def _own_memory(self, memory_mb: int | None) -> int | None:
-        """A container's own memory limit: ``memory_mb`` clamped to the sandbox's per-container limit
-        (and to at least ``_MIN_MEMORY_MB``); None when that is the sandbox's limit anyway."""
-        if memory_mb is None or memory_mb >= self._sb.memory_mb:
-            return None
-        return max(memory_mb, _MIN_MEMORY_MB)
+        """A cell of ``entry`` now waits for its client's tool results: time the wait out (``waiting.watch``)."""
+        waiting.watch(entry, self._sb.ptc_call_timeout_s, on_settled=self._touch)
 
     async def _ensure_live(self, entry: ContainerEntry) -> LiveSandbox:
         if entry.live is not None and entry.live.alive:
@@ -452,17 +388,6 @@ class ContainerManager:
         self._telemetry.sandbox_started(time.perf_counter() - began)
         self._poke_evictor()
         return live
-
-    def _check_free_disk(self) -> None:
-        """Workspace images are sparse (``disk_mb`` is a cap, not a reservation): a new container is made
-        only while the data directory's disk keeps ``min_free_disk_mb`` free."""
-        free = shutil.disk_usage(self.root).free
-        if free < self._sb.min_free_disk_mb << 20:
-            raise QuotaExceeded(
-                f"the gateway's disk is nearly full ({free >> 20} MiB free); retry after containers are deleted",
-                code="disk_full",
-                retry_after=_DISK_RETRY_AFTER_S,
-            )
 
     async def _make_room(self, owner: str) -> None:
         """Before a container of ``owner`` goes live: keep within the live budgets (in all, and per

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,33 @@ class WaitingCell:
     deadline: float  # event-loop time after which its calls have timed out
     cell_timeout: float  # the cell's run-time limit: each resume's answer comes within it
     timer: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def watch(entry: ContainerEntry, call_timeout_s: float, *, on_settled: Callable[[ContainerEntry], None]) -> None:
+    """A cell of ``entry`` now waits for its client's tool results: time the wait out. At its deadline
+    the timer settles the cell (``settle``) unless a lease resumed it first; ``on_settled`` then marks
+    the container used (idle from now on: eviction's clock starts there)."""
+    cell = entry.waiting
+    if cell is None:
+        return
+    if cell.timer is not None:
+        cell.timer.cancel()
+    cell.timer = asyncio.get_running_loop().create_task(
+        _time_out(entry, cell, call_timeout_s, on_settled), name=f"execbridge-ptc-timeout-{cell.cell_id}"
+    )
+
+
+async def _time_out(
+    entry: ContainerEntry, cell: WaitingCell, call_timeout_s: float, on_settled: Callable[[ContainerEntry], None]
+) -> None:
+    await asyncio.sleep(max(0.0, cell.deadline - asyncio.get_running_loop().time()))
+    try:
+        async with entry.lock:
+            if entry.waiting is cell:
+                await settle(entry, call_timeout_s=call_timeout_s)
+                on_settled(entry)
+    except Exception as exc:  # boundary: a timer has nobody to report to
+        log.error("ending the waiting cell %s of container %s failed: %s", cell.cell_id, entry.record.id, exc)
 
 
 def suspend(
