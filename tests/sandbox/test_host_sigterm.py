@@ -6,6 +6,7 @@ no sandboxed process, mount or cgroup. (A host once seemed to ignore SIGTERM; th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -121,7 +122,7 @@ async def _scenario(
         idler = asyncio.create_task(idle())
         async with asyncio.timeout(120):  # both commands are running, and the idle lease is held
             await held.wait()
-            # Each command leaves a mark in its workspace (loop-mounted on the host) as it starts.
+            # Each command leaves a mark in its workspace as it starts.
             while not (_started(workspaces, "bash-started") and _started(workspaces, "cell-started")):  # noqa: ASYNC110 (another process's state: polled)
                 await asyncio.sleep(0.05)
         host.send_signal(signal.SIGTERM)
@@ -140,4 +141,10 @@ def _running(command_line: str) -> bool:
 
 
 def _started(workspaces: Path, mark: str) -> bool:
-    return any(workspaces.glob(f"*/{mark}"))
+    """Whether a sandbox's workspace holds ``mark``. Workspaces are mounted only inside each sandbox's
+    own mount namespace, so they are looked at through the sandboxes' processes (``/proc/PID/root``)."""
+    for root in Path("/proc").glob("[0-9]*/root"):
+        with contextlib.suppress(OSError):
+            if (root / "workspace" / mark).exists():
+                return True
+    return False
