@@ -67,7 +67,8 @@ async def test_a_cell_past_its_limit_is_interrupted_and_the_repl_keeps_its_state
     async with container(m) as session:
         await session.run_cell("count = 0")
         slow = await session.run_cell(
-            "import time\nfor _ in range(10**6):\n    count += 1\n    time.sleep(0.01)", timeout=1.5  # room for the loop to start on a busy machine
+            "import time\nfor _ in range(10**6):\n    count += 1\n    time.sleep(0.01)",
+            timeout=1.5,  # room for the loop to start on a busy machine
         )
         assert slow.error_code is None and slow.return_code == 1
         assert "KeyboardInterrupt" in slow.stderr
