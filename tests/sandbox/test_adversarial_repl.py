@@ -199,7 +199,7 @@ async def test_a_fork_bomb_in_a_cell_ends_with_the_cell(m: ContainerManager) -> 
         bomb = await session.run_cell(
             "import os, threading\ndef bomb():\n    while True:\n        try: os.fork()\n        except OSError: pass\n"
             "threading.Thread(target=bomb, daemon=True).start()\nimport time\ntime.sleep(0.3)",
-            timeout=2.0,
+            timeout=20.0,  # the limit is not under test here: room for a busy machine
         )
         assert bomb.error_code is None
         ok = await session.run_bash("echo alive")
