@@ -15,14 +15,13 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import orjson
 from python_multipart.multipart import parse_options_header
 from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 
 from execbridge.api.auth import caller_for
-from execbridge.api.files import admit_writer
+from execbridge.api.files import admit_writer, attachment, json_response
 from execbridge.api.messages import read_json
 from execbridge.api.multipart import MultipartUpload, boundary_of
 from execbridge.engine.container_files import ContainerFile
@@ -81,10 +80,6 @@ def render_container_file(found: ContainerFile) -> dict[str, Any]:
         "path": found.path,
         "source": found.source,
     }
-
-
-def _json(body: Any) -> Response:
-    return Response(orjson.dumps(body), media_type="application/json")
 
 
 def _envelope(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
@@ -167,7 +162,7 @@ async def create_container(request: Request) -> Response:
     live = await service.create(
         caller, name=name, memory_limit=memory_limit, expires_after_minutes=minutes, file_ids=file_ids
     )
-    return _json(_rendered(service, live.record))
+    return json_response(_rendered(service, live.record))
 
 
 async def list_containers(request: Request) -> Response:
@@ -176,19 +171,19 @@ async def list_containers(request: Request) -> Response:
     records, has_more = await service.list(
         caller, limit=limit, after=after, ascending=ascending, name=request.query_params.get("name")
     )
-    return _json(_envelope([_rendered(service, r) for r in records], has_more))
+    return json_response(_envelope([_rendered(service, r) for r in records], has_more))
 
 
 async def get_container(request: Request) -> Response:
     service, caller = _context(request)
-    return _json(_rendered(service, await service.get(caller, request.path_params["container_id"])))
+    return json_response(_rendered(service, await service.get(caller, request.path_params["container_id"])))
 
 
 async def delete_container(request: Request) -> Response:
     service, caller = _context(request)
     container_id = request.path_params["container_id"]
     await service.delete(caller, container_id)
-    return _json({"id": container_id, "object": "container.deleted", "deleted": True})
+    return json_response({"id": container_id, "object": "container.deleted", "deleted": True})
 
 
 # ---------------------------------------------------------------- files
@@ -223,16 +218,16 @@ async def create_container_file(request: Request) -> Response:
         await form.parse(request, boundary_of(request, "a multipart/form-data body with a `file` part"))
         if not form.got_file:
             if (file_id := form.text("file_id")) is not None:
-                return _json(render_container_file(await service.add_file_id(caller, container_id, file_id)))
+                return json_response(render_container_file(await service.add_file_id(caller, container_id, file_id)))
             raise InvalidRequest("Missing required parameter: 'file' or 'file_id'.", param="file")
         data = bytes(sink.data)
         del sink
-        return _json(render_container_file(await service.upload(caller, container_id, form.filename, data)))
+        return json_response(render_container_file(await service.upload(caller, container_id, form.filename, data)))
     body = await read_json(request, _MAX_JSON_BYTES)
     file_id = body.get("file_id")
     if not isinstance(file_id, str):
         raise InvalidRequest("Missing required parameter: 'file' or 'file_id'.", param="file_id")
-    return _json(render_container_file(await service.add_file_id(caller, container_id, file_id)))
+    return json_response(render_container_file(await service.add_file_id(caller, container_id, file_id)))
 
 
 async def list_container_files(request: Request) -> Response:
@@ -241,13 +236,13 @@ async def list_container_files(request: Request) -> Response:
     found, has_more = await service.list_files(
         caller, request.path_params["container_id"], limit=limit, after=after, ascending=ascending
     )
-    return _json(_envelope([render_container_file(f) for f in found], has_more))
+    return json_response(_envelope([render_container_file(f) for f in found], has_more))
 
 
 async def get_container_file(request: Request) -> Response:
     service, caller = _context(request)
     found = await service.get_file(caller, request.path_params["container_id"], request.path_params["file_id"])
-    return _json(render_container_file(found))
+    return json_response(render_container_file(found))
 
 
 async def download_container_file(request: Request) -> Response:
@@ -258,17 +253,11 @@ async def download_container_file(request: Request) -> Response:
         caller, request.path_params["container_id"], request.path_params["file_id"]
     )
     name = found.path.rsplit("/", 1)[-1]
-    return FileResponse(
-        path,
-        media_type=mime_type_for(name, None),
-        filename=name,
-        headers={"x-content-type-options": "nosniff"},
-        background=BackgroundTask(discard),
-    )
+    return attachment(path, media_type=mime_type_for(name, None), filename=name, background=BackgroundTask(discard))
 
 
 async def delete_container_file(request: Request) -> Response:
     service, caller = _context(request)
     file_id = request.path_params["file_id"]
     await service.delete_file(caller, request.path_params["container_id"], file_id)
-    return _json({"id": file_id, "object": "container.file.deleted", "deleted": True})
+    return json_response({"id": file_id, "object": "container.file.deleted", "deleted": True})

@@ -24,9 +24,11 @@ import base64
 import binascii
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
@@ -68,11 +70,24 @@ def _timestamp(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _json(body: Any) -> Response:
+def json_response(body: Any) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-def _context(request: Request) -> tuple[FileService, str]:
+def attachment(path: Path, *, media_type: str, filename: str, background: BackgroundTask | None = None) -> FileResponse:
+    """File bytes as a download, for every API that serves them. ``nosniff``: the type was chosen by
+    an uploader or by sandboxed code, so a browser must not guess a more dangerous one."""
+    return FileResponse(
+        path,
+        media_type=media_type,
+        filename=filename,
+        headers={"x-content-type-options": "nosniff"},
+        background=background,
+    )
+
+
+def files_of(request: Request) -> tuple[FileService, str]:
+    """The file service and the caller's owner id."""
     services: Services = request.app.state.services
     return services.files, caller_for(request.headers, services.settings).owner
 
@@ -107,7 +122,7 @@ def _boundary(request: Request) -> bytes:
 
 async def upload_file(request: Request) -> Response:
     request.app.state.drain.refuse_new()
-    files, owner = _context(request)
+    files, owner = files_of(request)
     await admit_writer(request)
     boundary = _boundary(request)
     declared = request.headers.get("content-length", "")
@@ -124,7 +139,7 @@ async def upload_file(request: Request) -> Response:
         raw_expiry = form.fields.get("expires_in_seconds")
         expires_in_seconds = None if raw_expiry is None else _expires_in_seconds(raw_expiry)
         record = await sink.commit(form.filename, form.content_type, expires_in_seconds=expires_in_seconds)
-    return _json(render_file(record))
+    return json_response(render_file(record))
 
 
 # ---------------------------------------------------------------- list
@@ -163,7 +178,7 @@ def _limit(request: Request) -> int:
 
 
 async def list_files(request: Request) -> Response:
-    files, owner = _context(request)
+    files, owner = files_of(request)
     query = request.query_params
     wanted = [*query.getlist("ids[]"), *query.getlist("ids")]
     if wanted:
@@ -174,7 +189,7 @@ async def list_files(request: Request) -> Response:
             raise InvalidRequest(f"ids: at most {_MAX_IDS} ids")
         found = await files.find(owner, wanted)
         records = sorted(found.values(), key=lambda r: r.cursor, reverse=True)
-        return _json(_envelope(records, has_more=False))
+        return json_response(_envelope(records, has_more=False))
     page = query.get("page")
     after_id, before_id = query.get("after_id"), query.get("before_id")
     if sum(x is not None for x in (page, after_id, before_id)) > 1:
@@ -186,7 +201,7 @@ async def list_files(request: Request) -> Response:
         before_id=before_id,
         after=_decode_page(page) if page is not None else None,
     )
-    return _json(_envelope(list(result.records), has_more=result.has_more, paging_back=before_id is not None))
+    return json_response(_envelope(list(result.records), has_more=result.has_more, paging_back=before_id is not None))
 
 
 def _envelope(records: list[FileRecord], *, has_more: bool, paging_back: bool = False) -> dict[str, Any]:
@@ -209,28 +224,23 @@ def _envelope(records: list[FileRecord], *, has_more: bool, paging_back: bool = 
 
 
 async def get_file(request: Request) -> Response:
-    files, owner = _context(request)
-    return _json(render_file(await files.get(owner, request.path_params["file_id"])))
+    files, owner = files_of(request)
+    return json_response(render_file(await files.get(owner, request.path_params["file_id"])))
 
 
 async def download_file(request: Request) -> Response:
-    files, owner = _context(request)
+    files, owner = files_of(request)
     record = await files.get(owner, request.path_params["file_id"])
     if not record.downloadable:
         raise InvalidRequest(
             f"file '{record.id}' is not downloadable: only files created by code execution can be downloaded",
             code="file_not_downloadable",
         )
-    return FileResponse(
-        files.path_of(record),
-        media_type=record.mime_type,
-        filename=record.filename,
-        headers={"x-content-type-options": "nosniff"},
-    )
+    return attachment(files.path_of(record), media_type=record.mime_type, filename=record.filename)
 
 
 async def delete_file(request: Request) -> Response:
-    files, owner = _context(request)
+    files, owner = files_of(request)
     file_id = request.path_params["file_id"]
     await files.delete(owner, file_id)
-    return _json({"id": file_id, "type": "file_deleted"})
+    return json_response({"id": file_id, "type": "file_deleted"})

@@ -17,17 +17,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import orjson
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 
-from execbridge.api.auth import caller_for
-from execbridge.api.files import admit_writer
+from execbridge.api.files import admit_writer, attachment, files_of, json_response
 from execbridge.api.multipart import MultipartUpload, boundary_of
 from execbridge.errors import InvalidRequest, NotFound, RequestTooLarge
 from execbridge.files import MAX_LIST_LIMIT, FileService
 from execbridge.store.base import FileRecord
-from execbridge.wiring import Services
 
 __all__ = ["delete_file", "download_file", "get_file", "list_files", "render_file", "upload_file"]
 
@@ -52,15 +49,6 @@ def render_file(record: FileRecord) -> dict[str, Any]:
         "expires_at": None if record.expires_at is None else int(record.expires_at.timestamp()),
         "status_details": None,
     }
-
-
-def _json(body: Any) -> Response:
-    return Response(orjson.dumps(body), media_type="application/json")
-
-
-def _context(request: Request) -> tuple[FileService, str]:
-    services: Services = request.app.state.services
-    return services.files, caller_for(request.headers, services.settings).owner
 
 
 async def _own_file(files: FileService, owner: str, file_id: str) -> FileRecord:
@@ -100,7 +88,7 @@ def _expires_in_seconds(form: MultipartUpload) -> int | None:
 
 async def upload_file(request: Request) -> Response:
     request.app.state.drain.refuse_new()
-    files, owner = _context(request)
+    files, owner = files_of(request)
     await admit_writer(request)
     boundary = boundary_of(request, "POST /v1/files takes a multipart/form-data body with `file` and `purpose`")
     declared = request.headers.get("content-length", "")
@@ -117,7 +105,7 @@ async def upload_file(request: Request) -> Response:
         record = await sink.commit(
             form.filename, form.content_type, expires_in_seconds=_expires_in_seconds(form), purpose=purpose
         )
-    return _json(render_file(record))
+    return json_response(render_file(record))
 
 
 def _limit(raw: str | None) -> int:
@@ -130,7 +118,7 @@ def _limit(raw: str | None) -> int:
 
 async def list_files(request: Request) -> Response:
     """Newest first unless ``order=asc``; ``after`` is the last id of the previous page."""
-    files, owner = _context(request)
+    files, owner = files_of(request)
     query = request.query_params
     limit = _limit(query.get("limit"))
     order = query.get("order", "desc")
@@ -158,27 +146,22 @@ async def list_files(request: Request) -> Response:
         "last_id": records[-1].id if records else None,
         "has_more": page.has_more,
     }
-    return _json(body)
+    return json_response(body)
 
 
 async def get_file(request: Request) -> Response:
-    files, owner = _context(request)
-    return _json(render_file(await _own_file(files, owner, request.path_params["file_id"])))
+    files, owner = files_of(request)
+    return json_response(render_file(await _own_file(files, owner, request.path_params["file_id"])))
 
 
 async def download_file(request: Request) -> Response:
-    files, owner = _context(request)
+    files, owner = files_of(request)
     record = await _own_file(files, owner, request.path_params["file_id"])
-    return FileResponse(
-        files.path_of(record),
-        media_type=record.mime_type,
-        filename=record.filename,
-        headers={"x-content-type-options": "nosniff"},
-    )
+    return attachment(files.path_of(record), media_type=record.mime_type, filename=record.filename)
 
 
 async def delete_file(request: Request) -> Response:
-    files, owner = _context(request)
+    files, owner = files_of(request)
     record = await _own_file(files, owner, request.path_params["file_id"])
     await files.delete(owner, record.id)
-    return _json({"id": record.id, "object": "file", "deleted": True})
+    return json_response({"id": record.id, "object": "file", "deleted": True})
