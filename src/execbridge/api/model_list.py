@@ -29,7 +29,8 @@ DEFAULT_LIMIT = 20
 MAX_LIMIT = 1000
 
 
-def _catalog(request: Request) -> tuple[ModelCatalog, str | None]:
+def catalog_of(request: Request) -> tuple[ModelCatalog, str | None]:
+    """The upstream's model catalog and the key to ask it with (both APIs' model routes)."""
     services: Services = request.app.state.services
     if services.models is None:
         raise NotFound("this gateway does not list models")
@@ -41,7 +42,8 @@ def model_object(model: ModelInfo) -> dict[str, Any]:
     return {"type": "model", "id": model.id, "display_name": model.id, "created_at": created, "lifecycle": "active"}
 
 
-def _newest_first(models: list[ModelInfo]) -> list[ModelInfo]:
+def newest_first(models: list[ModelInfo]) -> list[ModelInfo]:
+    """Each model once, newest first (ties by id): the order both APIs list models in."""
     unique = {m.id: m for m in models}
     return sorted(unique.values(), key=lambda m: (-(m.created or 0), m.id))
 
@@ -62,10 +64,10 @@ def _index(models: list[ModelInfo], model_id: str, param: str) -> int:
 
 
 async def list_models(request: Request) -> Response:
-    catalog, api_key = _catalog(request)
+    catalog, api_key = catalog_of(request)
     params = request.query_params
     limit = _limit(params.get("limit"))
-    models = _newest_first(await catalog.list_models(api_key))
+    models = newest_first(await catalog.list_models(api_key))
     after, before = params.get("after_id"), params.get("before_id")
     if after is not None and before is not None:
         raise InvalidRequest("after_id and before_id cannot be used together")
@@ -86,13 +88,19 @@ async def list_models(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-async def get_model(request: Request) -> Response:
-    catalog, api_key = _catalog(request)
-    wanted = request.path_params["model_id"]
-    models = await catalog.list_models(api_key)
-    upstream_name = catalog.upstream_model(wanted)
-    for name in (wanted, upstream_name):
+def find_model(catalog: ModelCatalog, models: list[ModelInfo], wanted: str) -> ModelInfo | None:
+    """The model a client names, by its own name or by the upstream name it maps to."""
+    for name in (wanted, catalog.upstream_model(wanted)):
         found = next((m for m in models if m.id == name), None)
         if found is not None:
-            return Response(orjson.dumps(model_object(found)), media_type="application/json")
-    raise NotFound(f"model: {wanted!r} is not offered by the upstream")
+            return found
+    return None
+
+
+async def get_model(request: Request) -> Response:
+    catalog, api_key = catalog_of(request)
+    wanted = request.path_params["model_id"]
+    found = find_model(catalog, await catalog.list_models(api_key), wanted)
+    if found is None:
+        raise NotFound(f"model: {wanted!r} is not offered by the upstream")
+    return Response(orjson.dumps(model_object(found)), media_type="application/json")

@@ -13,21 +13,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from execbridge.api.auth import caller_for
+from execbridge.api.model_list import catalog_of, find_model, newest_first
 from execbridge.errors import NotFound
-from execbridge.upstream.base import ModelCatalog, ModelInfo
-from execbridge.wiring import Services
+from execbridge.upstream.base import ModelInfo
 
 __all__ = ["get_model", "list_models", "model_object"]
 
 OWNED_BY = "execbridge"  # the upstream does not say who owns a model; the gateway serves it
-
-
-def _catalog(request: Request) -> tuple[ModelCatalog, str | None]:
-    services: Services = request.app.state.services
-    if services.models is None:
-        raise NotFound("this gateway does not list models")
-    return services.models, caller_for(request.headers, services.settings).upstream_api_key
 
 
 def model_object(model: ModelInfo) -> dict[str, Any]:
@@ -35,19 +27,16 @@ def model_object(model: ModelInfo) -> dict[str, Any]:
 
 
 async def list_models(request: Request) -> Response:
-    catalog, api_key = _catalog(request)
-    unique = {m.id: m for m in await catalog.list_models(api_key)}
-    models = sorted(unique.values(), key=lambda m: (-(m.created or 0), m.id))
+    catalog, api_key = catalog_of(request)
+    models = newest_first(await catalog.list_models(api_key))
     body = {"object": "list", "data": [model_object(m) for m in models]}
     return Response(orjson.dumps(body), media_type="application/json")
 
 
 async def get_model(request: Request) -> Response:
-    catalog, api_key = _catalog(request)
+    catalog, api_key = catalog_of(request)
     wanted = request.path_params["model_id"]
-    models = await catalog.list_models(api_key)
-    for name in (wanted, catalog.upstream_model(wanted)):
-        found = next((m for m in models if m.id == name), None)
-        if found is not None:
-            return Response(orjson.dumps(model_object(found)), media_type="application/json")
-    raise NotFound(f"The model '{wanted}' does not exist", code="model_not_found", param="model")
+    found = find_model(catalog, await catalog.list_models(api_key), wanted)
+    if found is None:
+        raise NotFound(f"The model '{wanted}' does not exist", code="model_not_found", param="model")
+    return Response(orjson.dumps(model_object(found)), media_type="application/json")
