@@ -16,8 +16,9 @@ import pytest
 
 from execbridge.testing import Turn
 
+from ._bash import ask_with_code_execution, run_bash
 from ._mounts import PRIVATE_MOUNTS, in_mounts_of
-from .conftest import CLIENT_KEY, Gateway, sdk_client, serve
+from .conftest import Gateway, serve
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not Path("/sys/fs/cgroup/memory/cgroup.procs").exists(),
@@ -32,14 +33,14 @@ def test_a_read_only_cgroup_hierarchy_refuses_new_containers_cleanly(fake_upstre
     hierarchy = f"/sys/fs/cgroup/{controller}"
     with serve(fake_upstream, tmp_path, prefix=PRIVATE_MOUNTS, EXECBRIDGE_SANDBOX__SPARE_CONTAINERS="0") as gateway:
         instance = _instance(gateway)
-        running = _run(gateway, "echo kept > kept.txt", None)[0]
+        running = run_bash(gateway, "echo kept > kept.txt", None).container
         before = _cgroups(instance), _images(tmp_path)
         assert before == ({c: ["1"] for c in CONTROLLERS}, ["1.img"])
         in_mounts_of(gateway, "mount", "-o", "remount,bind,ro", hierarchy)
         try:
             gateway.fake.reset([Turn.text("Running.").call("bash_code_execution", command="echo new")])
             with pytest.raises(anthropic.InternalServerError) as error:
-                _create(gateway, None)
+                ask_with_code_execution(gateway, None)
             gateway.fake.reset()
             assert error.value.body["error"] == {
                 "type": "api_error",
@@ -57,10 +58,11 @@ def test_a_read_only_cgroup_hierarchy_refuses_new_containers_cleanly(fake_upstre
             assert doctor.returncode == 1
             assert f"MISSING  cgroup {controller}" in doctor.stdout, doctor.stdout
 
-            assert _run(gateway, "cat kept.txt", running) == (running, "kept\n")
+            kept = run_bash(gateway, "cat kept.txt", running)
+            assert (kept.container, kept.stdout) == (running, "kept\n")
         finally:
             in_mounts_of(gateway, "mount", "-o", "remount,bind,rw", hierarchy)
-        assert _run(gateway, "echo back", None)[1] == "back\n"
+        assert run_bash(gateway, "echo back", None).stdout == "back\n"
 
 
 def test_a_removed_parent_cgroup_is_made_again(fake_upstream, tmp_path: Path) -> None:
@@ -70,7 +72,7 @@ def test_a_removed_parent_cgroup_is_made_again(fake_upstream, tmp_path: Path) ->
         limit = (parents[0] / "memory.limit_in_bytes").read_text()
         for parent in parents:  # empty: no container yet, no spare
             parent.rmdir()
-        assert _run(gateway, "echo new", None)[1] == "new\n"
+        assert run_bash(gateway, "echo new", None).stdout == "new\n"
         assert all(p.is_dir() for p in parents)
         assert (parents[0] / "memory.limit_in_bytes").read_text() == limit  # the cap on all containers too
         assert _cgroups(instance) == {c: ["1"] for c in CONTROLLERS}
@@ -93,24 +95,3 @@ def _cgroups(instance: str) -> dict[str, list[str]]:
 
 def _images(data_dir: Path) -> list[str]:
     return sorted(p.name for p in (data_dir / "sandbox").rglob("*.img"))
-
-
-def _create(gateway: Gateway, container: str | None) -> anthropic.types.beta.BetaMessage:
-    return sdk_client(gateway.url, CLIENT_KEY).beta.messages.create(
-        model="databricks-claude-sonnet-4-5",
-        max_tokens=256,
-        betas=["code-execution-2025-08-25"],
-        tools=[{"type": "code_execution_20250825", "name": "code_execution"}],
-        container=container,
-        messages=[{"role": "user", "content": "run it"}],
-    )
-
-
-def _run(gateway: Gateway, command: str, container: str | None) -> tuple[str, str]:
-    """(container id, stdout) of one bash command."""
-    gateway.fake.reset([Turn.text("Running.").call("bash_code_execution", command=command), Turn.text("Done.")])
-    message = _create(gateway, container)
-    results = [b for b in message.content if b.type == "bash_code_execution_tool_result"]
-    assert message.container is not None and len(results) == 1, message.content
-    assert results[0].content.type == "bash_code_execution_result", results[0].content
-    return message.container.id, results[0].content.stdout

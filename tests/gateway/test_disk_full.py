@@ -12,8 +12,7 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from execbridge.testing import Turn
-
+from ._bash import run_bash
 from .conftest import CLIENT_KEY, Gateway, sdk_client, serve
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
@@ -45,15 +44,13 @@ def test_a_full_disk_refuses_uploads_cleanly_and_keeps_serving_reads(fake_upstre
     with serve(fake_upstream, data_dir, EXECBRIDGE_SANDBOX__MIN_FREE_DISK_MB="1") as gateway:
         client = sdk_client(gateway.url, CLIENT_KEY)
         kept = client.beta.files.upload(file=("kept.txt", b"kept " * 200, "text/plain"))
-        container = _command(gateway, "echo before")[2]
+        container = run_bash(gateway, "echo before").container
         filler = _fill(small_disk)
 
         # A command whose output file cannot be stored still gives its result, and says what was lost.
-        stdout, stderr, _ = _command(
-            gateway, "echo during; head -c 60000 /dev/urandom > $OUTPUT_DIR/out.bin", container
-        )
-        assert stdout == "during\n"
-        assert "out.bin" in stderr and "[execbridge]" in stderr, stderr
+        during = run_bash(gateway, "echo during; head -c 60000 /dev/urandom > $OUTPUT_DIR/out.bin", container)
+        assert during.stdout == "during\n"
+        assert "out.bin" in during.stderr and "[execbridge]" in during.stderr, during.stderr
 
         with pytest.raises(anthropic.APIStatusError) as error:
             client.beta.files.upload(file=("big.bin", os.urandom(100_000), "application/octet-stream"))
@@ -74,22 +71,6 @@ def test_a_full_disk_refuses_uploads_cleanly_and_keeps_serving_reads(fake_upstre
         assert {f.id for f in client.beta.files.list()} == {kept.id, again.id}
     with sqlite3.connect(data_dir / "execbridge.sqlite3") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-
-
-def _command(gateway: Gateway, command: str, container: str | None = None) -> tuple[str, str, str]:
-    gateway.fake.reset([Turn.text("Running.").call("bash_code_execution", command=command), Turn.text("Done.")])
-    message = sdk_client(gateway.url, CLIENT_KEY).beta.messages.create(
-        model="databricks-claude-sonnet-4-5",
-        max_tokens=256,
-        betas=["code-execution-2025-08-25"],
-        tools=[{"type": "code_execution_20250825", "name": "code_execution"}],
-        container=container,
-        messages=[{"role": "user", "content": "run it"}],
-    )
-    results = [b for b in message.content if b.type == "bash_code_execution_tool_result"]
-    assert message.container is not None and len(results) == 1, message.content
-    assert results[0].content.type == "bash_code_execution_result", results[0].content
-    return results[0].content.stdout, results[0].content.stderr, message.container.id
 
 
 def _ready(gateway: Gateway) -> bool:

@@ -16,8 +16,9 @@ import pytest
 
 from execbridge.testing import Turn
 
+from ._bash import ask_with_code_execution, run_bash
 from ._mounts import PRIVATE_MOUNTS, in_mounts_of
-from .conftest import CLIENT_KEY, Gateway, sdk_client, serve
+from .conftest import Gateway, serve
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts over the runtime in a mount namespace")
 
@@ -49,13 +50,13 @@ def test_a_vanished_runtime_is_named_by_the_error_readyz_and_doctor(fake_upstrea
     empty.write_bytes(b"")
     command = tuple(part.format(empty=empty) for part in take_away)
     with serve(fake_upstream, tmp_path, prefix=PRIVATE_MOUNTS, EXECBRIDGE_SANDBOX__SPARE_CONTAINERS="0") as gateway:
-        running = _run(gateway, "echo kept > kept.txt", None)[0]
+        running = run_bash(gateway, "echo kept > kept.txt", None).container
         assert _ready(gateway) == (200, None)
         in_mounts_of(gateway, *command)
         try:
             gateway.fake.reset([Turn.text("Running.").call("bash_code_execution", command="echo new")])
             with pytest.raises(anthropic.InternalServerError) as error:
-                _create(gateway, None)
+                ask_with_code_execution(gateway, None)
             gateway.fake.reset()
             assert error.value.body["error"] == {
                 "type": "api_error",
@@ -78,35 +79,15 @@ def test_a_vanished_runtime_is_named_by_the_error_readyz_and_doctor(fake_upstrea
                 assert not any(line.startswith("MISSING  user namespaces") for line in missing), doctor.stdout
 
             # A container whose sandbox runs already keeps its own view of the runtime.
-            assert _run(gateway, "cat kept.txt", running) == (running, "kept\n")
+            kept = run_bash(gateway, "cat kept.txt", running)
+            assert (kept.container, kept.stdout) == (running, "kept\n")
         finally:
             in_mounts_of(gateway, "umount", str(target))
         assert _ready(gateway) == (200, None)
-        assert _run(gateway, "echo back", None)[1] == "back\n"
+        assert run_bash(gateway, "echo back", None).stdout == "back\n"
 
 
 def _ready(gateway: Gateway) -> tuple[int, dict[str, object] | None]:
     answer = httpx.get(f"{gateway.url}/readyz")
     sandbox = answer.json()["checks"]["sandbox"]
     return answer.status_code, None if sandbox["ok"] else sandbox
-
-
-def _create(gateway: Gateway, container: str | None) -> anthropic.types.beta.BetaMessage:
-    return sdk_client(gateway.url, CLIENT_KEY).beta.messages.create(
-        model="databricks-claude-sonnet-4-5",
-        max_tokens=256,
-        betas=["code-execution-2025-08-25"],
-        tools=[{"type": "code_execution_20250825", "name": "code_execution"}],
-        container=container,
-        messages=[{"role": "user", "content": "run it"}],
-    )
-
-
-def _run(gateway: Gateway, command: str, container: str | None) -> tuple[str, str]:
-    """(container id, stdout) of one bash command."""
-    gateway.fake.reset([Turn.text("Running.").call("bash_code_execution", command=command), Turn.text("Done.")])
-    message = _create(gateway, container)
-    results = [b for b in message.content if b.type == "bash_code_execution_tool_result"]
-    assert message.container is not None and len(results) == 1, message.content
-    assert results[0].content.type == "bash_code_execution_result", results[0].content
-    return message.container.id, results[0].content.stdout

@@ -19,6 +19,7 @@ import pytest
 
 from execbridge.testing import FakeUpstream, Turn
 
+from ._bash import ask_with_code_execution, run_bash
 from .conftest import CLIENT_KEY, Gateway, sdk_client, serve
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the privilege split runs only when started as root")
@@ -93,39 +94,14 @@ def test_a_locked_gateway_store_refuses_uploads_with_a_retryable_error(fake_upst
 
 def test_a_locked_sandbox_store_refuses_new_containers_and_keeps_old_ones(fake_upstream, tmp_path: Path) -> None:
     with _gateway(fake_upstream, tmp_path) as gateway:
-        container = _run(gateway, "echo kept > kept.txt", None).container
+        container = run_bash(gateway, "echo kept > kept.txt", None).container
         with write_locked(tmp_path / "sandbox" / "containers.sqlite3"):
             gateway.fake.reset([Turn.text("Running.").call("bash_code_execution", command="echo new")])
             with pytest.raises(anthropic.APIStatusError) as error:
-                _create(gateway, None)
+                ask_with_code_execution(gateway, None)
             _assert_store_busy(error.value, "containers.sqlite3")
             gateway.fake.reset()
             # A container that exists still runs commands: only its last-use time waits for the lock.
-            assert _run(gateway, "cat kept.txt", container).stdout == "kept\n"
-        assert _run(gateway, "cat kept.txt", container).stdout == "kept\n"
-        assert _run(gateway, "echo new", None).stdout == "new\n"
-
-
-class _Ran:
-    def __init__(self, container: str, stdout: str) -> None:
-        self.container, self.stdout = container, stdout
-
-
-def _create(gateway: Gateway, container: str | None) -> anthropic.types.beta.BetaMessage:
-    return sdk_client(gateway.url, CLIENT_KEY).beta.messages.create(
-        model="databricks-claude-sonnet-4-5",
-        max_tokens=256,
-        betas=["code-execution-2025-08-25"],
-        tools=[{"type": "code_execution_20250825", "name": "code_execution"}],
-        container=container,
-        messages=[{"role": "user", "content": "run it"}],
-    )
-
-
-def _run(gateway: Gateway, command: str, container: str | None) -> _Ran:
-    gateway.fake.reset([Turn.text("Running.").call("bash_code_execution", command=command), Turn.text("Done.")])
-    message = _create(gateway, container)
-    results = [b for b in message.content if b.type == "bash_code_execution_tool_result"]
-    assert message.container is not None and len(results) == 1, message.content
-    assert results[0].content.type == "bash_code_execution_result", results[0].content
-    return _Ran(message.container.id, results[0].content.stdout)
+            assert run_bash(gateway, "cat kept.txt", container).stdout == "kept\n"
+        assert run_bash(gateway, "cat kept.txt", container).stdout == "kept\n"
+        assert run_bash(gateway, "echo new", None).stdout == "new\n"
