@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvloop
+from _procfs import pss_kib
 
 from execbridge.config import Settings, load_settings
 from execbridge.sandbox.doctor import diagnose
@@ -64,17 +65,6 @@ async def timed(n: int, fn: Callable[[], Awaitable[object]]) -> list[float]:
         await fn()
         out.append((time.perf_counter() - t0) * 1000)
     return out
-
-
-def pss_kib(pid: int) -> int:
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return 0
 
 
 def cpu_seconds(pid: int) -> float:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from _procfs import processes, pss_kib
 
 from execbridge.config import Settings, load_settings
 from execbridge.sandbox.base import ContainerInfo
@@ -73,14 +74,6 @@ def bare_ms(n: int) -> list[float]:
         subprocess.run([BARE, "-c", "print(1)"], stdout=subprocess.DEVNULL, check=True)
         out.append((time.perf_counter() - t0) * 1000)
     return out
-
-
-def pss_kib(pid: int) -> int:
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return 0
-    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:")), 0)
 
 
 def fd_count(pid: int | str = "self") -> int:
@@ -249,19 +242,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def processes(data_dir: Path) -> dict[str, int]:
-    found = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if "execbridge" in args and str(data_dir) in " ".join(args):
-            role = "sandbox-host" if "sandbox-host" in args else "gateway" if "--sandbox-host" in args else "serve"
-            found[role] = int(entry.name)
-    return found
 
 
 def leftovers(data_dir: Path, instance: str) -> dict[str, int]:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+from _procfs import processes
 
 from execbridge.testing import FakeUpstream, Turn
 
@@ -109,19 +110,6 @@ async def one_request(client: anthropic.AsyncAnthropic, kind: str, container: st
         **args, messages=messages, container=None if kind == "code" else container
     )
     return message.container.id if message.container else None
-
-
-def processes(data_dir: Path) -> dict[str, int]:
-    found = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if "execbridge" in args and str(data_dir) in " ".join(args):
-            role = "sandbox-host" if "sandbox-host" in args else "gateway" if "--sandbox-host" in args else "serve"
-            found[role] = int(entry.name)
-    return found
 
 
 def sandboxed_processes(instance: str) -> int:
