@@ -20,10 +20,12 @@ tied to the spawning *thread*).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,10 +147,17 @@ async def spawn(
     bwrap gets its options through ``--args FD`` (``bwrap.options_fd``): they name host paths, and
     bwrap's command line is ``/proc/1/cmdline`` inside the sandbox.
     """
-    return await _spawn(
-        spec, payloads, cgroup=cgroup, nproc=nproc, options=options, device=device,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
-    )  # fmt: skip
+    with _command_line(spec, payloads, cgroup=cgroup, nproc=nproc, options=options, device=device) as (argv, fds):
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            pass_fds=fds,
+            env=dict(SPAWN_ENV),
+            cwd="/",
+            limit=STREAM_LIMIT,
+        )
 
 
 class SandboxProcess:
@@ -225,12 +234,9 @@ async def spawn_with_channel(
     loop = asyncio.get_running_loop()
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        with payload_fds(payloads, home=spec.workspace_path) as fds, child:
-            bw_options = _bwrap_options(spec, fds, options)
-            with options_fd(bw_options) as args_fd:
-                bw = [BWRAP, "--args", str(args_fd), "--", *spec.command]
-                argv = wrap_argv(bw, spec, cgroup=cgroup, nproc=nproc, options=options, device=device)
-                popen = _vfork_exec(argv, channel=child.fileno(), pass_fds=(*fds.all(), args_fd))
+        launch = _command_line(spec, payloads, cgroup=cgroup, nproc=nproc, options=options, device=device)
+        with launch as (argv, fds), child:
+            popen = _vfork_exec(argv, channel=child.fileno(), pass_fds=fds)
         assert popen.stderr is not None
         stderr = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
         transport, _ = await loop.connect_read_pipe(
@@ -259,7 +265,8 @@ def _bwrap_options(spec: SandboxSpec, fds: PayloadFds, options: LaunchOptions) -
     return bw_options
 
 
-async def _spawn(
+@contextlib.contextmanager
+def _command_line(
     spec: SandboxSpec,
     payloads: Payloads,
     *,
@@ -267,22 +274,12 @@ async def _spawn(
     nproc: int,
     options: LaunchOptions,
     device: str | None,
-    stdin: int,
-    stdout: int,
-    stderr: int,
-) -> asyncio.subprocess.Process:
+) -> Iterator[tuple[list[str], tuple[int, ...]]]:
+    """The sandbox's command line and the descriptors it needs (the payloads and bwrap's ``--args``
+    file), open until the process is started."""
     with payload_fds(payloads, home=spec.workspace_path) as fds:
         bw_options = _bwrap_options(spec, fds, options)
         with options_fd(bw_options) as args_fd:
             bw = [BWRAP, "--args", str(args_fd), "--", *spec.command]
             argv = wrap_argv(bw, spec, cgroup=cgroup, nproc=nproc, options=options, device=device)
-            return await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                pass_fds=(*fds.all(), args_fd),
-                env=dict(SPAWN_ENV),
-                cwd="/",
-                limit=STREAM_LIMIT,
-            )
+            yield argv, (*fds.all(), args_fd)
