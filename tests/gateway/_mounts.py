@@ -34,21 +34,29 @@ def _sandbox_owner(pid: int) -> int:
     return pid
 
 
+def _nsenter(pid: int, command: tuple[str, ...], *, check: bool) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["nsenter", "--target", str(pid), "--mount", "--", *command],
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=120,
+    )
+
+
+def change_mounts_of(gateway: Gateway, *command: str) -> None:
+    """Run the mount ``command`` in the gateway's mount namespace and, when it keeps one of its own, in
+    the sandbox host's: a mount does not propagate between them, and a path removed from the disk would
+    be gone from both."""
+    seen: set[str] = set()
+    for pid in (gateway.process.pid, _sandbox_owner(gateway.process.pid)):
+        namespace = os.readlink(f"/proc/{pid}/ns/mnt")
+        if namespace not in seen:
+            seen.add(namespace)
+            _nsenter(pid, command, check=True)
+
+
 def in_mounts_of(gateway: Gateway, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``command`` in the gateway's mount namespace and, when it keeps one of its own, in the sandbox
-    host's (a mount does not propagate between them; a path removed from the disk would be gone from
-    both). The result is the sandbox host's."""
-    targets = dict.fromkeys([gateway.process.pid, _sandbox_owner(gateway.process.pid)])
-    namespaces = {pid: os.readlink(f"/proc/{pid}/ns/mnt") for pid in targets}
-    distinct = list({ns: pid for pid, ns in namespaces.items()}.values())
-    result = None
-    for pid in distinct:
-        result = subprocess.run(
-            ["nsenter", "--target", str(pid), "--mount", "--", *command],
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=120,
-        )
-    assert result is not None
-    return result
+    """Run ``command`` where the gateway's sandboxes are made (the sandbox host's mount namespace), so
+    it sees what they see."""
+    return _nsenter(_sandbox_owner(gateway.process.pid), command, check=check)

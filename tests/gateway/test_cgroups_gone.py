@@ -17,7 +17,7 @@ import pytest
 from execbridge.testing import Turn
 
 from ._bash import ask_with_code_execution, run_bash
-from ._mounts import PRIVATE_MOUNTS, in_mounts_of
+from ._mounts import PRIVATE_MOUNTS, change_mounts_of, in_mounts_of
 from .conftest import Gateway, serve
 
 pytestmark = pytest.mark.skipif(
@@ -36,7 +36,7 @@ def test_a_read_only_cgroup_hierarchy_refuses_new_containers_cleanly(fake_upstre
         running = run_bash(gateway, "echo kept > kept.txt", None).container
         before = _cgroups(instance), _images(tmp_path)
         assert before == ({c: ["1"] for c in CONTROLLERS}, ["1.img"])
-        in_mounts_of(gateway, "mount", "-o", "remount,bind,ro", hierarchy)
+        change_mounts_of(gateway, "mount", "-o", "remount,bind,ro", hierarchy)
         try:
             gateway.fake.reset([Turn.text("Running.").call("bash_code_execution", command="echo new")])
             with pytest.raises(anthropic.InternalServerError) as error:
@@ -61,7 +61,7 @@ def test_a_read_only_cgroup_hierarchy_refuses_new_containers_cleanly(fake_upstre
             kept = run_bash(gateway, "cat kept.txt", running)
             assert (kept.container, kept.stdout) == (running, "kept\n")
         finally:
-            in_mounts_of(gateway, "mount", "-o", "remount,bind,rw", hierarchy)
+            change_mounts_of(gateway, "mount", "-o", "remount,bind,rw", hierarchy)
         assert run_bash(gateway, "echo back", None).stdout == "back\n"
 
 

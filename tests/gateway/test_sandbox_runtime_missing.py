@@ -17,7 +17,7 @@ import pytest
 from execbridge.testing import Turn
 
 from ._bash import ask_with_code_execution, run_bash
-from ._mounts import PRIVATE_MOUNTS, in_mounts_of
+from ._mounts import PRIVATE_MOUNTS, change_mounts_of, in_mounts_of
 from .conftest import Gateway, serve
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts over the runtime in a mount namespace")
@@ -52,7 +52,7 @@ def test_a_vanished_runtime_is_named_by_the_error_readyz_and_doctor(fake_upstrea
     with serve(fake_upstream, tmp_path, prefix=PRIVATE_MOUNTS, EXECBRIDGE_SANDBOX__SPARE_CONTAINERS="0") as gateway:
         running = run_bash(gateway, "echo kept > kept.txt", None).container
         assert _ready(gateway) == (200, None)
-        in_mounts_of(gateway, *command)
+        change_mounts_of(gateway, *command)
         try:
             gateway.fake.reset([Turn.text("Running.").call("bash_code_execution", command="echo new")])
             with pytest.raises(anthropic.InternalServerError) as error:
@@ -82,7 +82,7 @@ def test_a_vanished_runtime_is_named_by_the_error_readyz_and_doctor(fake_upstrea
             kept = run_bash(gateway, "cat kept.txt", running)
             assert (kept.container, kept.stdout) == (running, "kept\n")
         finally:
-            in_mounts_of(gateway, "umount", str(target))
+            change_mounts_of(gateway, "umount", str(target))
         assert _ready(gateway) == (200, None)
         assert run_bash(gateway, "echo back", None).stdout == "back\n"
 
