@@ -72,7 +72,7 @@ def test_sigterm_stops_a_busy_sandbox_host_at_once_and_leaves_nothing(scratch: P
         )
     instance = Settings(data_dir=data_dir).instance
     try:
-        results, exit_code = asyncio.run(_scenario(host, socket_path, Path(f"/run/execbridge/{instance}/mnt")))
+        results, exit_code = asyncio.run(_scenario(host, socket_path))
     finally:
         if host.poll() is None:
             host.kill()
@@ -89,9 +89,7 @@ def test_sigterm_stops_a_busy_sandbox_host_at_once_and_leaves_nothing(scratch: P
     assert not list(Path("/sys/fs/cgroup").glob(f"*/execbridge/{instance}/*/cgroup.procs"))
 
 
-async def _scenario(
-    host: subprocess.Popen[bytes], socket_path: Path, workspaces: Path
-) -> tuple[list[ExecutionResult], int]:
+async def _scenario(host: subprocess.Popen[bytes], socket_path: Path) -> tuple[list[ExecutionResult], int]:
     async with asyncio.timeout(120):  # the host starts, however slow the machine
         while not await host_answers(socket_path):
             assert host.poll() is None, "the sandbox host did not start"
@@ -123,7 +121,7 @@ async def _scenario(
         async with asyncio.timeout(120):  # both commands are running, and the idle lease is held
             await held.wait()
             # Each command leaves a mark in its workspace as it starts.
-            while not (_started(workspaces, "bash-started") and _started(workspaces, "cell-started")):  # noqa: ASYNC110 (another process's state: polled)
+            while not (_started(host.pid, "bash-started") and _started(host.pid, "cell-started")):  # noqa: ASYNC110 (another process's state: polled)
                 await asyncio.sleep(0.05)
         host.send_signal(signal.SIGTERM)
         # Far below the commands' own 600 s: a host that waited for them (or ignored the signal) fails here.
@@ -140,11 +138,17 @@ def _running(command_line: str) -> bool:
     return subprocess.run(["pgrep", "-f", f"^{command_line}$"], capture_output=True).returncode == 0
 
 
-def _started(workspaces: Path, mark: str) -> bool:
-    """Whether a sandbox's workspace holds ``mark``. Workspaces are mounted only inside each sandbox's
-    own mount namespace, so they are looked at through the sandboxes' processes (``/proc/PID/root``)."""
-    for root in Path("/proc").glob("[0-9]*/root"):
+def _started(host_pid: int, mark: str) -> bool:
+    """Whether a sandbox of the host ``host_pid`` holds ``mark`` in its workspace. Workspaces are mounted
+    only inside each sandbox's own mount namespace: they are looked at through the host's descendants'
+    roots (``/proc/PID/root``)."""
+    pending = [host_pid]
+    while pending:
+        pid = pending.pop()
         with contextlib.suppress(OSError):
-            if (root / "workspace" / mark).exists():
+            if (Path(f"/proc/{pid}/root") / "workspace" / mark).exists():
                 return True
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                pending += [int(child) for child in (task / "children").read_text().split()]
     return False
